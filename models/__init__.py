@@ -1,0 +1,1 @@
+"""Encoders and training losses (open_clip wrappers arrive with video mode)."""

@@ -1,0 +1,1 @@
+"""Apache Beam transforms, IO, configuration and the ``nccurate`` command line."""
