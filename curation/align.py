@@ -1,0 +1,139 @@
+"""Align one video's captions to its frames: the method switchboard over the pure pieces.
+
+Notation: m captions, T frames at ``fps``; embeddings ``caption_emb: (m, D)``,
+``frame_emb: (T, D)``; ASR spans ``asr_start_s, asr_end_s: (m,)`` seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from curation import ot, similarity, spans, timeline
+
+METHODS = ("norton", "s2dtw", "argmax", "asr")
+PROMPT_MODES = ("run", "video", "fixed")
+
+
+@dataclass(frozen=True)
+class AlignParams:
+    """Every knob of realignment; ``configs/default.yaml`` documents each one."""
+
+    method: str = "norton"
+    minmax: bool = True
+    ncl: bool = True
+    ncl_temperature: float = 0.05
+    smooth_s: float = 8.0
+    eps: float = 0.1
+    n_iter: int = 50
+    bucket: bool = True
+    prompt_mode: str = "video"
+    prompt_quantile: float = 0.3
+    prompt_value: float = 0.5
+    window_s: float | None = 60.0
+    prior_sigma_s: float | None = None
+    prior_weight: float = 0.5
+    min_span_s: float = 1.0
+    min_alignability: float = 0.5
+    s2dtw_gamma: float = 0.1
+    s2dtw_skip_cost: float = 0.5
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"align.method: {self.method!r} is not one of {list(METHODS)}")
+        if self.prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"align.prompt_mode: {self.prompt_mode!r} is not one of {list(PROMPT_MODES)}")
+
+
+def prepared_similarity(caption_emb: np.ndarray, frame_emb: np.ndarray, params: AlignParams) -> np.ndarray:
+    """``(m, T)`` similarity the aligners see: cosine, then NCL (optional), then min-max (optional)."""
+    sim = similarity.cosine_similarity(caption_emb, frame_emb)
+    sim = spans.temporal_mean(sim, params.smooth_s, 1.0)
+    if params.ncl:
+        sim = similarity.ncl_normalise(sim, params.ncl_temperature)
+    return similarity.minmax_scale(sim) if params.minmax else sim
+
+
+def video_prompt_samples(sim: np.ndarray, asr_start_s: np.ndarray, asr_end_s: np.ndarray, fps: float) -> np.ndarray:
+    """``(m,)`` timestamp-paired similarities of one video: what the prompt quantile is taken over."""
+    return timeline.paired_similarity(sim, asr_start_s, asr_end_s, fps)
+
+
+def resolve_prompt_value(sim: np.ndarray, asr_start_s, asr_end_s, fps: float, params: AlignParams,
+                         run_prompt_value: float | None) -> float:
+    """The prompt value p for this video: fixed, the run-level value, or this video's quantile."""
+    if params.prompt_mode == "fixed":
+        return params.prompt_value
+    if params.prompt_mode == "run":
+        if run_prompt_value is None:
+            raise ValueError("align.prompt_mode 'run' needs the run-level prompt value")
+        return float(run_prompt_value)
+    samples = video_prompt_samples(sim, asr_start_s, asr_end_s, fps)
+    return float(np.quantile(samples, params.prompt_quantile))
+
+
+def _soft_alignment(sim: np.ndarray, asr_start_s, asr_end_s, fps, params: AlignParams,
+                    prompt_value: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(plan: (m, T), bucket_mass: (m,))`` of the configured method; bucket 0 where none."""
+    m, t = sim.shape
+    no_bucket = np.zeros(m)
+    if params.method == "asr":
+        mask = timeline.span_frame_mask(asr_start_s, asr_end_s, t, fps)
+        return mask.astype(np.float64), no_bucket
+    if params.method == "s2dtw":
+        from curation.s2dtw import s2dtw_plan
+
+        return s2dtw_plan(sim, params.s2dtw_gamma, params.s2dtw_skip_cost)
+    centre = (np.asarray(asr_start_s) + np.asarray(asr_end_s)) / 2.0
+    prior = timeline.temporal_penalty(centre, t, fps, params.window_s, params.prior_sigma_s, params.prior_weight)
+    scored = sim + prior
+    if params.method == "argmax":
+        return np.where(np.isfinite(scored), np.exp((scored - np.nanmax(scored)) / params.eps), 0.0), no_bucket
+    if params.bucket:
+        result = ot.norton_bucket_plan(scored, prompt_value, params.eps, params.n_iter)
+        return result.plan, result.bucket_mass
+    return ot.plain_plan(scored, params.eps, params.n_iter), no_bucket
+
+
+def align_video(
+    caption_emb: np.ndarray,
+    frame_emb: np.ndarray,
+    asr_start_s: np.ndarray,
+    asr_end_s: np.ndarray,
+    fps: float,
+    params: AlignParams,
+    prompt_value: float | None = None,
+) -> spans.CaptionScores:
+    """Realign every caption of one video; returns per-caption spans and scores.
+
+    ``prompt_value`` is the run-level prompt (``prompt_mode: run``); with ``video`` it is the
+    ``prompt_quantile`` of this video's timestamp-paired similarities, with ``fixed`` it is
+    ``params.prompt_value``. The span keeps the caption's ASR duration (at least ``min_span_s``),
+    centred on the window of that length holding most plan mass. Alignability is
+    ``1 - bucket_mass`` for bucket methods, else the mean similarity inside the span.
+    """
+    sim = prepared_similarity(caption_emb, frame_emb, params)
+    asr_start_s = np.asarray(asr_start_s, dtype=np.float64)
+    asr_end_s = np.asarray(asr_end_s, dtype=np.float64)
+    duration_s = np.maximum(asr_end_s - asr_start_s, params.min_span_s)
+    prompt_value = resolve_prompt_value(sim, asr_start_s, asr_end_s, fps, params, prompt_value)
+    plan, bucket_mass = _soft_alignment(sim, asr_start_s, asr_end_s, fps, params, prompt_value)
+    video_s = sim.shape[1] / fps
+    if params.method == "asr":
+        start_s, end_s = spans.span_around((asr_start_s + asr_end_s) / 2.0, duration_s, video_s)
+    else:
+        start_s, end_s = spans.span_around(spans.peak_centre_s(plan, duration_s, fps), duration_s, video_s)
+    in_span = timeline.span_frame_mask(start_s, end_s, sim.shape[1], fps)
+    span_sim = (sim * in_span).sum(axis=1) / in_span.sum(axis=1)
+    has_bucket = params.method == "s2dtw" or (params.method == "norton" and params.bucket)
+    alignability = 1.0 - bucket_mass if has_bucket else np.clip(span_sim, 0.0, 1.0)
+    raw = similarity.cosine_similarity(caption_emb, frame_emb)
+    return spans.CaptionScores(
+        start_s=start_s,
+        end_s=end_s,
+        alignability=np.clip(alignability, 0.0, 1.0),
+        bucket_mass=bucket_mass,
+        similarity=(raw * in_span).sum(axis=1) / in_span.sum(axis=1),
+        concentration=spans.mass_in_span(plan, start_s, end_s, fps),
+    )

@@ -1,0 +1,46 @@
+"""Caption–frame similarity: cosine, min-max scaling and NCL normalisation.
+
+Notation: m captions, T frames, D embedding dimensions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x: (n, D)`` scaled to unit L2 norm (all-zero rows stay zero), float64."""
+    x = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, eps)
+
+
+def cosine_similarity(caption_emb: np.ndarray, frame_emb: np.ndarray) -> np.ndarray:
+    """``sim: (m, T)`` with ``sim[i, t] = <c_i/|c_i|, f_t/|f_t|>`` in [-1, 1]."""
+    return l2_normalise(caption_emb) @ l2_normalise(frame_emb).T
+
+
+def minmax_scale(sim: np.ndarray) -> np.ndarray:
+    """Affine map of the whole matrix onto [0, 1]; a constant matrix maps to zeros."""
+    lo, hi = float(np.min(sim)), float(np.max(sim))
+    if hi - lo < 1e-12:
+        return np.zeros_like(sim, dtype=np.float64)
+    return (np.asarray(sim, dtype=np.float64) - lo) / (hi - lo)
+
+
+def ncl_normalise(sim: np.ndarray, temperature: float = 0.05, n_iter: int = 20) -> np.ndarray:
+    """NCL (Park et al., EMNLP 2022) hub removal by Sinkhorn–Knopp biases.
+
+    With ``K = exp(sim / tau)`` find row scalings ``u: (m,)`` and column scalings ``v: (T,)``
+    such that ``P = diag(u) K diag(v)`` has every row summing to 1/m and every column to 1/T:
+    every caption and every frame then carries the same total retrieval probability, so a frame
+    or caption that is similar to everything (a hub) is down-weighted. Returns the bias-corrected
+    scores ``tau * log P = sim + tau * (log u_i + log v_t)``, shape (m, T). ``P`` is exactly the
+    entropic OT plan with uniform marginals, so this reuses :func:`curation.ot.log_sinkhorn`.
+    """
+    from curation.ot import log_sinkhorn
+
+    sim = np.asarray(sim, dtype=np.float64)
+    m, t = sim.shape
+    plan = log_sinkhorn(sim, np.full(m, 1.0 / m), np.full(t, 1.0 / t), temperature, n_iter)
+    return temperature * np.log(np.maximum(plan, 1e-300))

@@ -1,0 +1,155 @@
+"""A synthetic narrated-video world in feature space, for benchmarks, tests and the demo.
+
+Each video is ``duration_s`` seconds of 1-fps frame features: visual *steps* (a concept held for
+10–40 s) separated by background, all tinted by a per-video *scene* vector that makes frames of
+one video look alike. Captions are sorted by ASR start time, as ASR output is:
+
+* alignable (``alignable_fraction``, ~30%): describe one step; their text embedding is the step's
+  concept plus noise; the truth span is the step; the ASR time is the truth shifted by a
+  heavy-tailed offset (Student-t, df 2, ``offset_scale_s``, clipped to ±``max_offset_s``);
+* chatter (the rest): text about concepts never shown, at uniformly random times.
+
+Text embeddings also share a constant modality offset, as real dual encoders' do.
+Everything is drawn from one ``numpy.random.Generator`` seeded by ``seed``: deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WORDS = ("cut", "stir", "pour", "fold", "screw", "sand", "paint", "glue", "whisk", "peel",
+         "slice", "knead", "drill", "measure", "wrap", "rinse", "fry", "clamp", "sew", "mix")
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    """Knobs of the synthetic world (durations in seconds)."""
+
+    dim: int = 512
+    n_concepts: int = 400
+    n_chatter_topics: int = 300
+    duration_s: tuple[int, int] = (360, 480)
+    captions_per_minute: float = 8.5
+    alignable_fraction: float = 0.3
+    step_s: tuple[int, int] = (10, 40)
+    gap_s: tuple[int, int] = (5, 30)
+    repeat_concept_prob: float = 0.2
+    offset_scale_s: float = 8.0
+    max_offset_s: float = 60.0
+    caption_s: tuple[float, float] = (2.0, 6.0)
+    scene_strength: float = 1.0
+    concept_strength: float = 0.9
+    frame_noise: float = 1.0
+    text_noise: float = 1.3
+    modality_offset: float = 0.8
+
+
+@dataclass(frozen=True)
+class SynthVideo:
+    """One synthetic video: features, captions and ground truth (times in seconds)."""
+
+    video_id: str
+    fps: float
+    frames: np.ndarray          # (T, D) float32
+    caption_emb: np.ndarray     # (m, D) float32
+    texts: tuple[str, ...]
+    asr_start_s: np.ndarray     # (m,)
+    asr_end_s: np.ndarray       # (m,)
+    alignable: np.ndarray       # (m,) bool
+    true_start_s: np.ndarray    # (m,) NaN for chatter
+    true_end_s: np.ndarray      # (m,)
+
+
+def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    x = rng.standard_normal((n, dim))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class World:
+    """The shared vocabulary: visual concepts, chatter topics, the text modality offset."""
+
+    concepts: np.ndarray   # (n_concepts, D)
+    chatter: np.ndarray    # (n_chatter_topics, D)
+    text_offset: np.ndarray  # (D,)
+
+    @staticmethod
+    def make(params: WorldParams, seed: int) -> "World":
+        rng = np.random.default_rng([seed, 0])
+        return World(_unit(rng, params.n_concepts, params.dim),
+                     _unit(rng, params.n_chatter_topics, params.dim),
+                     _unit(rng, 1, params.dim)[0])
+
+
+def _steps(rng: np.random.Generator, p: WorldParams, duration_s: int) -> list[tuple[int, int, int]]:
+    """``[(start_s, end_s, concept)]`` steps in time order, separated by background gaps."""
+    steps, t, used = [], int(rng.integers(*p.gap_s)), []
+    while True:
+        length = int(rng.integers(*p.step_s))
+        if t + length > duration_s:
+            return steps
+        if used and rng.random() < p.repeat_concept_prob:
+            concept = used[int(rng.integers(len(used)))]
+        else:
+            concept = int(rng.integers(p.n_concepts))
+        used.append(concept)
+        steps.append((t, t + length, concept))
+        t += length + int(rng.integers(*p.gap_s))
+
+
+def make_video(world: World, p: WorldParams, seed: int, index: int, fps: float = 1.0) -> SynthVideo:
+    """Video number ``index`` of the world seeded by ``seed`` (independent of other indices)."""
+    rng = np.random.default_rng([seed, 1, index])
+    duration_s = int(rng.integers(*p.duration_s))
+    n_frames = int(duration_s * fps)
+    scene = _unit(rng, 1, p.dim)[0]
+    background = _unit(rng, 1, p.dim)[0]
+    steps = _steps(rng, p, duration_s)
+
+    frame_t = (np.arange(n_frames) + 0.5) / fps
+    content = np.tile(background, (n_frames, 1)) * 0.5
+    for start, end, concept in steps:
+        content[(frame_t >= start) & (frame_t < end)] = world.concepts[concept] * p.concept_strength
+    frames = p.scene_strength * scene + content + p.frame_noise * rng.standard_normal((n_frames, p.dim)) / np.sqrt(p.dim) * 4
+
+    n_captions = max(2, int(round(duration_s / 60.0 * p.captions_per_minute)))
+    n_align = min(int(round(n_captions * p.alignable_fraction)), 3 * len(steps)) if steps else 0
+    rows = []
+    for k in range(n_captions):
+        dur = float(rng.uniform(*p.caption_s))
+        if k < n_align:
+            start, end, concept = steps[int(rng.integers(len(steps)))]
+            centre = float(rng.uniform(start, end))
+            offset = float(np.clip(rng.standard_t(2) * p.offset_scale_s, -p.max_offset_s, p.max_offset_s))
+            asr_start = float(np.clip(centre + offset - dur / 2, 0.0, duration_s - dur))
+            emb = world.concepts[concept]
+            text = f"now {WORDS[concept % len(WORDS)]} the part {concept}"
+            rows.append((asr_start, dur, emb, text, True, float(start), float(end)))
+        else:
+            topic = int(rng.integers(p.n_chatter_topics))
+            asr_start = float(rng.uniform(0.0, duration_s - dur))
+            text = f"by the way, story number {topic}"
+            rows.append((asr_start, dur, world.chatter[topic], text, False, np.nan, np.nan))
+    rows.sort(key=lambda r: r[0])
+    emb = np.stack([r[2] for r in rows])
+    caption_emb = emb + p.modality_offset * world.text_offset + p.text_noise * rng.standard_normal(emb.shape) / np.sqrt(p.dim) * 4
+    return SynthVideo(
+        video_id=f"synth{seed}_{index:06d}",
+        fps=fps,
+        frames=frames.astype(np.float32),
+        caption_emb=caption_emb.astype(np.float32),
+        texts=tuple(r[3] for r in rows),
+        asr_start_s=np.round(np.array([r[0] for r in rows]), 2),
+        asr_end_s=np.round(np.array([r[0] + r[1] for r in rows]), 2),
+        alignable=np.array([r[4] for r in rows], dtype=bool),
+        true_start_s=np.array([r[5] for r in rows]),
+        true_end_s=np.array([r[6] for r in rows]),
+    )
+
+
+def make_corpus(n_videos: int, seed: int, params: WorldParams = WorldParams()) -> list[SynthVideo]:
+    """``n_videos`` videos of one world; video ``i`` depends only on ``(seed, i)``."""
+    world = World.make(params, seed)
+    return [make_video(world, params, seed, i) for i in range(n_videos)]

@@ -1,0 +1,264 @@
+"""Reproducible WebDataset tar shards, their wids index, and the atomic writes behind them.
+
+A shard is a plain tar whose members are named ``{key}.{ext}``; WebDataset groups
+consecutive members with the same key into one sample (splitting at the *first* dot, so
+keys never contain a dot). Every member is written with fixed metadata (mtime 0, uid/gid 0,
+empty owner names, mode 0o444) in GNU format, so the same samples always give the same
+bytes and the same md5. Files are written under a temporary name in the target directory
+and renamed with :func:`os.replace` when complete: a reader never sees a partial file.
+
+Only the standard library is used here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from typing import Any, Callable, IO
+
+#: What a sample key (and a video_id inside one) may contain: no dots, no slashes.
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+#: Mode bits of every tar member (read-only for everyone).
+MEMBER_MODE = 0o444
+
+#: tar format: GNU writes long names as ././@LongLink entries and never adds PAX headers
+#: (which would carry wall-clock timestamps).
+TAR_FORMAT = tarfile.GNU_FORMAT
+
+_HASH_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One written shard, as listed in the wids shard index.
+
+    url: shard file name relative to the output's ``shards/`` dir, e.g. ``'shard-000003.tar'``.
+    nsamples: number of samples (keys) in the shard.
+    filesize: size of the tar file in bytes.
+    md5sum: hex MD5 digest of the whole tar file.
+    """
+
+    url: str
+    nsamples: int
+    filesize: int
+    md5sum: str
+
+
+def sample_key(video_id: str, caption_idx: int) -> str:
+    """The WebDataset key of one (video, caption) sample: ``'{video_id}_{caption_idx:05d}'``.
+
+    Raises ValueError if ``video_id`` is empty or has characters outside ``[A-Za-z0-9_-]``
+    (keys must contain no dots: webdataset splits key/extension at the first dot) or if
+    ``caption_idx`` < 0; TypeError if ``caption_idx`` is not an int.
+
+    >>> sample_key("vid-1", 7)
+    'vid-1_00007'
+    """
+    if not isinstance(video_id, str) or not KEY_RE.match(video_id):
+        raise ValueError(f"video_id must match {KEY_RE.pattern}, got {video_id!r}")
+    if isinstance(caption_idx, bool) or not isinstance(caption_idx, int):
+        raise TypeError(f"caption_idx must be an int, got {type(caption_idx).__name__}")
+    if caption_idx < 0:
+        raise ValueError(f"caption_idx must be >= 0, got {caption_idx}")
+    return f"{video_id}_{caption_idx:05d}"
+
+
+def shard_name(shard_idx: int) -> str:
+    """File name of shard number ``shard_idx`` (0-based): ``'shard-{idx:06d}.tar'``.
+
+    >>> shard_name(3)
+    'shard-000003.tar'
+    """
+    if isinstance(shard_idx, bool) or not isinstance(shard_idx, int):
+        raise TypeError(f"shard_idx must be an int, got {type(shard_idx).__name__}")
+    if shard_idx < 0:
+        raise ValueError(f"shard_idx must be >= 0, got {shard_idx}")
+    return f"shard-{shard_idx:06d}.tar"
+
+
+def _temp_path(path: str) -> str:
+    """Temporary sibling of ``path`` (same directory, so ``os.replace`` is an atomic rename)."""
+    return f"{path}.tmp-{os.getpid()}"
+
+
+def _write_atomic(path: str, write: Callable[[IO[bytes]], object]) -> None:
+    """Call ``write`` on a binary file at a temporary name, fsync it, then ``os.replace`` it
+    onto ``path``. On any exception the temporary file is removed and nothing is left at
+    ``path`` that was not there before."""
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _file_md5_and_size(path: str) -> tuple[str, int]:
+    """(hex MD5 digest, size in bytes) of the file at ``path``."""
+    h = hashlib.md5()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK_BYTES):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _member_bytes(key: str, ext: str, value: Any) -> bytes:
+    """The payload of member ``{key}.{ext}``: bytes as is, str as UTF-8; TypeError otherwise."""
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(
+        f"sample {key!r} field {ext!r}: value must be bytes or str, got {type(value).__name__}"
+    )
+
+
+def _check_ext(key: str, ext: Any) -> None:
+    """ValueError unless ``ext`` is a usable member extension (non-empty str, no '/',
+    not starting with '.' or '_')."""
+    if not isinstance(ext, str) or not ext or "/" in ext or ext[0] in "._":
+        raise ValueError(f"sample {key!r}: bad field name {ext!r}")
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    """A regular-file TarInfo with fixed, reproducible metadata; ``size`` in bytes."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = MEMBER_MODE
+    info.uid = 0
+    info.gid = 0
+    info.uname = ""
+    info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def _write_samples(f: IO[bytes], samples: list[dict[str, bytes]]) -> None:
+    """Write ``samples`` as a tar stream to ``f`` (see :func:`write_tar_shard`)."""
+    seen: set[str] = set()
+    with tarfile.open(fileobj=f, mode="w", format=TAR_FORMAT) as tar:
+        for sample in samples:
+            if not isinstance(sample, dict):
+                raise TypeError(f"a sample must be a dict, got {type(sample).__name__}")
+            key = sample.get("__key__")
+            if not isinstance(key, str) or not KEY_RE.match(key):
+                raise ValueError(
+                    f"sample __key__ must be a str matching {KEY_RE.pattern}, got {key!r}"
+                )
+            if key in seen:
+                raise ValueError(f"duplicate sample key in one shard: {key!r}")
+            seen.add(key)
+            exts = [k for k in sample if k != "__key__"]
+            if not exts:
+                raise ValueError(f"sample {key!r} has no fields to write")
+            for ext in exts:
+                _check_ext(key, ext)
+            for ext in sorted(exts):
+                data = _member_bytes(key, ext, sample[ext])
+                tar.addfile(_tarinfo(f"{key}.{ext}", len(data)), io.BytesIO(data))
+
+
+def write_tar_shard(path: str, samples: list[dict[str, bytes]]) -> ShardInfo:
+    """Write a reproducible WebDataset tar at ``path`` and return its :class:`ShardInfo`.
+
+    samples: each dict has ``'__key__'`` (str matching :data:`KEY_RE`) and extension -> value
+    entries such as ``'npy'``, ``'txt'``, ``'json'``, ``'mp4'``. Values that are bytes are
+    written as is, str as UTF-8; anything else raises TypeError.
+
+    Members are named ``f'{key}.{ext}'``. Samples are written in the order given (the caller
+    decides grouped vs shuffled order); within a sample, members are sorted by extension.
+    Every member is a regular file with mtime 0, uid = gid = 0, empty uname/gname and mode
+    0o444, in GNU tar format (no PAX headers), so equal inputs give byte-identical files.
+
+    The tar is written to ``path + '.tmp-<pid>'`` in the same directory and renamed onto
+    ``path`` with :func:`os.replace` when complete; on failure the temp file is removed and
+    ``path`` is not created. Duplicate keys within one shard, a bad key or a sample with no
+    fields raise ValueError.
+
+    Returns ShardInfo(url=basename(path), nsamples=len(samples), filesize in bytes, hex md5).
+    """
+    _write_atomic(path, lambda f: _write_samples(f, samples))
+    md5sum, filesize = _file_md5_and_size(path)
+    return ShardInfo(
+        url=os.path.basename(path), nsamples=len(samples), filesize=filesize, md5sum=md5sum
+    )
+
+
+def assign_shards(keys: list[str], samples_per_shard: int) -> list[list[int]]:
+    """Split ``n = len(keys)`` items (already in final order) into consecutive chunks of at
+    most ``samples_per_shard`` items; returns the chunks as lists of indices into ``keys``.
+    Every chunk but the last is full; no items give no chunks. ValueError if
+    ``samples_per_shard`` < 1.
+
+    >>> assign_shards(["a", "b", "c"], 2)
+    [[0, 1], [2]]
+    """
+    if isinstance(samples_per_shard, bool) or not isinstance(samples_per_shard, int):
+        raise TypeError(
+            f"samples_per_shard must be an int, got {type(samples_per_shard).__name__}"
+        )
+    if samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+    n = len(keys)
+    return [
+        list(range(start, min(start + samples_per_shard, n)))
+        for start in range(0, n, samples_per_shard)
+    ]
+
+
+def shard_index(shards: list[ShardInfo]) -> dict:
+    """The ``wids-shard-index-v1`` dict for ``shards``, in the given order::
+
+        {"__kind__": "wids-shard-index-v1", "wids_version": 1,
+         "shardlist": [{"url": ..., "nsamples": ..., "filesize": ..., "md5sum": ...}, ...]}
+
+    ``filesize`` is in bytes, ``url`` is relative to the directory holding the index.
+    """
+    return {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "shardlist": [
+            {"url": s.url, "nsamples": s.nsamples, "filesize": s.filesize, "md5sum": s.md5sum}
+            for s in shards
+        ],
+    }
+
+
+def _shuffle_rank(seed: int, key: str) -> str:
+    """Sort key of ``key`` in the shuffled layout: hex sha256 of ``f'{seed}:{key}'``."""
+    return hashlib.sha256(f"{seed}:{key}".encode("utf-8")).hexdigest()
+
+
+def shuffled_order(keys: list[str], seed: int) -> list[int]:
+    """Deterministic permutation of ``range(len(keys))`` for the 'shuffled' layout: indices
+    sorted by the sha256 hex digest of ``f'{seed}:{key}'`` (ties, i.e. equal keys, by index).
+
+    Independent of input order: the same set of keys gives the same output order of keys.
+    Changes with ``seed``.
+    """
+    ranks = [_shuffle_rank(seed, k) for k in keys]
+    return sorted(range(len(keys)), key=lambda i: (ranks[i], i))
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write ``json.dumps(obj, sort_keys=True, indent=2) + '\\n'`` (UTF-8) to ``path`` via a
+    temporary name in the same directory and :func:`os.replace`. Serialization errors raise
+    before any file is created."""
+    data = (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode("utf-8")
+    _write_atomic(path, lambda f: f.write(data))

@@ -1,0 +1,402 @@
+"""Tests for pipeline.shards: reproducible WebDataset tars, wids index, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+from pipeline import shards
+from pipeline.shards import (
+    KEY_RE,
+    ShardInfo,
+    assign_shards,
+    sample_key,
+    shard_index,
+    shard_name,
+    shuffled_order,
+    write_json_atomic,
+    write_tar_shard,
+)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _samples() -> list[dict]:
+    """Three samples with differing field sets, given in a non-sorted key order."""
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "__key__": sample_key("vidB", 1),
+            "txt": "a dog runs — fast",
+            "npy": _npy_bytes(rng.standard_normal(8).astype(np.float32)),
+            "json": json.dumps({"start": 1.5, "end": 3.0}).encode(),
+        },
+        {
+            "__key__": sample_key("vidA", 0),
+            "txt": b"a cat sleeps",
+            "npy": _npy_bytes(rng.standard_normal(8).astype(np.float32)),
+            "json": b"{}",
+            "mp4": bytes(range(256)) * 4,
+        },
+        {"__key__": sample_key("vid_C-2", 12), "txt": b""},
+    ]
+
+
+def _expected_bytes(sample: dict) -> dict[str, bytes]:
+    return {
+        k: (v.encode("utf-8") if isinstance(v, str) else v)
+        for k, v in sample.items()
+        if k != "__key__"
+    }
+
+
+def _read_back(path: str) -> list[dict]:
+    ds = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+    return list(ds)
+
+
+def _dir_names(tmp_path) -> list[str]:
+    return sorted(os.listdir(tmp_path))
+
+
+def _md5(path) -> str:
+    return hashlib.md5(open(path, "rb").read()).hexdigest()
+
+
+# ---------------------------------------------------------------- sample_key / shard_name
+
+
+def test_sample_key_format():
+    assert sample_key("abc", 0) == "abc_00000"
+    assert sample_key("A-b_9", 42) == "A-b_9_00042"
+    assert sample_key("x", 123456) == "x_123456"
+    assert KEY_RE.match(sample_key("vid-1", 3))
+
+
+@pytest.mark.parametrize("bad", ["a.b", "a/b", "", "a b", "../x", "vid.mp4", "ü"])
+def test_sample_key_rejects_bad_video_id(bad):
+    with pytest.raises(ValueError):
+        sample_key(bad, 0)
+
+
+def test_sample_key_rejects_negative_index():
+    with pytest.raises(ValueError):
+        sample_key("abc", -1)
+
+
+def test_shard_name():
+    assert shard_name(0) == "shard-000000.tar"
+    assert shard_name(3) == "shard-000003.tar"
+    assert shard_name(1234567) == "shard-1234567.tar"
+    with pytest.raises(ValueError):
+        shard_name(-1)
+
+
+# ---------------------------------------------------------------- write_tar_shard
+
+
+def test_shard_reads_back_with_webdataset_in_order(tmp_path):
+    samples = _samples()
+    path = tmp_path / shard_name(3)
+    info = write_tar_shard(str(path), samples)
+
+    got = _read_back(path)
+    assert [s["__key__"] for s in got] == [s["__key__"] for s in samples]
+    for g, s in zip(got, samples):
+        fields = {k: v for k, v in g.items() if not k.startswith("__")}
+        assert fields == _expected_bytes(s)
+    # the npy payload round-trips to the same array
+    arr = np.load(io.BytesIO(got[0]["npy"]), allow_pickle=False)
+    assert arr.dtype == np.float32 and arr.shape == (8,)
+    assert got[0]["txt"].decode("utf-8") == "a dog runs — fast"
+
+    assert info == ShardInfo(
+        url="shard-000003.tar",
+        nsamples=3,
+        filesize=os.path.getsize(path),
+        md5sum=_md5(path),
+    )
+
+
+def test_members_sorted_by_extension_within_sample_and_samples_in_given_order(tmp_path):
+    path = tmp_path / "s.tar"
+    write_tar_shard(str(path), _samples())
+    with tarfile.open(path) as tar:
+        names = tar.getnames()
+    assert names == [
+        "vidB_00001.json", "vidB_00001.npy", "vidB_00001.txt",
+        "vidA_00000.json", "vidA_00000.mp4", "vidA_00000.npy", "vidA_00000.txt",
+        "vid_C-2_00012.txt",
+    ]
+
+
+def test_member_metadata_is_fixed(tmp_path):
+    path = tmp_path / "s.tar"
+    write_tar_shard(str(path), _samples())
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+        assert members
+        for m in members:
+            assert m.isreg()
+            assert m.mtime == 0
+            assert m.uid == 0 and m.gid == 0
+            assert m.uname == "" and m.gname == ""
+            assert m.mode == 0o444
+            assert m.pax_headers == {}
+    # no PAX extended headers anywhere in the stream
+    raw = path.read_bytes()
+    assert b"PaxHeader" not in raw and b"mtime=" not in raw
+
+
+def test_two_writes_are_byte_identical(tmp_path, monkeypatch):
+    p1, p2 = tmp_path / "a.tar", tmp_path / "b.tar"
+    info1 = write_tar_shard(str(p1), _samples())
+    # make wall-clock time visibly different for the second write
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 86400.0 * 400)
+    time.sleep(1.1)
+    info2 = write_tar_shard(str(p2), _samples())
+    assert p1.read_bytes() == p2.read_bytes()
+    assert info1.md5sum == info2.md5sum == _md5(p1)
+    assert info1.filesize == info2.filesize
+    assert info1.url == "a.tar" and info2.url == "b.tar"
+
+
+def test_long_key_uses_no_pax_and_reads_back(tmp_path):
+    vid = "v" * 128  # longest allowed video_id: member names exceed the 100-byte ustar field
+    samples = [{"__key__": sample_key(vid, 0), "txt": b"long"}]
+    p1, p2 = tmp_path / "a.tar", tmp_path / "b.tar"
+    write_tar_shard(str(p1), samples)
+    time.sleep(1.1)
+    write_tar_shard(str(p2), samples)
+    assert p1.read_bytes() == p2.read_bytes()
+    assert b"PaxHeader" not in p1.read_bytes()
+    got = _read_back(p1)
+    assert [(g["__key__"], g["txt"]) for g in got] == [(f"{vid}_00000", b"long")]
+
+
+def test_no_temp_files_after_success(tmp_path):
+    write_tar_shard(str(tmp_path / "s.tar"), _samples())
+    write_json_atomic(str(tmp_path / "i.json"), {"a": 1})
+    assert _dir_names(tmp_path) == ["i.json", "s.tar"]
+    assert not any(".tmp" in n for n in _dir_names(tmp_path))
+
+
+def test_overwrite_replaces_existing_shard(tmp_path):
+    path = tmp_path / "s.tar"
+    write_tar_shard(str(path), _samples())
+    info = write_tar_shard(str(path), _samples()[:1])
+    assert info.nsamples == 1
+    assert [g["__key__"] for g in _read_back(path)] == ["vidB_00001"]
+    assert _dir_names(tmp_path) == ["s.tar"]
+
+
+def test_failure_mid_way_leaves_no_files(tmp_path):
+    samples = _samples()
+    samples.append({"__key__": "bad_00000", "txt": b"ok", "npy": 3.14})  # bad type, after 3 good
+    path = tmp_path / "s.tar"
+    with pytest.raises(TypeError):
+        write_tar_shard(str(path), samples)
+    assert _dir_names(tmp_path) == []
+
+
+def test_failure_keeps_previous_shard_intact(tmp_path):
+    path = tmp_path / "s.tar"
+    write_tar_shard(str(path), _samples())
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        write_tar_shard(str(path), [{"__key__": "k", "txt": ["not", "bytes"]}])
+    assert path.read_bytes() == before
+    assert _dir_names(tmp_path) == ["s.tar"]
+
+
+def test_duplicate_keys_rejected(tmp_path):
+    path = tmp_path / "s.tar"
+    samples = [{"__key__": "k_00000", "txt": b"a"}, {"__key__": "k_00000", "txt": b"b"}]
+    with pytest.raises(ValueError, match="duplicate"):
+        write_tar_shard(str(path), samples)
+    assert _dir_names(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        {"__key__": "a.b", "txt": b"x"},  # dot would split key/extension
+        {"__key__": "a/b", "txt": b"x"},
+        {"txt": b"x"},  # no key
+        {"__key__": "k"},  # no fields
+        {"__key__": "k", "": b"x"},
+        {"__key__": "k", "a/b": b"x"},
+    ],
+)
+def test_bad_samples_rejected(tmp_path, sample):
+    with pytest.raises(ValueError):
+        write_tar_shard(str(tmp_path / "s.tar"), [sample])
+    assert _dir_names(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", [None, 1, bytearray(b"x"), np.zeros(2)])
+def test_non_bytes_values_rejected(tmp_path, value):
+    with pytest.raises(TypeError):
+        write_tar_shard(str(tmp_path / "s.tar"), [{"__key__": "k", "npy": value}])
+    assert _dir_names(tmp_path) == []
+
+
+def test_str_values_written_as_utf8(tmp_path):
+    path = tmp_path / "s.tar"
+    write_tar_shard(str(path), [{"__key__": "k", "txt": "héllo ✓"}])
+    with tarfile.open(path) as tar:
+        assert tar.extractfile("k.txt").read() == "héllo ✓".encode("utf-8")
+
+
+def test_empty_shard(tmp_path):
+    path = tmp_path / "s.tar"
+    info = write_tar_shard(str(path), [])
+    assert info.nsamples == 0 and info.filesize == os.path.getsize(path) > 0
+    with tarfile.open(path) as tar:
+        assert tar.getmembers() == []
+
+
+# ---------------------------------------------------------------- assign_shards
+
+
+@pytest.mark.parametrize(
+    "n, per, expected_sizes",
+    [
+        (0, 3, []),
+        (1, 3, [1]),
+        (3, 3, [3]),
+        (7, 3, [3, 3, 1]),
+        (6, 2, [2, 2, 2]),
+        (5, 1, [1] * 5),
+        (4, 10, [4]),
+    ],
+)
+def test_assign_shards_chunks(n, per, expected_sizes):
+    keys = [f"k{i}" for i in range(n)]
+    chunks = assign_shards(keys, per)
+    assert [len(c) for c in chunks] == expected_sizes
+    assert sum(len(c) for c in chunks) == n
+    assert [i for c in chunks for i in c] == list(range(n))  # consecutive, in order
+
+
+@pytest.mark.parametrize("per", [0, -1])
+def test_assign_shards_rejects_bad_size(per):
+    with pytest.raises(ValueError):
+        assign_shards(["a"], per)
+
+
+# ---------------------------------------------------------------- shard_index
+
+
+def test_shard_index_structure_and_md5(tmp_path):
+    samples = _samples()
+    infos = []
+    for shard_idx, idxs in enumerate(assign_shards([s["__key__"] for s in samples], 2)):
+        path = tmp_path / shard_name(shard_idx)
+        infos.append(write_tar_shard(str(path), [samples[i] for i in idxs]))
+    index = shard_index(infos)
+    assert index["__kind__"] == "wids-shard-index-v1"
+    assert index["wids_version"] == 1
+    assert set(index) == {"__kind__", "wids_version", "shardlist"}
+    assert [e["url"] for e in index["shardlist"]] == ["shard-000000.tar", "shard-000001.tar"]
+    assert [e["nsamples"] for e in index["shardlist"]] == [2, 1]
+    for entry in index["shardlist"]:
+        assert set(entry) == {"url", "nsamples", "filesize", "md5sum"}
+        path = tmp_path / entry["url"]
+        assert entry["md5sum"] == hashlib.md5(path.read_bytes()).hexdigest()
+        assert entry["filesize"] == os.path.getsize(path)
+        assert len(_read_back(path)) == entry["nsamples"]
+    # given order is kept
+    reversed_urls = [e["url"] for e in shard_index(infos[::-1])["shardlist"]]
+    assert reversed_urls == ["shard-000001.tar", "shard-000000.tar"]
+    # JSON-serializable as is
+    json.dumps(index)
+
+
+def test_shard_index_empty():
+    expected = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "shardlist": []}
+    assert shard_index([]) == expected
+
+
+# ---------------------------------------------------------------- shuffled_order
+
+
+def _keys(n: int) -> list[str]:
+    return [sample_key(f"vid{i // 3}", i % 3) for i in range(n)]
+
+
+def test_shuffled_order_is_permutation():
+    keys = _keys(50)
+    order = shuffled_order(keys, seed=0)
+    assert sorted(order) == list(range(50))
+    assert order != list(range(50))
+    assert shuffled_order([], seed=0) == []
+
+
+def test_shuffled_order_matches_definition():
+    keys = _keys(20)
+    order = shuffled_order(keys, seed=7)
+    digests = [hashlib.sha256(f"7:{keys[i]}".encode()).hexdigest() for i in order]
+    assert digests == sorted(digests)
+
+
+def test_shuffled_order_independent_of_input_order():
+    keys = _keys(40)
+    rev = keys[::-1]
+    rotated = keys[13:] + keys[:13]
+    ref = [keys[i] for i in shuffled_order(keys, seed=3)]
+    assert [rev[i] for i in shuffled_order(rev, seed=3)] == ref
+    assert [rotated[i] for i in shuffled_order(rotated, seed=3)] == ref
+
+
+def test_shuffled_order_is_deterministic_and_changes_with_seed():
+    keys = _keys(40)
+    assert shuffled_order(keys, seed=1) == shuffled_order(list(keys), seed=1)
+    assert shuffled_order(keys, seed=1) != shuffled_order(keys, seed=2)
+
+
+# ---------------------------------------------------------------- write_json_atomic
+
+
+def test_write_json_atomic_content(tmp_path):
+    path = tmp_path / "index.json"
+    obj = {"b": [1, 2], "a": {"z": 1, "y": "é"}}
+    write_json_atomic(str(path), obj)
+    text = path.read_text(encoding="utf-8")
+    assert text == json.dumps(obj, sort_keys=True, indent=2) + "\n"
+    assert json.loads(text) == obj
+    assert _dir_names(tmp_path) == ["index.json"]
+
+
+def test_write_json_atomic_failure_leaves_old_file(tmp_path):
+    path = tmp_path / "index.json"
+    write_json_atomic(str(path), {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(str(path), {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert _dir_names(tmp_path) == ["index.json"]
+
+
+def test_write_json_atomic_removes_temp_on_write_error(tmp_path, monkeypatch):
+    path = tmp_path / "index.json"
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shards.os, "replace", boom)
+    with pytest.raises(OSError):
+        write_json_atomic(str(path), {"a": 1})
+    assert _dir_names(tmp_path) == []
