@@ -45,6 +45,9 @@ The method has three parts.
    monotonic paths, :math:`P(A) \propto \exp(-\langle A, C\rangle/\gamma)`, visits
    cell ``(p, q)``.
 
+:func:`s2dtw_plan` maps ``E`` back to an ``(m, T)`` plan and a per-caption skip probability
+(see its docstring for the exact row mapping and normalisation).
+
 Both recursions run over anti-diagonals (every cell of one anti-diagonal depends only on the
 two previous ones), stored in a skewed layout so that each anti-diagonal is one contiguous
 numpy slice; the Python loop is over the ``n + k - 1`` anti-diagonals only.
@@ -250,7 +253,8 @@ def soft_dtw_alignment(cost: np.ndarray, gamma: float = DEFAULT_GAMMA) -> tuple[
 
     Each exponent is ``<= 0`` by construction (the soft-min is below each argument), so the
     backward pass is stable in the log domain; each factor is the conditional probability
-    that the path enters ``(p', q')`` from ``(p, q)``.
+    that a path through ``(p', q')`` arrived there from ``(p, q)``, and ``E_{p',q'}`` times it
+    is the marginal probability of that edge.
 
     Args:
         cost: ``(n, k)`` finite cost matrix (any real values, same units as ``gamma``).

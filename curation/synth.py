@@ -36,7 +36,7 @@ class WorldParams:
     step_s: tuple[int, int] = (10, 40)
     gap_s: tuple[int, int] = (5, 30)
     repeat_concept_prob: float = 0.2
-    offset_scale_s: float = 8.0
+    offset_scale_s: float = 15.0
     max_offset_s: float = 60.0
     caption_s: tuple[float, float] = (2.0, 6.0)
     scene_strength: float = 1.0
