@@ -31,6 +31,7 @@ class AlignParams:
     prompt_mode: str = "video"
     prompt_quantile: float = 0.3
     prompt_value: float = 0.5
+    bucket_span_s: float = 16.0
     window_s: float | None = 60.0
     prior_sigma_s: float | None = None
     prior_weight: float = 0.5
@@ -73,6 +74,18 @@ def resolve_prompt_value(sim: np.ndarray, asr_start_s, asr_end_s, fps: float, pa
     return float(np.quantile(samples, params.prompt_quantile))
 
 
+def bucket_cell_value(prompt_value: float, eps: float, span_frames: float) -> float:
+    """Value of the bucket cells: ``p + eps * log(span_frames)``.
+
+    Norton applies the bucket to clip-level similarities (about one clip per caption). At frame
+    level a caption's entropic mass spreads over every frame it may reach, so one dustbin cell
+    at ``p`` is outweighed by sheer count. Giving the bucket the weight of ``span_frames`` frames
+    at similarity ``p`` (``exp(v/eps) = span_frames * exp(p/eps)``) restores the comparison
+    "is this caption better matched by some span than by the prompt?".
+    """
+    return float(prompt_value + eps * np.log(max(span_frames, 1.0)))
+
+
 def _soft_alignment(sim: np.ndarray, asr_start_s, asr_end_s, fps, params: AlignParams,
                     prompt_value: float) -> tuple[np.ndarray, np.ndarray]:
     """``(plan: (m, T), bucket_mass: (m,))`` of the configured method; bucket 0 where none."""
@@ -91,7 +104,8 @@ def _soft_alignment(sim: np.ndarray, asr_start_s, asr_end_s, fps, params: AlignP
     if params.method == "argmax":
         return np.where(np.isfinite(scored), np.exp((scored - np.nanmax(scored)) / params.eps), 0.0), no_bucket
     if params.bucket:
-        result = ot.norton_bucket_plan(scored, prompt_value, params.eps, params.n_iter)
+        bucket_value = bucket_cell_value(prompt_value, params.eps, params.bucket_span_s * fps)
+        result = ot.norton_bucket_plan(scored, bucket_value, params.eps, params.n_iter)
         return result.plan, result.bucket_mass
     return ot.plain_plan(scored, params.eps, params.n_iter), no_bucket
 

@@ -6,6 +6,9 @@ Alignment", CVPR 2022 (official code: github.com/KoDohwan/VT-TWINS, ``soft_dtw.p
 ``SoftDTW._negative_dot_product``). This is an independent numpy re-implementation for
 *inference*: given a similarity matrix between ``m`` captions (in time order) and ``T``
 frames it returns a soft, monotonic alignment plan plus a per-caption "skip" mass.
+(The official code builds the cost for square video-by-text batches with video on the
+rows; here it is ``(m, T)`` with captions on the rows. Both the smoothing and the
+interleaving are symmetric under transposition, so only the naming changes.)
 
 The method has three parts.
 
@@ -98,7 +101,7 @@ def soft_min(a: np.ndarray, b: np.ndarray, c: np.ndarray, gamma: float) -> np.nd
     mu = np.minimum(np.minimum(a, b), c)
     finite = np.isfinite(mu)
     mu_safe = np.where(finite, mu, 0.0)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         total = (
             np.exp((mu_safe - a) / gamma)
             + np.exp((mu_safe - b) / gamma)

@@ -1,0 +1,52 @@
+"""Records that flow between pipeline stages (frozen dataclasses; numpy payloads)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    """One manifest row, paths already resolved against the manifest's directory."""
+
+    video_id: str
+    captions: str
+    features: str | None = None
+    fps: float | None = None
+    caption_features: str | None = None
+    video: str | None = None
+
+
+@dataclass(frozen=True)
+class FrameFeatures:
+    """Per-frame embeddings of one video: ``emb: (T, D)`` float32 sampled at ``fps``."""
+
+    video_id: str
+    fps: float
+    emb: np.ndarray
+
+
+@dataclass(frozen=True)
+class CaptionSet:
+    """Parsed captions of one video, in file order; ``emb: (m, D)`` float32 or None."""
+
+    video_id: str
+    start_s: tuple[float, ...]
+    end_s: tuple[float, ...]
+    text: tuple[str, ...]
+    emb: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One row of the failures table."""
+
+    video_id: str
+    stage: str
+    error_class: str
+    message: str

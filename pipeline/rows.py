@@ -1,0 +1,122 @@
+"""Per-video results -> index rows and shard samples (plain dicts and bytes; no Beam).
+
+Index columns follow DESIGN §5; ``drop_reason`` says why a caption was not kept
+(``unalignable``: alignability below ``align.min_alignability``; ``video_failed``: the video's
+features could not be used, see the failures table).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from curation.align import AlignParams, align_video
+from curation.records import CaptionSet, FrameFeatures
+from curation.spans import confidence_weight
+from pipeline.shards import sample_key, shard_name
+
+PIPELINE_VERSION = "0.1.0"
+DROP_REASONS = ("unalignable", "video_failed")
+
+INDEX_SCHEMA = pa.schema([
+    ("video_id", pa.string()), ("caption_idx", pa.int32()), ("text", pa.string()),
+    ("asr_start", pa.float64()), ("asr_end", pa.float64()),
+    ("start", pa.float64()), ("end", pa.float64()),
+    ("alignable", pa.bool_()), ("alignability", pa.float64()), ("similarity", pa.float64()),
+    ("bucket_mass", pa.float64()), ("concentration", pa.float64()), ("weight", pa.float64()),
+    ("kept", pa.bool_()), ("drop_reason", pa.string()), ("shard", pa.string()), ("key", pa.string()),
+])
+FAILURE_SCHEMA = pa.schema([("video_id", pa.string()), ("stage", pa.string()),
+                            ("error_class", pa.string()), ("message", pa.string())])
+
+
+def failed_video_rows(captions: CaptionSet) -> list[dict]:
+    """Index rows for a video whose captions parsed but which could not be aligned."""
+    return [
+        {"video_id": captions.video_id, "caption_idx": i, "text": text,
+         "asr_start": captions.start_s[i], "asr_end": captions.end_s[i],
+         "start": None, "end": None, "alignable": None, "alignability": None, "similarity": None,
+         "bucket_mass": None, "concentration": None, "weight": 0.0, "kept": False,
+         "drop_reason": "video_failed", "shard": None, "key": None}
+        for i, text in enumerate(captions.text)
+    ]
+
+
+def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParams,
+                 run_prompt_value: float | None) -> list[dict]:
+    """Align one video and return one index row per caption (``shard`` filled in later)."""
+    scores = align_video(captions.emb, frames.emb, np.array(captions.start_s), np.array(captions.end_s),
+                         frames.fps, params, run_prompt_value)
+    kept = scores.alignability >= params.min_alignability
+    weight = confidence_weight(scores.alignability, scores.concentration, kept)
+    return [
+        {"video_id": captions.video_id, "caption_idx": i, "text": text,
+         "asr_start": captions.start_s[i], "asr_end": captions.end_s[i],
+         "start": round(float(scores.start_s[i]), 3), "end": round(float(scores.end_s[i]), 3),
+         "alignable": bool(kept[i]), "alignability": float(scores.alignability[i]),
+         "similarity": float(scores.similarity[i]), "bucket_mass": float(scores.bucket_mass[i]),
+         "concentration": float(scores.concentration[i]), "weight": float(weight[i]),
+         "kept": bool(kept[i]), "drop_reason": None if kept[i] else "unalignable",
+         "shard": None, "key": sample_key(captions.video_id, i) if kept[i] else None}
+        for i, text in enumerate(captions.text)
+    ]
+
+
+def span_features(frames: FrameFeatures, start_s: float, end_s: float) -> np.ndarray:
+    """``(k, D)`` float32 rows of the frames whose centre lies in ``[start_s, end_s]`` (k >= 1)."""
+    centres = (np.arange(frames.emb.shape[0]) + 0.5) / frames.fps
+    inside = np.flatnonzero((centres >= start_s) & (centres <= end_s))
+    if inside.size == 0:
+        inside = np.array([int(np.clip(round((start_s + end_s) / 2 * frames.fps - 0.5), 0, frames.emb.shape[0] - 1))])
+    return np.ascontiguousarray(frames.emb[inside], dtype=np.float32)
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def sample_for_row(row: dict, frames: FrameFeatures, provenance: dict) -> dict:
+    """The WebDataset sample of a kept row: ``npy`` span features, ``txt`` caption, ``json`` metadata."""
+    meta = {
+        "video_id": row["video_id"], "caption_idx": row["caption_idx"], "text": row["text"],
+        "asr_span": [row["asr_start"], row["asr_end"]], "span": [row["start"], row["end"]],
+        "fps": frames.fps, "alignability": row["alignability"], "similarity": row["similarity"],
+        "bucket_mass": row["bucket_mass"], "concentration": row["concentration"], "weight": row["weight"],
+        **provenance,
+    }
+    return {
+        "__key__": row["key"],
+        "npy": npy_bytes(span_features(frames, row["start"], row["end"])),
+        "txt": row["text"].encode("utf-8"),
+        "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
+    }
+
+
+def _hash_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def shard_index_of(video_id: str, key: str, layout: str, seed: int, n_shards: int) -> int:
+    """Shard number of a sample: by hash of the video (``grouped``: a video's samples stay
+    together) or of the sample key (``shuffled``), seeded; in ``[0, n_shards)``."""
+    return _hash_int(f"{seed}:{video_id if layout == 'grouped' else key}") % max(n_shards, 1)
+
+
+def shard_of_row(row: dict, layout: str, seed: int, n_shards: int) -> str | None:
+    return shard_name(shard_index_of(row["video_id"], row["key"], layout, seed, n_shards)) if row["kept"] else None
+
+
+def index_file_of(video_id: str, n_files: int) -> int:
+    """Index parquet file of a video's rows (stable hash of the video_id)."""
+    return _hash_int(video_id) % n_files
+
+
+def sort_index_rows(rows: list[dict]) -> list[dict]:
+    """Rows in index order: by ``video_id`` then ``caption_idx``."""
+    return sorted(rows, key=lambda r: (r["video_id"], r["caption_idx"]))
