@@ -47,10 +47,10 @@ class AlignParams:
             raise ValueError(f"align.prompt_mode: {self.prompt_mode!r} is not one of {list(PROMPT_MODES)}")
 
 
-def prepared_similarity(caption_emb: np.ndarray, frame_emb: np.ndarray, params: AlignParams) -> np.ndarray:
+def prepared_similarity(caption_emb: np.ndarray, frame_emb: np.ndarray, params: AlignParams, fps: float) -> np.ndarray:
     """``(m, T)`` similarity the aligners see: cosine, then NCL (optional), then min-max (optional)."""
     sim = similarity.cosine_similarity(caption_emb, frame_emb)
-    sim = spans.temporal_mean(sim, params.smooth_s, 1.0)
+    sim = spans.temporal_mean(sim, params.smooth_s, fps)
     if params.ncl:
         sim = similarity.ncl_normalise(sim, params.ncl_temperature)
     return similarity.minmax_scale(sim) if params.minmax else sim
@@ -97,7 +97,9 @@ def _soft_alignment(sim: np.ndarray, asr_start_s, asr_end_s, fps, params: AlignP
     if params.method == "s2dtw":
         from curation.s2dtw import s2dtw_plan
 
-        return s2dtw_plan(sim, params.s2dtw_gamma, params.s2dtw_skip_cost)
+        # shift so every real cell costs >= 0 (cost = 1 - sim for [0, 1] similarities): only
+        # then can the constant skip cells (cost s2dtw_skip_cost) win against a poor match
+        return s2dtw_plan(sim - 1.0, params.s2dtw_gamma, params.s2dtw_skip_cost)
     centre = (np.asarray(asr_start_s) + np.asarray(asr_end_s)) / 2.0
     prior = timeline.temporal_penalty(centre, t, fps, params.window_s, params.prior_sigma_s, params.prior_weight)
     scored = sim + prior
@@ -127,7 +129,7 @@ def align_video(
     centred on the window of that length holding most plan mass. Alignability is
     ``1 - bucket_mass`` for bucket methods, else the mean similarity inside the span.
     """
-    sim = prepared_similarity(caption_emb, frame_emb, params)
+    sim = prepared_similarity(caption_emb, frame_emb, params, fps)
     asr_start_s = np.asarray(asr_start_s, dtype=np.float64)
     asr_end_s = np.asarray(asr_end_s, dtype=np.float64)
     duration_s = np.maximum(asr_end_s - asr_start_s, params.min_span_s)

@@ -21,7 +21,7 @@ def histogram_range(params: AlignParams) -> tuple[float, float]:
 
 def paired_histogram(frames: FrameFeatures, captions: CaptionSet, params: AlignParams) -> np.ndarray:
     """``(N_BINS,)`` int64 counts of one video's timestamp-paired similarities."""
-    sim = prepared_similarity(captions.emb, frames.emb, params)
+    sim = prepared_similarity(captions.emb, frames.emb, params, frames.fps)
     samples = video_prompt_samples(sim, np.array(captions.start_s), np.array(captions.end_s), frames.fps)
     lo, hi = histogram_range(params)
     counts, _ = np.histogram(np.clip(samples, lo, hi), bins=N_BINS, range=(lo, hi))

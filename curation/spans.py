@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from curation.timeline import frame_centres_s
+from curation.timeline import frame_centres_s, span_frame_mask
 
 
 def box_smooth(rows: np.ndarray, width_frames: np.ndarray) -> np.ndarray:
@@ -53,9 +53,9 @@ def span_around(centre_s: np.ndarray, duration_s: np.ndarray, video_s: float) ->
 
 
 def mass_in_span(plan: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, fps: float) -> np.ndarray:
-    """``(m,)`` fraction of each row's mass on frames whose centre lies in its span (0 for an empty row)."""
-    centres = frame_centres_s(plan.shape[1], fps)[None, :]
-    inside = (centres >= np.asarray(start_s)[:, None]) & (centres <= np.asarray(end_s)[:, None])
+    """``(m,)`` fraction of each row's mass on its span's frames (as :func:`span_frame_mask`
+    pairs them: the nearest frame when no centre is inside); 0 for a row without mass."""
+    inside = span_frame_mask(start_s, end_s, plan.shape[1], fps)
     total = plan.sum(axis=1)
     return np.where(total > 0, (plan * inside).sum(axis=1) / np.maximum(total, 1e-300), 0.0)
 

@@ -87,9 +87,16 @@ def test_mass_in_span():
     frac = mass_in_span(plan, start, end, 1.0)
     assert np.all((frac >= 0.0) & (frac <= 1.0 + 1e-12)) and frac[3] == 0.0
     c = np.arange(30) + 0.5
-    i = 7
-    inside = (c >= start[i]) & (c <= end[i])
-    assert abs(frac[i] - plan[i, inside].sum() / plan[i].sum()) < 1e-12
+    checked = 0
+    for i in range(50):
+        inside = (c >= start[i]) & (c <= end[i])
+        if not inside.any():  # a span covering no frame centre counts its nearest frame
+            inside = np.abs(c - (start[i] + end[i]) / 2) == np.abs(c - (start[i] + end[i]) / 2).min()
+            inside &= np.cumsum(inside) == 1
+        if plan[i].sum() > 0:
+            assert abs(frac[i] - plan[i, inside].sum() / plan[i].sum()) < 1e-12, i
+            checked += 1
+    assert checked > 40
     assert mass_in_span(plan[:1], np.array([0.0]), np.array([30.0]), 1.0)[0] == 1.0
 
 

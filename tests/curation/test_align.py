@@ -1,0 +1,128 @@
+"""Tests for curation.align: the method switchboard on the synthetic world."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from curation import align, similarity, spans, timeline
+from curation.align import METHODS, AlignParams, align_video
+from curation.synth import make_corpus
+
+
+def _s2dtw_available() -> bool:
+    try:
+        import curation.s2dtw  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return make_corpus(6, 0)
+
+
+def _run(v, params, prompt_value=None):
+    return align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, prompt_value)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_outputs_valid_scores(corpus, method):
+    if method == "s2dtw" and not _s2dtw_available():
+        pytest.skip("curation.s2dtw cannot be imported")
+    params = AlignParams(method=method)
+    for v in corpus[:3]:
+        m, video_s = len(v.texts), v.frames.shape[0] / v.fps
+        res = _run(v, params)
+        for field in res:
+            assert field.shape == (m,) and np.all(np.isfinite(field))
+        assert np.all(res.start_s <= res.end_s)
+        assert np.all(res.start_s >= 0.0) and np.all(res.end_s <= video_s + 1e-9)
+        for field in (res.alignability, res.bucket_mass, res.concentration):
+            assert np.all((field >= 0.0) & (field <= 1.0 + 1e-12))
+        assert np.all(np.abs(res.similarity) <= 1.0 + 1e-9)
+        # span keeps the ASR duration (at least min_span_s)
+        dur = np.minimum(np.maximum(v.asr_end_s - v.asr_start_s, params.min_span_s), video_s)
+        np.testing.assert_allclose(res.end_s - res.start_s, dur, atol=1e-9)
+
+
+def test_alignable_captions_score_higher_than_chatter(corpus):
+    params = AlignParams()
+    al, ch = [], []
+    for v in corpus:
+        res = _run(v, params)
+        al.append(res.alignability[v.alignable])
+        ch.append(res.alignability[~v.alignable])
+    assert np.concatenate(al).mean() > np.concatenate(ch).mean() + 0.05
+
+
+def test_deterministic(corpus):
+    v = corpus[1]
+    a, b = _run(v, AlignParams()), _run(v, AlignParams())
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("field,value", [("method", "dtw"), ("prompt_mode", "global")])
+def test_params_reject_unknown_choices(field, value):
+    with pytest.raises(ValueError, match=f"align.{field}") as err:
+        AlignParams(**{field: value})
+    assert repr(value) in str(err.value)
+
+
+def test_run_mode_needs_and_uses_run_value(corpus):
+    v = corpus[2]
+    with pytest.raises(ValueError):
+        _run(v, AlignParams(prompt_mode="run"))
+    run = _run(v, AlignParams(prompt_mode="run"), prompt_value=0.45)
+    fixed = _run(v, AlignParams(prompt_mode="fixed", prompt_value=0.45))
+    for x, y in zip(run, fixed):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_fixed_mode_uses_params_prompt_value(corpus):
+    v = corpus[0]
+    masses = [_run(v, AlignParams(prompt_mode="fixed", prompt_value=p), prompt_value=0.99).bucket_mass.mean()
+              for p in (0.2, 0.4, 0.6, 0.8)]
+    # a more attractive bucket absorbs more mass; the run-level value is ignored in fixed mode
+    assert np.all(np.diff(masses) > 0.01), masses
+
+
+def test_video_mode_is_quantile_of_paired_similarity(corpus):
+    v = corpus[3]
+    params = AlignParams(prompt_quantile=0.4)
+    sim = align.prepared_similarity(v.caption_emb, v.frames, params, v.fps)
+    p = float(np.quantile(timeline.paired_similarity(sim, v.asr_start_s, v.asr_end_s, v.fps), 0.4))
+    fixed = _run(v, dataclasses.replace(params, prompt_mode="fixed", prompt_value=p))
+    for x, y in zip(_run(v, params), fixed):
+        np.testing.assert_allclose(x, y, atol=1e-12)
+
+
+def test_asr_method_keeps_asr_spans(corpus):
+    v = corpus[4]
+    res = _run(v, AlignParams(method="asr", min_span_s=0.0))
+    np.testing.assert_allclose(res.start_s, v.asr_start_s, atol=1e-9)
+    np.testing.assert_allclose(res.end_s, v.asr_end_s, atol=1e-9)
+    np.testing.assert_array_equal(res.bucket_mass, 0.0)
+
+
+def test_smoothing_window_is_in_seconds():
+    # caption == frame 20 exactly, orthogonal to every other frame: raw cosine is an impulse.
+    fps, t, smooth_s = 2.0, 40, 8.0
+    frames = np.zeros((t, 2))
+    frames[:, 1] = 1.0
+    frames[20] = [1.0, 0.0]
+    caption = np.array([[1.0, 0.0]])
+    params = AlignParams(ncl=False, minmax=False, smooth_s=smooth_s)
+    got = align.prepared_similarity(caption, frames, params, fps)
+    # the mean over smooth_s seconds = smooth_s * fps = 16 frames around frame 20
+    expected = spans.temporal_mean(similarity.cosine_similarity(caption, frames), smooth_s, fps)
+    assert abs(expected[0, 20] - 1.0 / (smooth_s * fps)) < 1e-12
+    centre = timeline.frame_centres_s(t, fps)[20]
+    res = align_video(caption, frames, np.array([centre - 0.05]), np.array([centre + 0.05]), fps,
+                      dataclasses.replace(params, method="asr", min_span_s=0.1))
+    assert abs(got[0, 20] - 1.0 / (smooth_s * fps)) < 1e-12
+    assert abs(res.alignability[0] - 1.0 / (smooth_s * fps)) < 1e-12, (got[0, 20], res.alignability)

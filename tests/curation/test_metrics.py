@@ -1,0 +1,56 @@
+"""Tests for curation.metrics: R@1 with floor/ceil bounds and ROC-AUC against a pairwise count."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from curation.metrics import recall_at_1, roc_auc
+
+
+def test_recall_boundaries_are_floor_ceil_inclusive():
+    # truth [2.3, 5.7] s -> accepted centres [2, 6]
+    centre = np.array([2.0, 1.99, 6.0, 6.01, 4.0])
+    start, end = np.full(5, 2.3), np.full(5, 5.7)
+    hits = [recall_at_1(centre[i:i + 1], start[:1], end[:1], np.array([True])) for i in range(5)]
+    assert hits == [1.0, 0.0, 1.0, 0.0, 1.0]
+    assert recall_at_1(centre, start, end, np.ones(5, bool)) == 3 / 5
+
+
+def test_recall_ignores_unalignable_and_nan_without_alignable():
+    centre = np.array([3.0, 100.0, 3.0])
+    start, end = np.array([2.0, np.nan, 10.0]), np.array([4.0, np.nan, 12.0])
+    assert recall_at_1(centre, start, end, np.array([True, False, True])) == 0.5
+    assert recall_at_1(centre, start, end, np.array([True, False, False])) == 1.0
+    assert math.isnan(recall_at_1(centre, start, end, np.zeros(3, bool)))
+
+
+def _pairwise_auc(score, label):
+    pos, neg = score[label], score[~label]
+    total = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return total / (len(pos) * len(neg))
+
+
+def test_roc_auc_equals_pairwise_count_with_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(2, 60))
+        score = rng.integers(0, 5, n).astype(float)  # many ties
+        label = rng.random(n) < 0.4
+        label[0], label[1] = True, False
+        rng.shuffle(label)
+        assert abs(roc_auc(score, label) - _pairwise_auc(score, label)) < 1e-12
+    score = rng.standard_normal(300)
+    label = rng.random(300) < (1 / (1 + np.exp(-2 * score)))
+    assert abs(roc_auc(score, label) - _pairwise_auc(score, label)) < 1e-12
+
+
+def test_roc_auc_extremes():
+    label = np.array([False, False, True, True, False, True])
+    score = np.where(label, 1.0, 0.0) + np.arange(6) * 0.01
+    assert roc_auc(score, label) == 1.0
+    assert roc_auc(-score, label) == 0.0
+    assert roc_auc(np.zeros(6), label) == 0.5
+    assert math.isnan(roc_auc(score, np.ones(6, bool)))
+    assert math.isnan(roc_auc(score, np.zeros(6, bool)))
