@@ -48,9 +48,14 @@ class AlignParams:
 
 
 def prepared_similarity(caption_emb: np.ndarray, frame_emb: np.ndarray, params: AlignParams, fps: float) -> np.ndarray:
-    """``(m, T)`` similarity the aligners see: cosine, then NCL (optional), then min-max (optional)."""
-    sim = similarity.cosine_similarity(caption_emb, frame_emb)
-    sim = spans.temporal_mean(sim, params.smooth_s, fps)
+    """``(m, T)`` similarity the aligners see: cosine, then :func:`prepare`."""
+    return prepare(similarity.cosine_similarity(caption_emb, frame_emb), params, fps)
+
+
+def prepare(cosine: np.ndarray, params: AlignParams, fps: float) -> np.ndarray:
+    """``(m, T)``: temporal mean over ``smooth_s`` seconds, then NCL (optional), then min-max
+    (optional) of a cosine similarity matrix."""
+    sim = spans.temporal_mean(cosine, params.smooth_s, fps)
     if params.ncl:
         sim = similarity.ncl_normalise(sim, params.ncl_temperature)
     return similarity.minmax_scale(sim) if params.minmax else sim
@@ -129,7 +134,8 @@ def align_video(
     centred on the window of that length holding most plan mass. Alignability is
     ``1 - bucket_mass`` for bucket methods, else the mean similarity inside the span.
     """
-    sim = prepared_similarity(caption_emb, frame_emb, params, fps)
+    raw = similarity.cosine_similarity(caption_emb, frame_emb)
+    sim = prepare(raw, params, fps)
     asr_start_s = np.asarray(asr_start_s, dtype=np.float64)
     asr_end_s = np.asarray(asr_end_s, dtype=np.float64)
     duration_s = np.maximum(asr_end_s - asr_start_s, params.min_span_s)
@@ -144,7 +150,6 @@ def align_video(
     span_sim = (sim * in_span).sum(axis=1) / in_span.sum(axis=1)
     has_bucket = params.method == "s2dtw" or (params.method == "norton" and params.bucket)
     alignability = 1.0 - bucket_mass if has_bucket else np.clip(span_sim, 0.0, 1.0)
-    raw = similarity.cosine_similarity(caption_emb, frame_emb)
     return spans.CaptionScores(
         start_s=start_s,
         end_s=end_s,

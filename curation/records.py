@@ -50,3 +50,17 @@ class Failure:
     stage: str
     error_class: str
     message: str
+
+
+@dataclass(frozen=True)
+class VideoInputs:
+    """What loading produced for one video; ``frames``/``captions`` are None where that stage
+    failed (its failure row is already emitted), so ``ok`` means both are usable."""
+
+    video_id: str
+    frames: FrameFeatures | None
+    captions: CaptionSet | None
+
+    @property
+    def ok(self) -> bool:
+        return self.frames is not None and self.captions is not None

@@ -13,8 +13,21 @@ from typing import Any, get_type_hints
 
 from curation.align import METHODS, PROMPT_MODES, AlignParams
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "configs", "default.yaml")
+def _default_config_path() -> str | None:
+    """``configs/default.yaml`` of a source checkout, else the copy ``setup.py`` installs under
+    ``<prefix>/share/nccurate/configs``; None when neither exists (the dataclass defaults, which
+    a test keeps equal to the YAML, are used then)."""
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for candidate in (os.path.join(here, "configs", "default.yaml"),
+                      os.path.join(sys.prefix, "share", "nccurate", "configs", "default.yaml")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+DEFAULT_CONFIG = _default_config_path()
 LAYOUTS = ("grouped", "shuffled")
 
 
@@ -171,6 +184,8 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
     import yaml
 
     path = path or DEFAULT_CONFIG
+    if path is None:
+        return build_config({key: value for text in overrides for key, value in [parse_override(text)]})
     try:
         with open(path, encoding="utf-8") as handle:
             tree = yaml.safe_load(handle) or {}

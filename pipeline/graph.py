@@ -7,7 +7,7 @@ import apache_beam as beam
 from pipeline.config import Config
 from pipeline.sinks import Finalize, WriteIndex, WriteShards, shard_count
 from pipeline.summary import RunRecords
-from pipeline.transforms import FAILURES, OUTCOMES, SAMPLES, Load, ReadManifest, Realign, RunPromptValue, SumCounts
+from pipeline.transforms import FAILURES, OUTCOMES, SAMPLES, LoadInputs, ReadManifest, Realign, RunPromptValue, SumCounts
 
 
 def provenance(config: Config) -> dict:
@@ -20,28 +20,19 @@ def provenance(config: Config) -> dict:
 
 
 def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, started_at: float) -> None:
-    """manifest -> (features, captions) -> CoGroupByKey -> Realign -> index, shards, run records."""
-    from pipeline.inputs import load_caption_set, load_frame_features
-
-    dim = config.features.dim
+    """manifest -> load (features + captions) -> Realign -> index, shards, run records."""
     manifest_out = p | "ReadManifest" >> ReadManifest(manifest)
     refs = manifest_out["refs"] | "Reshuffle" >> beam.Reshuffle()
-    frames = refs | "LoadFeatures" >> Load("features", load_frame_features, dim)
-    captions = refs | "ParseCaptions" >> Load("captions", load_caption_set, dim)
-    upstream_failures = ((frames[FAILURES], captions[FAILURES]) | "InputFailures" >> beam.Flatten()
-                         | "FailureByVideo" >> beam.Map(lambda f: (f["video_id"], f)))
-    joined = ({"frames": frames["ok"], "captions": captions["ok"], FAILURES: upstream_failures}
-              | "JoinByVideo" >> beam.CoGroupByKey())
+    inputs = refs | "LoadInputs" >> LoadInputs(config.features.dim)
+    prompt = inputs["ok"] | "RunPrompt" >> RunPromptValue(config.align) if config.align.prompt_mode == "run" else None
+    realigned = inputs["ok"] | "Realign" >> Realign(config.align, provenance(config), prompt)
 
-    prompt = joined | "RunPrompt" >> RunPromptValue(config.align) if config.align.prompt_mode == "run" else None
-    realigned = joined | "Realign" >> Realign(config.align, provenance(config), prompt)
-
-    n_kept = realigned[SAMPLES] | "CountKept" >> beam.combiners.Count.Globally()
+    n_kept = realigned[SAMPLES] | "SamplesPerVideo" >> beam.Map(len) | "CountKept" >> beam.CombineGlobally(sum)
     n_shards = n_kept | "ShardCount" >> beam.Map(shard_count, config.output.samples_per_shard)
     out = config.output
     shards = realigned[SAMPLES] | "WriteShards" >> WriteShards(output, out.layout, config.seed, n_shards)
     index = realigned["rows"] | "WriteIndex" >> WriteIndex(output, out.index_files, out.layout, config.seed, n_shards)
-    failures = ((manifest_out[FAILURES], frames[FAILURES], captions[FAILURES], realigned[FAILURES])
+    failures = ((manifest_out[FAILURES], inputs[FAILURES], realigned[FAILURES])
                 | "AllFailures" >> beam.Flatten())
     stats = realigned[OUTCOMES] | "Stats" >> beam.CombineGlobally(SumCounts())
     sides = {"stats": stats, "manifest_rows": manifest_out["rows"], "shards": shards,

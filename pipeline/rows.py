@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.align import AlignParams, align_video
+from curation.errors import InputError
 from curation.records import CaptionSet, FrameFeatures
 from curation.spans import confidence_weight
 from pipeline.shards import sample_key, shard_name
@@ -49,6 +50,9 @@ def failed_video_rows(captions: CaptionSet) -> list[dict]:
 def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParams,
                  run_prompt_value: float | None) -> list[dict]:
     """Align one video and return one index row per caption (``shard`` filled in later)."""
+    if captions.emb.shape[1] != frames.emb.shape[1]:
+        raise InputError("dim_mismatch", f"video {captions.video_id}: caption_features width "
+                                         f"{captions.emb.shape[1]} != features width {frames.emb.shape[1]}")
     scores = align_video(captions.emb, frames.emb, np.array(captions.start_s), np.array(captions.end_s),
                          frames.fps, params, run_prompt_value)
     kept = scores.alignability >= params.min_alignability

@@ -13,7 +13,7 @@ from pipeline.rows import index_file_of, shard_index_of, shard_of_row
 
 
 class WriteShards(beam.PTransform):
-    """Kept samples -> ``OUT/shards/shard-NNNNNN.tar``; emits one ``ShardInfo`` per shard.
+    """Per-video lists of kept samples -> ``OUT/shards/shard-NNNNNN.tar``; one ``ShardInfo`` per shard.
     ``n_shards`` (a singleton PCollection) = ceil(kept / samples_per_shard)."""
 
     def __init__(self, output: str, layout: str, seed: int, n_shards):
@@ -25,18 +25,25 @@ class WriteShards(beam.PTransform):
 
         layout, seed, output = self.layout, self.seed, self.output
 
-        def assign(sample, n_shards):
-            video_id = sample["__key__"].rsplit("_", 1)[0]
-            return shard_index_of(video_id, sample["__key__"], layout, seed, n_shards), sample
+        def assign(video_samples, n_shards):
+            """One video's samples -> (shard number, [samples]) per shard they fall in."""
+            by_shard: dict[int, list] = {}
+            for sample in video_samples:
+                video_id = sample["__key__"].rsplit("_", 1)[0]
+                by_shard.setdefault(shard_index_of(video_id, sample["__key__"], layout, seed, n_shards), []).append(sample)
+            return sorted(by_shard.items(), key=lambda kv: kv[0])
+
+        def write(idx, parts):
+            return write_shard(output, idx, [s for part in parts for s in part], layout, seed)
 
         return (samples
-                | "Assign" >> beam.Map(assign, beam.pvalue.AsSingleton(self.n_shards))
+                | "Assign" >> beam.FlatMap(assign, beam.pvalue.AsSingleton(self.n_shards))
                 | "ByShard" >> beam.GroupByKey()
-                | "Write" >> beam.MapTuple(lambda idx, group: write_shard(output, idx, list(group), layout, seed)))
+                | "Write" >> beam.MapTuple(write))
 
 
 class WriteIndex(beam.PTransform):
-    """Index rows -> ``OUT/index/part-NNNNN.parquet``; emits ``(name, rows, kept)`` per file."""
+    """Per-video lists of index rows -> ``OUT/index/part-NNNNN.parquet``; ``(name, rows, kept)`` per file."""
 
     def __init__(self, output: str, n_files: int, layout: str, seed: int, n_shards):
         super().__init__()
@@ -47,13 +54,18 @@ class WriteIndex(beam.PTransform):
 
         output, n_files, layout, seed = self.output, self.n_files, self.layout, self.seed
 
-        def with_shard(row, n_shards):
-            return index_file_of(row["video_id"], n_files), {**row, "shard": shard_of_row(row, layout, seed, n_shards)}
+        def with_shard(video_rows, n_shards):
+            """One video's rows -> (index file number, rows with their shard name)."""
+            rows = [{**row, "shard": shard_of_row(row, layout, seed, n_shards)} for row in video_rows]
+            return index_file_of(rows[0]["video_id"], n_files), rows
+
+        def write(idx, parts):
+            return write_index_file(output, idx, [r for part in parts for r in part])
 
         return (rows
                 | "Assign" >> beam.Map(with_shard, beam.pvalue.AsSingleton(self.n_shards))
                 | "ByFile" >> beam.GroupByKey()
-                | "Write" >> beam.MapTuple(lambda idx, group: write_index_file(output, idx, list(group))))
+                | "Write" >> beam.MapTuple(write))
 
 
 def shard_count(n_kept: int, samples_per_shard: int) -> int:

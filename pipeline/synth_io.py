@@ -40,19 +40,23 @@ def truth_entries(video: SynthVideo) -> list[list]:
             for a, s, e, t in zip(video.alignable, video.true_start_s, video.true_end_s, video.texts)]
 
 
-def write_corpus(directory: str, videos: list[SynthVideo], caption_format: str = "json") -> tuple[str, str]:
+def write_corpus(directory: str, videos: list[SynthVideo],
+                 caption_format: str | tuple[str, ...] = "json") -> tuple[str, str]:
     """Write every video's files and ``manifest.jsonl`` (relative paths) and ``truth.json``
-    under ``directory``; returns (manifest path, truth path)."""
+    under ``directory``; returns (manifest path, truth path). ``caption_format`` may be a tuple
+    of formats, used in turn (video i gets ``formats[i % len(formats)]``)."""
+    formats = (caption_format,) if isinstance(caption_format, str) else tuple(caption_format)
     os.makedirs(os.path.join(directory, "data"), exist_ok=True)
     lines, truth = [], {}
-    for v in videos:
+    for i, v in enumerate(videos):
+        fmt = formats[i % len(formats)]
         stem = os.path.join("data", v.video_id)
         np.save(os.path.join(directory, stem + ".features.npy"), v.frames)
         np.save(os.path.join(directory, stem + ".text.npy"), v.caption_emb)
-        with open(os.path.join(directory, f"{stem}.{caption_format}"), "w", encoding="utf-8") as handle:
-            handle.write(captions_text(v, caption_format))
+        with open(os.path.join(directory, f"{stem}.{fmt}"), "w", encoding="utf-8") as handle:
+            handle.write(captions_text(v, fmt))
         lines.append(json.dumps({"video_id": v.video_id, "features": stem + ".features.npy", "fps": v.fps,
-                                 "captions": f"{stem}.{caption_format}", "caption_features": stem + ".text.npy"}))
+                                 "captions": f"{stem}.{fmt}", "caption_features": stem + ".text.npy"}))
         truth[v.video_id] = truth_entries(v)
     manifest = os.path.join(directory, "manifest.jsonl")
     with open(manifest, "w", encoding="utf-8") as handle:

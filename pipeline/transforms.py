@@ -44,8 +44,8 @@ class _StageDoFn(beam.DoFn):
             self._counters[name] = Metrics.counter(self.stage, name)
         self._counters[name].inc(n)
 
-    def fail(self, video_id: str, error: Exception):
-        row = failure_dict(video_id, self.stage, error)
+    def fail(self, video_id: str, error: Exception, stage: str | None = None):
+        row = failure_dict(video_id, stage or self.stage, error)
         self.count(f"failed/{row['error_class']}")
         return beam.pvalue.TaggedOutput(FAILURES, row)
 
@@ -106,85 +106,90 @@ class ReadManifest(beam.PTransform):
         return {"refs": unique.refs, FAILURES: failures, "rows": lines | "CountRows" >> beam.combiners.Count.Globally()}
 
 
-class _LoadFn(_StageDoFn):
-    """Applies ``load(ref, dim)`` and emits ``(video_id, result)``."""
+class _LoadInputsFn(_StageDoFn):
+    """Loads features and captions of one video (both, so the failures table names each
+    stage that failed) into a :class:`VideoInputs`."""
 
-    def __init__(self, stage: str, load, expected_dim):
+    stage = "load"
+
+    def __init__(self, expected_dim):
         super().__init__()
-        self.stage, self.load, self.expected_dim = stage, load, expected_dim
+        self.expected_dim = expected_dim
 
     def process(self, ref):
+        from curation.records import VideoInputs
+        from pipeline.inputs import load_caption_set, load_frame_features
+
         self.count("total")
-        try:
-            result = self.load(ref, self.expected_dim)
-        except Exception as exc:  # noqa: BLE001 - every data error becomes a failures row
-            yield self.fail(ref.video_id, exc)
-            return
-        self.count("ok")
-        yield ref.video_id, result
+        loaded = {}
+        for stage, load in (("features", load_frame_features), ("captions", load_caption_set)):
+            try:
+                loaded[stage] = load(ref, self.expected_dim)
+            except Exception as exc:  # noqa: BLE001 - every data error becomes a failures row
+                yield self.fail(ref.video_id, exc, stage)
+                loaded[stage] = None
+        yield VideoInputs(ref.video_id, loaded["features"], loaded["captions"])
 
 
-class Load(beam.PTransform):
-    """``VideoRef`` -> ``(video_id, record)`` via one ``pipeline.inputs`` loader, + failures."""
+class LoadInputs(beam.PTransform):
+    """``VideoRef`` -> ``VideoInputs`` (features + captions of one video, fused: no shuffle)."""
 
-    def __init__(self, stage: str, load, expected_dim):
+    def __init__(self, expected_dim):
         super().__init__()
-        self.stage, self.load, self.expected_dim = stage, load, expected_dim
+        self.expected_dim = expected_dim
 
     def expand(self, refs):
-        out = refs | beam.ParDo(_LoadFn(self.stage, self.load, self.expected_dim)).with_outputs(FAILURES, main="ok")
+        out = refs | beam.ParDo(_LoadInputsFn(self.expected_dim)).with_outputs(FAILURES, main="ok")
         return {"ok": out.ok, FAILURES: out[FAILURES]}
 
 
 class _RealignFn(_StageDoFn):
+    """Emits the video's index rows as one list, its kept samples as one list, its outcome."""
+
     stage = "realign"
 
     def __init__(self, params, provenance: dict):
         super().__init__()
         self.params, self.provenance = params, provenance
 
-    def process(self, item, run_prompt_value=None):
+    def process(self, inputs, run_prompt_value=None):
         from pipeline.rows import aligned_rows, failed_video_rows, sample_for_row
 
-        video_id, grouped = item
-        frames, captions, upstream = list(grouped["frames"]), list(grouped["captions"]), list(grouped[FAILURES])
         self.count("total")
-        rows = None
-        if frames and captions and not upstream:
+        rows, ok = None, inputs.ok
+        if ok:
             try:
-                if captions[0].emb.shape[1] != frames[0].emb.shape[1]:
-                    raise InputError("dim_mismatch", f"video {video_id}: caption_features width {captions[0].emb.shape[1]} != features width {frames[0].emb.shape[1]}")
-                rows = aligned_rows(frames[0], captions[0], self.params, run_prompt_value)
+                rows = aligned_rows(inputs.frames, inputs.captions, self.params, run_prompt_value)
             except Exception as exc:  # noqa: BLE001 - recorded as a failure row, never swallowed
-                yield self.fail(video_id, exc)
-                upstream.append(exc)
+                yield self.fail(inputs.video_id, exc)
+                ok = False
         if rows is None:
-            rows = failed_video_rows(captions[0]) if captions else []
+            rows = failed_video_rows(inputs.captions) if inputs.captions is not None else []
         kept = [r for r in rows if r["kept"]]
         dropped = Counter(r["drop_reason"] for r in rows if not r["kept"])
         self.count("kept", len(kept))
         for reason, n in dropped.items():
             self.count(f"dropped/{reason}", n)
-        for row in rows:
-            yield row
-        for row in kept:
-            yield beam.pvalue.TaggedOutput(SAMPLES, sample_for_row(row, frames[0], self.provenance))
-        status = "ok" if not upstream else "failed"
-        yield beam.pvalue.TaggedOutput(OUTCOMES, {f"videos_{status}": 1, "captions_in": len(rows),
+        if rows:
+            yield rows
+        if kept:
+            yield beam.pvalue.TaggedOutput(SAMPLES, [sample_for_row(r, inputs.frames, self.provenance) for r in kept])
+        yield beam.pvalue.TaggedOutput(OUTCOMES, {"videos_ok" if ok else "videos_failed": 1, "captions_in": len(rows),
                                                  "captions_kept": len(kept),
                                                  **{f"dropped/{k}": v for k, v in dropped.items()}})
 
 
 class Realign(beam.PTransform):
-    """Joined per-video inputs -> index rows (every caption), kept samples, outcomes, failures."""
+    """``VideoInputs`` -> per-video lists of index rows (every caption) and of kept samples,
+    outcomes (counts) and failures."""
 
     def __init__(self, params, provenance: dict, run_prompt_value=None):
         super().__init__()
         self.params, self.provenance, self.run_prompt_value = params, provenance, run_prompt_value
 
-    def expand(self, joined):
+    def expand(self, inputs):
         side = {} if self.run_prompt_value is None else {"run_prompt_value": beam.pvalue.AsSingleton(self.run_prompt_value)}
-        out = joined | beam.ParDo(_RealignFn(self.params, self.provenance), **side).with_outputs(
+        out = inputs | beam.ParDo(_RealignFn(self.params, self.provenance), **side).with_outputs(
             SAMPLES, OUTCOMES, FAILURES, main="rows")
         return {"rows": out.rows, SAMPLES: out[SAMPLES], OUTCOMES: out[OUTCOMES], FAILURES: out[FAILURES]}
 
@@ -197,20 +202,17 @@ class RunPromptValue(beam.PTransform):
         super().__init__()
         self.params = params
 
-    def expand(self, joined):
+    def expand(self, inputs):
         from curation.prompt import histogram_quantile, paired_histogram
 
         params = self.params
 
-        def histogram(item):
-            _, grouped = item
-            frames, captions = list(grouped["frames"]), list(grouped["captions"])
-            usable = frames and captions and not list(grouped[FAILURES])
+        def histogram(video):
             # a width mismatch fails this video in Realign, where it is recorded
-            if usable and frames[0].emb.shape[1] == captions[0].emb.shape[1]:
-                yield paired_histogram(frames[0], captions[0], params)
+            if video.ok and video.frames.emb.shape[1] == video.captions.emb.shape[1]:
+                yield paired_histogram(video.frames, video.captions, params)
 
-        return (joined | "Histogram" >> beam.FlatMap(histogram)
+        return (inputs | "Histogram" >> beam.FlatMap(histogram)
                 | "Sum" >> beam.CombineGlobally(_SumArrays())
                 | "Quantile" >> beam.Map(histogram_quantile, params.prompt_quantile, params))
 

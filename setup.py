@@ -1,0 +1,32 @@
+"""nccurate: curate noisy narrated video–text data with optimal-transport realignment."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="nccurate",
+    version="0.1.0",
+    description="Realign, filter and weight noisy ASR captions of narrated videos; write WebDataset shards.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["curation", "curation.*", "models", "models.*", "pipeline", "pipeline.*"]),
+    data_files=[("share/nccurate/configs", ["configs/default.yaml"])],
+    include_package_data=True,
+    install_requires=[
+        "apache-beam>=2.60",
+        "numpy>=1.26",
+        "pot>=0.9",
+        "pyarrow>=14",
+        "webdataset>=0.2.86",
+        "click>=8.1",
+        "PyYAML>=6",
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "open-clip-torch>=2.24",
+        "decord>=0.6",
+        "av>=12",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["nccurate=pipeline.cli:main"]},
+)
