@@ -1,0 +1,100 @@
+"""The command line as a user runs it: exit codes, one-line errors, printed tables."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from curation.synth import WorldParams, make_corpus
+from pipeline.cli import main
+from pipeline.synth_io import write_corpus
+
+SMALL = WorldParams(dim=32, duration_s=(120, 150))
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    path, _ = write_corpus(str(tmp_path_factory.mktemp("cli_in")), make_corpus(3, 11, SMALL))
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_lists_commands_and_run_options():
+    assert {"run", "demo", "bench"} <= set(invoke("--help").output.split())
+    help_text = invoke("run", "--help").output
+    for option in ("--manifest", "--output", "--config", "--set", "--runner", "--overwrite"):
+        assert option in help_text
+
+
+def test_run_succeeds_and_prints_counts(manifest, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", "--manifest", manifest, "--output", str(out), "--set", "output.samples_per_shard=20")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"{summary['captions_kept']} kept of {summary['captions_in']}" in result.output
+    assert os.path.exists(out / "shardindex.json")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--set", "align.epss=0.1"), "did you mean 'align.eps'"),
+    (("--set", "align.method=magic"), "align.method"),
+    (("--set", "output.layout=random"), "['grouped', 'shuffled']"),
+    (("--config", "/nonexistent/x.yaml"), "/nonexistent/x.yaml"),
+])
+def test_bad_config_is_one_line_exit_2(manifest, tmp_path, args, needle):
+    result = invoke("run", "--manifest", manifest, "--output", str(tmp_path / "o"), *args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.output
+    assert not os.path.exists(tmp_path / "o")  # nothing written on bad config
+
+
+def test_missing_manifest_and_nonempty_output(manifest, tmp_path):
+    result = invoke("run", "--manifest", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "nope.jsonl" in result.output
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "mine.txt").write_text("precious")
+    result = invoke("run", "--manifest", manifest, "--output", str(busy))
+    assert result.exit_code == 2 and "not empty" in result.output
+    result = invoke("run", "--manifest", manifest, "--output", str(busy), "--overwrite")
+    assert result.exit_code == 2 and "did not write" in result.output
+    assert (busy / "mine.txt").read_text() == "precious"
+
+
+def test_bench_align_prints_table():
+    result = invoke("bench", "align", "--videos", "4", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| ")]
+    names = [r.split("|")[1].strip() for r in rows[1:]]
+    assert names[0] == "ASR timestamps (baseline)" and "default config" in names and "S2DTW (VT-TWINS)" in names
+    for row in rows[1:]:
+        r_at_1, auc = (float(x) for x in row.split("|")[2:4])
+        assert 0.0 <= r_at_1 <= 100.0 and 0.0 <= auc <= 100.0
+
+
+def test_bench_align_with_truth_file(tmp_path):
+    manifest_path, truth = write_corpus(str(tmp_path / "t"), make_corpus(3, 5, SMALL), ("vtt", "srt"))
+    result = invoke("bench", "align", "--manifest", manifest_path, "--truth", truth)
+    assert result.exit_code == 0, result.output
+    assert "3 videos" in result.output
+    bad = tmp_path / "truth_bad.json"
+    data = json.loads(open(truth).read())
+    first = sorted(data)[0]
+    data[first] = data[first][:-1]
+    bad.write_text(json.dumps(data))
+    result = invoke("bench", "align", "--manifest", manifest_path, "--truth", str(bad))
+    assert result.exit_code == 2 and first in result.output
+
+
+def test_demo_runs_and_scores(tmp_path):
+    result = invoke("demo", "--output", str(tmp_path / "demo"), "--videos", "6")
+    assert result.exit_code == 0, result.output
+    assert "R@1" in result.output and "ASR timestamps" in result.output
+    assert os.path.exists(tmp_path / "demo" / "curated" / "shardindex.json")
