@@ -134,11 +134,7 @@ def s2dtw_cost(sim: np.ndarray, gamma: float = DEFAULT_GAMMA, skip_cost: float =
         ``cost[0, 0]`` and ``cost[-1, -1]`` are always skip cells.
     """
     gamma = _check_gamma(gamma)
-    sim = np.asarray(sim, dtype=np.float64)
-    if sim.ndim != 2 or sim.shape[0] < 1 or sim.shape[1] < 1:
-        raise ValueError(f"sim must be a non-empty 2-D (m, T) array, got shape {sim.shape}")
-    if not np.all(np.isfinite(sim)):
-        raise ValueError("sim must be finite")
+    sim = _finite_matrix(sim, "sim")
     skip_cost = float(skip_cost)
     if not np.isfinite(skip_cost):
         raise ValueError(f"skip_cost must be finite, got {skip_cost!r}")
@@ -159,6 +155,16 @@ def s2dtw_cost(sim: np.ndarray, gamma: float = DEFAULT_GAMMA, skip_cost: float =
     return out
 
 
+def _finite_matrix(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` as a float64 non-empty 2-D finite matrix, else ValueError naming ``name``."""
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
 def _skew_index(n_rows: int, n_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index arrays mapping a padded ``(n_rows, n_cols)`` matrix to its skewed layout.
 
@@ -176,11 +182,7 @@ def _soft_dtw_tables(cost: np.ndarray, gamma: float) -> tuple[float, np.ndarray,
     border) and ``E`` is the expected alignment.
     """
     gamma = _check_gamma(gamma)
-    cost = np.asarray(cost, dtype=np.float64)
-    if cost.ndim != 2 or cost.shape[0] < 1 or cost.shape[1] < 1:
-        raise ValueError(f"cost must be a non-empty 2-D array, got shape {cost.shape}")
-    if not np.all(np.isfinite(cost)):
-        raise ValueError("cost must be finite")
+    cost = _finite_matrix(cost, "cost")
     n, k = cost.shape
 
     # Skewed storage of the (n+2, k+2) padded tables: padded cell (p, q) -> [p + q, p], so

@@ -117,6 +117,17 @@ def _decode_text(name: str, data: bytes) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _cue_text(lines: list[str], i: int, in_cue: Callable[[str], object],
+              clean: Callable[[str], str]) -> tuple[tuple[str, ...], int]:
+    """A cue's cleaned non-empty text lines from ``lines[i]`` while ``in_cue(line)``; returns
+    them and the index of the first line after the cue."""
+    texts: list[str] = []
+    while i < len(lines) and in_cue(lines[i]):
+        texts.append(clean(lines[i]))
+        i += 1
+    return tuple(t for t in texts if t), i
+
+
 def _normalise(text: str) -> str:
     return " ".join(text.split())
 
@@ -327,12 +338,8 @@ def _vtt_raw_cues(name: str, lines: list[str]) -> list[_RawCue]:
                 raise _bad(name, f"line {i + 1}: expected a cue timing line, got {_clip(line)}")
             i += 1
         start_s, end_s = _parse_timing(name, i + 1, lines[i], _VTT_TIMING)
-        i += 1
-        texts: list[str] = []
-        while i < len(lines) and lines[i] != "" and "-->" not in lines[i]:
-            texts.append(_vtt_line_text(lines[i]))
-            i += 1
-        raw.append(_RawCue(start_s, end_s, tuple(t for t in texts if t)))
+        texts, i = _cue_text(lines, i + 1, lambda line: line != "" and "-->" not in line, _vtt_line_text)
+        raw.append(_RawCue(start_s, end_s, texts))
     return raw
 
 
@@ -366,12 +373,8 @@ def _srt_raw_cues(name: str, lines: list[str]) -> list[_RawCue]:
             got = _clip(lines[i])
             raise _bad(name, f"line {i + 1}: expected a cue index or timing line, got {got}")
         start_s, end_s = _parse_timing(name, i + 1, lines[i], _SRT_TIMING)
-        i += 1
-        texts: list[str] = []
-        while i < len(lines) and lines[i].strip():
-            texts.append(_srt_line_text(lines[i]))
-            i += 1
-        raw.append(_RawCue(start_s, end_s, tuple(t for t in texts if t)))
+        texts, i = _cue_text(lines, i + 1, str.strip, _srt_line_text)
+        raw.append(_RawCue(start_s, end_s, texts))
     return raw
 
 

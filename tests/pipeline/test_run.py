@@ -7,6 +7,7 @@ objects and the files written for them), never against values pasted from a prev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -343,7 +344,7 @@ def test_shuffled_layout_changes_order_not_content(main, shuffled):
     assert shuffled.summary["samples_written"] == main.summary["samples_written"]
 
 
-def test_prompt_mode_run_records_and_uses_the_run_level_prompt(prompt_run, corpus):
+def test_prompt_mode_run_records_and_uses_the_run_level_prompt(prompt_run, main, corpus):
     from curation.align import align_video
     from curation.prompt import histogram_quantile, paired_histogram
     from curation.records import CaptionSet, FrameFeatures
@@ -360,10 +361,14 @@ def test_prompt_mode_run_records_and_uses_the_run_level_prompt(prompt_run, corpu
         counts = h if counts is None else counts + h
     assert p == pytest.approx(histogram_quantile(counts, params.prompt_quantile, params), abs=1e-12)
 
+    # every video was aligned with that one p: the same as a fixed prompt of value p
+    fixed = dataclasses.replace(params, prompt_mode="fixed", prompt_value=p)
     for v in corpus:
-        scores = align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, p)
+        scores = align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, fixed)
         got = [r["alignability"] for r in prompt_run.rows_of(v.video_id)]
         np.testing.assert_allclose(got, scores.alignability, atol=1e-9)
+    assert ([r["alignability"] for r in prompt_run.index] != [r["alignability"] for r in main.index]), \
+        "prompt_mode run should differ from per-video prompts"
     s = prompt_run.summary
     assert s["reconciled"] and s["captions_in"] == s["captions_kept"] + sum(s["captions_dropped"].values())
 
