@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
 
 
 @dataclass(frozen=True)

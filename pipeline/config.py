@@ -8,6 +8,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -119,6 +120,7 @@ def _known_keys(cls=Config, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+_NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _TYPE_NAMES = {"float": "a number", "int": "an integer", "bool": "a boolean (true/false)", "str": "a string"}
 
 
@@ -131,6 +133,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     allowed = _TYPE_NAMES[base] + (" or null" if optional else "")
     if value is None and optional:
         return None
+    if isinstance(value, str) and base in ("float", "int") and _NUMBER_RE.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if base == "float" and is_number:
         return float(value)

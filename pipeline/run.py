@@ -35,15 +35,16 @@ def _clear_outputs(output: str) -> None:
     """Remove only what nccurate writes (shards/, index/, failures/, summary.json, shardindex.json)."""
     import shutil
 
-    for sub in ("shards", "index", "failures"):
+    ours_dirs, ours_files = ("shards", "index", "failures"), ("summary.json", "shardindex.json")
+    foreign = sorted(set(os.listdir(output)) - set(ours_dirs) - set(ours_files))
+    if foreign:
+        raise RunError(f"output {output}: holds files nccurate did not write ({', '.join(foreign[:3])}); refusing to mix them")
+    for sub in ours_dirs:
         shutil.rmtree(os.path.join(output, sub), ignore_errors=True)
-    for name in ("summary.json", "shardindex.json"):
+    for name in ours_files:
         path = os.path.join(output, name)
         if os.path.exists(path):
             os.remove(path)
-    leftovers = os.listdir(output)
-    if leftovers:
-        raise RunError(f"output {output}: holds files nccurate did not write ({', '.join(sorted(leftovers)[:3])}); refusing to mix them")
 
 
 def check_manifest(manifest: str) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, IO
 
 #: What a sample key (and a video_id inside one) may contain: no dots, no slashes.
-KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 #: Mode bits of every tar member (read-only for everyone).
 MEMBER_MODE = 0o444

@@ -225,11 +225,6 @@ def test_unreadable_manifest_is_a_run_error_naming_it(tmp_path):
     assert str(directory) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: VIDEO_ID_RE (curation/records.py) and KEY_RE (pipeline/shards.py) use '$', which also "
-    "matches before a trailing newline, so video_id 'abc\\n' passes manifest validation; its "
-    "sample key 'abc\\n_00000' is then rejected by the tar writer and the whole run crashes with "
-    "ValueError in WriteShards instead of failing that row as invalid_video_id"))
 def test_video_id_with_trailing_newline_fails_only_its_row(tmp_path, pipeline_tools):
     videos = pipeline_tools.small_corpus(2, 5)
     manifest, _ = write_corpus(str(tmp_path / "in"), videos)

@@ -98,3 +98,14 @@ def test_demo_runs_and_scores(tmp_path):
     assert result.exit_code == 0, result.output
     assert "R@1" in result.output and "ASR timestamps" in result.output
     assert os.path.exists(tmp_path / "demo" / "curated" / "shardindex.json")
+
+
+def test_overwrite_refuses_before_deleting_anything(manifest, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("run", "--manifest", manifest, "--output", str(out)).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    result = invoke("run", "--manifest", manifest, "--output", str(out), "--overwrite")
+    assert result.exit_code == 2 and "notes.txt" in result.output
+    assert (out / "summary.json").exists() and (out / "shardindex.json").exists()
+    (out / "notes.txt").unlink()
+    assert invoke("run", "--manifest", manifest, "--output", str(out), "--overwrite").exit_code == 0

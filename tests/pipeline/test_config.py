@@ -122,10 +122,6 @@ def test_overrides_apply_on_top_of_a_config_file(tmp_path):
     assert config.align.n_iter == Config().align.n_iter  # unspecified keys keep the defaults
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: '--set align.eps=1e-3' (and 'eps: 1e-3' in a YAML file) is rejected with "
-    "\"'1e-3' is not allowed; expected a number\": PyYAML's YAML 1.1 resolver reads "
-    "exponent notation without a dot as a string, and _coerce does not accept numeric strings"))
 def test_exponent_notation_is_a_number():
     assert load_config(None, ["align.eps=1e-3"]).align.eps == pytest.approx(0.001)
 

@@ -125,9 +125,6 @@ def test_messages_name_the_field_or_video():
     assert len(err.message) < 300, "an over-long video_id must be truncated in the message"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: VIDEO_ID_RE = r'^[A-Za-z0-9_-]{1,128}$' (curation/records.py) uses '$', which matches "
-    "before a trailing newline, so video_id 'vid_1\\n' is accepted (use \\Z or re.fullmatch)"))
 def test_video_id_with_trailing_newline_is_invalid():
     _raises("invalid_video_id", parse_manifest_line, _line(video_id="vid_1\n"), BASE)
 
