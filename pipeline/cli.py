@@ -112,7 +112,7 @@ def bench_align(videos, seed, manifest, truth, config_path, overrides):
 
 @bench.command("throughput", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--mode", type=click.Choice(["features"]), default="features", show_default=True)
-@click.option("--videos", default=200, show_default=True)
+@click.option("--videos", default=500, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @config_options
 @click.pass_context
