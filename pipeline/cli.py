@@ -6,6 +6,7 @@ unusable output or a failure ratio above ``max_failure_ratio``.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -27,9 +28,17 @@ def _config(config_path, overrides):
         _fail(str(exc))
 
 
+class _DropBeamImportNoise(logging.Filter):
+    """Beam warns at import that optional GCP client libraries are missing; not our users' concern."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """nccurate: curate noisy narrated video–text data (realign, filter, weight, shard)."""
+    logging.getLogger().addFilter(_DropBeamImportNoise())
 
 
 _config_options = [
@@ -75,14 +84,14 @@ def run(ctx, manifest, output, config_path, overrides, runner, overwrite):
 @click.option("--videos", default=40, show_default=True, help="Number of synthetic videos.")
 @click.option("--seed", default=0, show_default=True)
 @config_options
-@click.option("--overwrite", is_flag=True, help="Replace a previous demo's outputs.")
-def demo(output, videos, seed, config_path, overrides, overwrite):
-    """Make a synthetic narrated corpus, curate it end to end, and score it against its truth."""
+def demo(output, videos, seed, config_path, overrides):
+    """Make a synthetic narrated corpus, curate it end to end, and score it against its truth.
+    Rerunning replaces the previous demo's outputs in OUTPUT."""
     from pipeline.demo import demo as run_demo
     from pipeline.run import RunError
 
     try:
-        click.echo(run_demo(output, _config(config_path, overrides), videos, seed, overwrite))
+        click.echo(run_demo(output, _config(config_path, overrides), videos, seed))
     except RunError as exc:
         _fail(str(exc))
 

@@ -14,12 +14,13 @@ from pipeline.run import run
 from pipeline.synth_io import write_corpus
 
 
-def demo(output: str, config: Config, n_videos: int = 40, seed: int = 0, overwrite: bool = False) -> str:
-    """Write inputs to ``output/inputs``, curate into ``output/curated``; returns a report."""
+def demo(output: str, config: Config, n_videos: int = 40, seed: int = 0) -> str:
+    """Write inputs to ``output/inputs``, curate into ``output/curated`` (replacing a previous
+    demo's outputs there); returns a report."""
     inputs, curated = os.path.join(output, "inputs"), os.path.join(output, "curated")
     # a mix of the three caption formats, as a real corpus would have
     manifest, truth_path = write_corpus(inputs, make_corpus(n_videos, seed), ("json", "vtt", "srt"))
-    summary = run(manifest, curated, config, overwrite=overwrite)
+    summary = run(manifest, curated, config, overwrite=True)
     score = score_output(curated, truth_path)
     return "\n".join([
         f"nccurate demo: {summary['videos_in']} synthetic videos, {summary['captions_in']} captions "

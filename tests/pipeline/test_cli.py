@@ -109,3 +109,9 @@ def test_overwrite_refuses_before_deleting_anything(manifest, tmp_path):
     assert (out / "summary.json").exists() and (out / "shardindex.json").exists()
     (out / "notes.txt").unlink()
     assert invoke("run", "--manifest", manifest, "--output", str(out), "--overwrite").exit_code == 0
+
+
+def test_demo_twice_replaces_its_outputs(tmp_path):
+    for _ in range(2):
+        result = invoke("demo", "--output", str(tmp_path / "d"), "--videos", "3")
+        assert result.exit_code == 0, result.output
