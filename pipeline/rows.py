@@ -18,6 +18,7 @@ from curation.align import AlignParams, align_video
 from curation.errors import InputError
 from curation.records import CaptionSet, FrameFeatures
 from curation.spans import confidence_weight
+from curation.timeline import span_frame_mask
 from pipeline.shards import sample_key, shard_name
 
 PIPELINE_VERSION = "0.1.0"
@@ -71,11 +72,9 @@ def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParam
 
 
 def span_features(frames: FrameFeatures, start_s: float, end_s: float) -> np.ndarray:
-    """``(k, D)`` float32 rows of the frames whose centre lies in ``[start_s, end_s]`` (k >= 1)."""
-    centres = (np.arange(frames.emb.shape[0]) + 0.5) / frames.fps
-    inside = np.flatnonzero((centres >= start_s) & (centres <= end_s))
-    if inside.size == 0:
-        inside = np.array([int(np.clip(round((start_s + end_s) / 2 * frames.fps - 0.5), 0, frames.emb.shape[0] - 1))])
+    """``(k, D)`` float32 rows of the span's frames (as :func:`curation.timeline.span_frame_mask`
+    pairs them: centres inside ``[start_s, end_s]``, else the nearest frame), k >= 1."""
+    inside = span_frame_mask(np.array([start_s]), np.array([end_s]), frames.emb.shape[0], frames.fps)[0]
     return np.ascontiguousarray(frames.emb[inside], dtype=np.float32)
 
 

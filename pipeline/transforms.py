@@ -128,7 +128,10 @@ class _LoadInputsFn(_StageDoFn):
             except Exception as exc:  # noqa: BLE001 - every data error becomes a failures row
                 yield self.fail(ref.video_id, exc, stage)
                 loaded[stage] = None
-        yield VideoInputs(ref.video_id, loaded["features"], loaded["captions"])
+        inputs = VideoInputs(ref.video_id, loaded["features"], loaded["captions"])
+        if inputs.ok:
+            self.count("ok")
+        yield inputs
 
 
 class LoadInputs(beam.PTransform):
