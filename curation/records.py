@@ -24,11 +24,15 @@ class VideoRef:
 
 @dataclass(frozen=True)
 class FrameFeatures:
-    """Per-frame embeddings of one video: ``emb: (T, D)`` float32 sampled at ``fps``."""
+    """Per-frame embeddings of one video: ``emb: (T, D)`` float32 sampled at ``fps`` (frame k
+    stands for ``[k/fps, (k+1)/fps)``). Video mode also records the decoded frames' actual
+    presentation times ``pts_s: (T,)`` and the media file ``source`` that clips are cut from."""
 
     video_id: str
     fps: float
     emb: np.ndarray
+    pts_s: np.ndarray | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ def _default_config_path() -> str | None:
 
 DEFAULT_CONFIG = _default_config_path()
 LAYOUTS = ("grouped", "shuffled")
+DECODE_BACKENDS = ("decord", "pyav")
+CLIP_FORMATS = ("mp4", "jpg", "npy")
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class ConfigError(ValueError):
@@ -38,8 +41,25 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "unknown"
-    pretrained: str | None = None
+    name: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+    device: str = "cpu"
+    precision: str = "fp32"
+    frame_batch_size: int = 64
+    text_batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    backend: str = "decord"
+    sample_fps: float = 1.0
+
+
+@dataclass(frozen=True)
+class ClipsConfig:
+    format: str = "mp4"
+    size: int = 128
+    fps: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,8 @@ class Config:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    clips: ClipsConfig = field(default_factory=ClipsConfig)
     align: AlignParams = field(default_factory=AlignParams)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -93,6 +115,15 @@ _CHECKS = {
     "align.min_alignability": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
     "align.s2dtw_gamma": (lambda v: v > 0, "a positive number"),
     "output.layout": (lambda v: v in LAYOUTS, f"one of {list(LAYOUTS)}"),
+    "model.device": (lambda v: v == "cpu" or v == "cuda" or v.startswith("cuda:"), "cpu, cuda or cuda:N"),
+    "model.precision": (lambda v: v in PRECISIONS, f"one of {list(PRECISIONS)}"),
+    "model.frame_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "model.text_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "decode.backend": (lambda v: v in DECODE_BACKENDS, f"one of {list(DECODE_BACKENDS)}"),
+    "decode.sample_fps": (lambda v: v > 0, "a positive number (frames per second)"),
+    "clips.format": (lambda v: v in CLIP_FORMATS, f"one of {list(CLIP_FORMATS)}"),
+    "clips.size": (lambda v: v >= 16, "an integer >= 16 (pixels, shorter side)"),
+    "clips.fps": (lambda v: v > 0, "a positive number (frames per second)"),
     "output.samples_per_shard": (lambda v: v >= 1, "an integer >= 1"),
     "output.index_files": (lambda v: v >= 1, "an integer >= 1"),
 }

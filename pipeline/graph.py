@@ -25,7 +25,7 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     refs = manifest_out["refs"] | "Reshuffle" >> beam.Reshuffle()
     inputs = refs | "LoadInputs" >> LoadInputs(config.features.dim)
     prompt = inputs["ok"] | "RunPrompt" >> RunPromptValue(config.align) if config.align.prompt_mode == "run" else None
-    realigned = inputs["ok"] | "Realign" >> Realign(config.align, provenance(config), prompt)
+    realigned = inputs["ok"] | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt)
 
     n_kept = realigned[SAMPLES] | "SamplesPerVideo" >> beam.Map(len) | "CountKept" >> beam.CombineGlobally(sum)
     n_shards = n_kept | "ShardCount" >> beam.Map(shard_count, config.output.samples_per_shard)

@@ -66,8 +66,9 @@ def _field(row: dict, name: str, video_id: str, kind: type, required: bool):
 def parse_manifest_line(line: str, base_dir: str) -> VideoRef:
     """One JSON Lines row -> :class:`VideoRef` (relative paths resolved against ``base_dir``).
 
-    Feature mode needs ``features`` + ``fps`` + ``captions`` + ``caption_features``
-    (video mode, with ``video`` and the text encoder, is not implemented yet).
+    Video mode: ``video`` + ``captions`` (+ optional ``caption_features``, else the text tower
+    embeds the captions). Feature mode: ``features`` + ``fps`` + ``captions`` +
+    ``caption_features`` (a user's frame features live in their own space, so no text tower).
     """
     excerpt = " ".join(line.split())[:80]
     try:
@@ -81,16 +82,24 @@ def parse_manifest_line(line: str, base_dir: str) -> VideoRef:
         raise InputError("bad_manifest_row", f"manifest line has no string video_id: {excerpt!r}")
     if not VIDEO_ID_RE.match(video_id):
         raise InputError("invalid_video_id", f"video_id {video_id[:140]!r} must match [A-Za-z0-9_-]{{1,128}}")
-    if row.get("features") is None:
-        what = "'video' (video mode) is not supported yet" if row.get("video") else "'features' is required"
-        raise InputError("bad_manifest_row", f"video {video_id}: manifest field {what}; feature mode needs features, fps, captions, caption_features")
-    paths = {name: _field(row, name, video_id, str, True) for name in ("features", "captions", "caption_features")}
+    has_video, has_features = row.get("video") is not None, row.get("features") is not None
+    if has_video == has_features:
+        raise InputError("bad_manifest_row", f"video {video_id}: give exactly one of 'video' (video mode) or 'features' (feature mode)")
+    captions = resolve_path(_field(row, "captions", video_id, str, True), base_dir)
+    if has_video:
+        caption_features = _field(row, "caption_features", video_id, str, False)
+        return VideoRef(
+            video_id=video_id,
+            captions=captions,
+            video=resolve_path(_field(row, "video", video_id, str, True), base_dir),
+            caption_features=resolve_path(caption_features, base_dir) if caption_features else None,
+        )
     return VideoRef(
         video_id=video_id,
-        captions=resolve_path(paths["captions"], base_dir),
-        features=resolve_path(paths["features"], base_dir),
+        captions=captions,
+        features=resolve_path(_field(row, "features", video_id, str, True), base_dir),
         fps=_field(row, "fps", video_id, float, True),
-        caption_features=resolve_path(paths["caption_features"], base_dir),
+        caption_features=resolve_path(_field(row, "caption_features", video_id, str, True), base_dir),
     )
 
 

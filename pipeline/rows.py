@@ -2,7 +2,8 @@
 
 Index columns follow DESIGN §5; ``drop_reason`` says why a caption was not kept
 (``unalignable``: alignability below ``align.min_alignability``; ``video_failed``: the video's
-features could not be used, see the failures table).
+features could not be used; ``clip_failed``: its clip could not be cut — both in the failures
+table).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from curation.timeline import span_frame_mask
 from pipeline.shards import sample_key, shard_name
 
 PIPELINE_VERSION = "0.1.0"
-DROP_REASONS = ("unalignable", "video_failed")
+DROP_REASONS = ("unalignable", "video_failed", "clip_failed")
 
 INDEX_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("caption_idx", pa.int32()), ("text", pa.string()),
@@ -84,8 +85,18 @@ def npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def sample_for_row(row: dict, frames: FrameFeatures, provenance: dict) -> dict:
-    """The WebDataset sample of a kept row: ``npy`` span features, ``txt`` caption, ``json`` metadata."""
+def payload_for_row(row: dict, frames: FrameFeatures, clips) -> dict[str, bytes]:
+    """The sample's media members: the span's frame embeddings (``npy``; always in feature
+    mode) or a clip cut from ``frames.source`` (``mp4`` or ``jpg`` frames; see ``pipeline.clips``)."""
+    if frames.source is None or clips.format == "npy":
+        return {"npy": npy_bytes(span_features(frames, row["start"], row["end"]))}
+    from pipeline.clips import cut_clip
+
+    return cut_clip(frames.source, row["start"], row["end"], clips.format, clips.size, clips.fps)
+
+
+def sample_for_row(row: dict, frames: FrameFeatures, provenance: dict, clips) -> dict:
+    """The WebDataset sample of a kept row: media payload, ``txt`` caption, ``json`` metadata."""
     meta = {
         "video_id": row["video_id"], "caption_idx": row["caption_idx"], "text": row["text"],
         "asr_span": [row["asr_start"], row["asr_end"]], "span": [row["start"], row["end"]],
@@ -93,12 +104,26 @@ def sample_for_row(row: dict, frames: FrameFeatures, provenance: dict) -> dict:
         "bucket_mass": row["bucket_mass"], "concentration": row["concentration"], "weight": row["weight"],
         **provenance,
     }
-    return {
-        "__key__": row["key"],
-        "npy": npy_bytes(span_features(frames, row["start"], row["end"])),
-        "txt": row["text"].encode("utf-8"),
-        "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
-    }
+    if frames.pts_s is not None:
+        inside = span_frame_mask(np.array([row["start"]]), np.array([row["end"]]), len(frames.pts_s), frames.fps)[0]
+        meta["frame_pts_s"] = [round(float(t), 4) for t in frames.pts_s[inside]]
+    return {"__key__": row["key"], **payload_for_row(row, frames, clips),
+            "txt": row["text"].encode("utf-8"), "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
+
+
+def samples_for_video(rows: list[dict], frames: FrameFeatures | None, provenance: dict, clips):
+    """``(rows, samples, errors)``: one sample per kept row. A kept row whose clip cannot be cut
+    becomes dropped (``clip_failed``, weight 0) and its error is returned as ``(row, error)``."""
+    samples, errors, out_rows = [], [], []
+    for row in rows:
+        if row["kept"]:
+            try:
+                samples.append(sample_for_row(row, frames, provenance, clips))
+            except InputError as exc:
+                errors.append((row, exc))
+                row = {**row, "kept": False, "weight": 0.0, "drop_reason": "clip_failed", "key": None}
+        out_rows.append(row)
+    return out_rows, samples, errors
 
 
 def _hash_int(text: str) -> int:

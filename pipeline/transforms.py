@@ -151,12 +151,12 @@ class _RealignFn(_StageDoFn):
 
     stage = "realign"
 
-    def __init__(self, params, provenance: dict):
+    def __init__(self, params, provenance: dict, clips):
         super().__init__()
-        self.params, self.provenance = params, provenance
+        self.params, self.provenance, self.clips = params, provenance, clips
 
     def process(self, inputs, run_prompt_value=None):
-        from pipeline.rows import aligned_rows, failed_video_rows, sample_for_row
+        from pipeline.rows import aligned_rows, failed_video_rows, samples_for_video
 
         self.count("total")
         rows, ok = None, inputs.ok
@@ -168,17 +168,19 @@ class _RealignFn(_StageDoFn):
                 ok = False
         if rows is None:
             rows = failed_video_rows(inputs.captions) if inputs.captions is not None else []
-        kept = [r for r in rows if r["kept"]]
+        rows, samples, clip_errors = samples_for_video(rows, inputs.frames, self.provenance, self.clips)
+        for row, exc in clip_errors:
+            yield self.fail(f"{row['video_id']}", exc, "clips")
         dropped = Counter(r["drop_reason"] for r in rows if not r["kept"])
-        self.count("kept", len(kept))
+        self.count("kept", len(samples))
         for reason, n in dropped.items():
             self.count(f"dropped/{reason}", n)
         if rows:
             yield rows
-        if kept:
-            yield beam.pvalue.TaggedOutput(SAMPLES, [sample_for_row(r, inputs.frames, self.provenance) for r in kept])
+        if samples:
+            yield beam.pvalue.TaggedOutput(SAMPLES, samples)
         yield beam.pvalue.TaggedOutput(OUTCOMES, {"videos_ok" if ok else "videos_failed": 1, "captions_in": len(rows),
-                                                 "captions_kept": len(kept),
+                                                 "captions_kept": len(samples),
                                                  **{f"dropped/{k}": v for k, v in dropped.items()}})
 
 
@@ -186,13 +188,13 @@ class Realign(beam.PTransform):
     """``VideoInputs`` -> per-video lists of index rows (every caption) and of kept samples,
     outcomes (counts) and failures."""
 
-    def __init__(self, params, provenance: dict, run_prompt_value=None):
+    def __init__(self, params, provenance: dict, clips, run_prompt_value=None):
         super().__init__()
-        self.params, self.provenance, self.run_prompt_value = params, provenance, run_prompt_value
+        self.params, self.provenance, self.clips, self.run_prompt_value = params, provenance, clips, run_prompt_value
 
     def expand(self, inputs):
         side = {} if self.run_prompt_value is None else {"run_prompt_value": beam.pvalue.AsSingleton(self.run_prompt_value)}
-        out = inputs | beam.ParDo(_RealignFn(self.params, self.provenance), **side).with_outputs(
+        out = inputs | beam.ParDo(_RealignFn(self.params, self.provenance, self.clips), **side).with_outputs(
             SAMPLES, OUTCOMES, FAILURES, main="rows")
         return {"rows": out.rows, SAMPLES: out[SAMPLES], OUTCOMES: out[OUTCOMES], FAILURES: out[FAILURES]}
 

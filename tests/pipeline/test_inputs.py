@@ -99,7 +99,7 @@ def test_fractional_fps_is_kept():
     (json.dumps(_row(fps="1")), "bad_manifest_row"),
     (json.dumps(_row(fps=True)), "bad_manifest_row"),
     (json.dumps(_row(fps=float("nan"))), "bad_manifest_row"),
-    (json.dumps(_row(features=_DROP, video="v.mp4")), "bad_manifest_row"),
+    (json.dumps(_row(video="v.mp4")), "bad_manifest_row"),  # both video and features
     (json.dumps(_row(video_id="")), "invalid_video_id"),
     (json.dumps(_row(video_id="../etc")), "invalid_video_id"),
     (json.dumps(_row(video_id="a.b")), "invalid_video_id"),
@@ -259,3 +259,12 @@ def test_load_frame_features(tmp_path):
     assert ff.video_id == "v1" and ff.fps == 2.0
     np.testing.assert_array_equal(ff.emb, frames.astype(np.float32))
     _raises("dim_mismatch", load_frame_features, _ref(tmp_path, 3, frames=frames), 3)
+
+
+def test_video_mode_row_resolves_paths_and_optional_caption_features():
+    row = {"video_id": "v1", "video": "media/v1.mp4", "captions": "c/v1.vtt"}
+    ref = parse_manifest_line(json.dumps(row), BASE)
+    assert ref.video == os.path.join(BASE, "media/v1.mp4") and ref.features is None
+    assert ref.caption_features is None and ref.captions == os.path.join(BASE, "c/v1.vtt")
+    ref = parse_manifest_line(json.dumps({**row, "caption_features": "t.npy"}), BASE)
+    assert ref.caption_features == os.path.join(BASE, "t.npy")

@@ -257,7 +257,9 @@ def test_sample_members_agree_with_the_index(main):
         assert meta["span"] == [row["start"], row["end"]]
         assert meta["asr_span"] == [row["asr_start"], row["asr_end"]]
         assert meta["config_hash"] == main.summary["config_hash"]
-        assert meta["method"] == "norton" and meta["model"] == "unknown"
+        assert meta["method"] == "norton"
+        assert meta["model"] == main.summary["config"]["model"]["name"]
+        assert meta["pretrained"] == main.summary["config"]["model"]["pretrained"]
 
 
 def test_sample_npy_is_the_span_of_input_frames(main, corpus, pipeline_tools):
