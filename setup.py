@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["curation", "curation.*", "models", "models.*", "pipeline", "pipeline.*"]),
     data_files=[("share/nccurate/configs", ["configs/default.yaml"])],
-    include_package_data=True,
+    package_data={"models": ["configs/*.json", "assets/*.pt"]},
     install_requires=[
         "apache-beam>=2.60",
         "numpy>=1.26",

@@ -81,17 +81,19 @@ def run(ctx, manifest, output, config_path, overrides, runner, overwrite):
 
 @main.command()
 @click.option("--output", default="nccurate-demo", show_default=True, help="Where inputs and outputs go.")
-@click.option("--videos", default=40, show_default=True, help="Number of synthetic videos.")
+@click.option("--videos", default=24, show_default=True, help="Number of synthetic videos.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--mode", type=click.Choice(["video", "features"]), default="features", show_default=True,
+              help="video: H.264 files + the shipped tiny encoder; features: .npy feature matrices.")
 @config_options
-def demo(output, videos, seed, config_path, overrides):
+def demo(output, videos, seed, mode, config_path, overrides):
     """Make a synthetic narrated corpus, curate it end to end, and score it against its truth.
     Rerunning replaces the previous demo's outputs in OUTPUT."""
     from pipeline.demo import demo as run_demo
     from pipeline.run import RunError
 
     try:
-        click.echo(run_demo(output, _config(config_path, overrides), videos, seed))
+        click.echo(run_demo(output, _config(config_path, overrides), videos, seed, mode))
     except RunError as exc:
         _fail(str(exc))
 

@@ -7,6 +7,7 @@ import apache_beam as beam
 from pipeline.config import Config
 from pipeline.sinks import Finalize, WriteIndex, WriteShards, shard_count
 from pipeline.summary import RunRecords
+from pipeline.video import LoadVideoInputs
 from pipeline.transforms import FAILURES, OUTCOMES, SAMPLES, LoadInputs, ReadManifest, Realign, RunPromptValue, SumCounts
 
 
@@ -20,19 +21,23 @@ def provenance(config: Config) -> dict:
 
 
 def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, started_at: float) -> None:
-    """manifest -> load (features + captions) -> Realign -> index, shards, run records."""
+    """manifest -> load (feature mode: .npy + captions; video mode: decode + embed frames,
+    parse + embed captions, join) -> Realign (+ clips) -> index, shards, run records."""
     manifest_out = p | "ReadManifest" >> ReadManifest(manifest)
     refs = manifest_out["refs"] | "Reshuffle" >> beam.Reshuffle()
-    inputs = refs | "LoadInputs" >> LoadInputs(config.features.dim)
-    prompt = inputs["ok"] | "RunPrompt" >> RunPromptValue(config.align) if config.align.prompt_mode == "run" else None
-    realigned = inputs["ok"] | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt)
+    feature_refs, video_refs = refs | "ByMode" >> beam.Partition(lambda ref, _: int(ref.video is not None), 2)
+    features = feature_refs | "LoadInputs" >> LoadInputs(config.features.dim)
+    videos = video_refs | "LoadVideoInputs" >> LoadVideoInputs(config)
+    inputs = (features["ok"], videos["ok"]) | "AllInputs" >> beam.Flatten()
+    prompt = inputs | "RunPrompt" >> RunPromptValue(config.align) if config.align.prompt_mode == "run" else None
+    realigned = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt)
 
     n_kept = realigned[SAMPLES] | "SamplesPerVideo" >> beam.Map(len) | "CountKept" >> beam.CombineGlobally(sum)
     n_shards = n_kept | "ShardCount" >> beam.Map(shard_count, config.output.samples_per_shard)
     out = config.output
     shards = realigned[SAMPLES] | "WriteShards" >> WriteShards(output, out.layout, config.seed, n_shards)
     index = realigned["rows"] | "WriteIndex" >> WriteIndex(output, out.index_files, out.layout, config.seed, n_shards)
-    failures = ((manifest_out[FAILURES], inputs[FAILURES], realigned[FAILURES])
+    failures = ((manifest_out[FAILURES], features[FAILURES], videos[FAILURES], realigned[FAILURES])
                 | "AllFailures" >> beam.Flatten())
     stats = realigned[OUTCOMES] | "Stats" >> beam.CombineGlobally(SumCounts())
     sides = {"stats": stats, "manifest_rows": manifest_out["rows"], "shards": shards,

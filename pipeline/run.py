@@ -59,6 +59,36 @@ def check_manifest(manifest: str) -> None:
         raise RunError(f"manifest {manifest}: cannot be read ({exc.strerror or exc})") from None
 
 
+def has_video_rows(manifest: str) -> bool:
+    """Whether any manifest row names a ``video`` (a cheap scan: rows are parsed only when
+    the text ``"video"`` occurs in them)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(manifest) as handle:
+        for raw in handle:
+            line = raw.decode("utf-8", "replace")
+            if '"video"' in line:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a bad row is reported by the pipeline's failures table
+                if isinstance(row, dict) and row.get("video") is not None:
+                    return True
+    return False
+
+
+def check_model(config: Config) -> None:
+    """The encoder's name and weights exist (no weights are loaded). Only for runs with
+    video-mode rows: in feature mode ``model`` is a provenance label of the user's features."""
+    from models.encoder import check_spec
+    from pipeline.video import encoder_spec
+
+    try:
+        check_spec(encoder_spec(config.model))
+    except ValueError as exc:
+        raise RunError(f"model: {exc}") from None
+
+
 def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple[str, ...] = (),
         overwrite: bool = False) -> dict:
     """Run the whole pipeline; returns ``summary.json``'s content. Raises :class:`RunError` when
@@ -69,6 +99,8 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
     from pipeline.graph import build_graph
 
     check_manifest(manifest)
+    if has_video_rows(manifest):
+        check_model(config)
     output = os.path.abspath(output)
     prepare_output(output, overwrite)
     started = time.time()

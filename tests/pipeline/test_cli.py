@@ -94,7 +94,7 @@ def test_bench_align_with_truth_file(tmp_path):
 
 
 def test_demo_runs_and_scores(tmp_path):
-    result = invoke("demo", "--output", str(tmp_path / "demo"), "--videos", "6")
+    result = invoke("demo", "--output", str(tmp_path / "demo"), "--videos", "6", "--mode", "features")
     assert result.exit_code == 0, result.output
     assert "R@1" in result.output and "ASR timestamps" in result.output
     assert os.path.exists(tmp_path / "demo" / "curated" / "shardindex.json")
@@ -113,5 +113,5 @@ def test_overwrite_refuses_before_deleting_anything(manifest, tmp_path):
 
 def test_demo_twice_replaces_its_outputs(tmp_path):
     for _ in range(2):
-        result = invoke("demo", "--output", str(tmp_path / "d"), "--videos", "3")
+        result = invoke("demo", "--output", str(tmp_path / "d"), "--videos", "3", "--mode", "features")
         assert result.exit_code == 0, result.output

@@ -1,0 +1,287 @@
+"""The open_clip dual encoder of video mode: frames -> (N, D) and caption texts -> (m, D),
+both float32 and L2-normalised, so a caption/frame similarity is a plain dot product.
+
+* :class:`EncoderSpec` is a small frozen, picklable description (model name, weights, device,
+  precision, seed). Nothing heavy happens when it is built, so Beam can pickle it inside a
+  ``ModelHandler`` and the model is loaded on the worker (``load_encoder`` in ``load_model``).
+* torch and open_clip are imported inside the functions that need them: importing this module
+  costs nothing and never imports ``apache_beam`` (DESIGN §2, §8).
+* Weights: ``pretrained=None`` is a random init seeded by ``spec.seed`` (identical in every
+  process: used by the tests and by benchmarks); an open_clip tag such as ``'openai'`` is
+  downloaded by open_clip into its cache on the user's machine; any other value is a local
+  checkpoint file (a ``state_dict``, ``{'state_dict': ...}`` or ``.safetensors``), loaded with
+  ``torch.load(..., weights_only=True)`` (passed explicitly to open_clip, which also defaults to it).
+* Precision: the model's weights stay fp32; ``fp16``/``bf16`` run the forward passes under
+  ``torch.autocast`` on CUDA. On CPU everything runs fp32 (bf16 autocast was far slower than fp32
+  on the project's CPUs, DESIGN §9) and asking otherwise logs a one-line warning.
+* ``torch.set_num_threads`` is never changed: the runner / user owns the thread budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+
+log = logging.getLogger(__name__)
+
+#: Directory of the project's own open_clip model configs (``nccurate-tiny.json``, ...).
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+_DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+
+_registered = False
+_register_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What to load; cheap to build and to pickle (no torch here).
+
+    ``name``: an open_clip model name (``open_clip.list_models()``, e.g. ``ViT-B-32``, or one of
+    ours in ``models/configs``, e.g. ``nccurate-tiny``); ``pretrained``: an open_clip tag
+    (``open_clip.list_pretrained_tags_by_model(name)``), a local checkpoint path, or None for a
+    random init with ``torch.manual_seed(seed)``; ``device``: ``cpu``, ``cuda`` or ``cuda:N``;
+    ``precision``: ``fp32``, ``fp16`` or ``bf16`` (autocast on CUDA, ignored on CPU).
+    """
+
+    name: str = "nccurate-tiny"
+    pretrained: str | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"encoder name must be a non-empty string, got {self.name!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"encoder precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise ValueError(f"encoder device {self.device!r} is not one of cpu, cuda, cuda:N")
+        if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained):
+            raise ValueError(f"encoder pretrained must be a tag, a file path or None, got {self.pretrained!r}")
+
+
+def register_project_configs() -> None:
+    """Make ``models/configs/*.json`` known to open_clip (idempotent, thread-safe)."""
+    global _registered
+    with _register_lock:
+        if _registered:
+            return
+        import open_clip
+
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+
+
+def _config_name(name: str) -> str:
+    """open_clip's own lookup key for a schema-less name ('ViT-B/32' -> 'ViT-B-32')."""
+    return name.replace("/", "-")
+
+
+def _has_schema(name: str) -> bool:
+    return name.startswith(("hf-hub:", "local-dir:"))
+
+
+def _model_config(name: str) -> dict:
+    """The architecture config of ``name``; ValueError listing some known names if unknown."""
+    import open_clip
+
+    register_project_configs()
+    cfg = open_clip.get_model_config(name if _has_schema(name) else _config_name(name))
+    if cfg is None:
+        known = open_clip.list_models()
+        ours = [n for n in known if n.startswith("nccurate")]
+        sample = ours + [n for n in ("ViT-B-32", "ViT-B-16", "ViT-L-14", "RN50") if n in known]
+        raise ValueError(f"unknown open_clip model name {name!r}; available include {', '.join(sample)} "
+                         f"({len(known)} in open_clip.list_models())")
+    return cfg
+
+
+def _square_side(size, name: str) -> int:
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2 or size[0] != size[1]:
+            raise ValueError(f"model {name!r} expects non-square images {tuple(size)}; only square inputs are supported")
+        size = size[0]
+    return int(size)
+
+
+def input_size_of(spec: EncoderSpec) -> int:
+    """The square image side ``spec``'s model expects, from its config alone (no weights are
+    loaded: the decoder calls this in ``setup`` to decode at the right size)."""
+    return _square_side(_model_config(spec.name)["vision_cfg"]["image_size"], spec.name)
+
+
+def _check_pretrained(spec: EncoderSpec) -> str | None:
+    """``spec.pretrained`` as open_clip should get it: a known tag, an existing file, or None."""
+    import open_clip
+
+    if spec.pretrained is None or _has_schema(spec.name):
+        return None if _has_schema(spec.name) else spec.pretrained
+    if open_clip.get_pretrained_cfg(_config_name(spec.name), spec.pretrained):
+        return spec.pretrained
+    path = os.path.expanduser(spec.pretrained)
+    if os.path.isfile(path):
+        return path
+    tags = open_clip.list_pretrained_tags_by_model(_config_name(spec.name))
+    known = f"; known tags for {spec.name}: {', '.join(tags)}" if tags else f"; {spec.name} has no open_clip tags"
+    raise ValueError(f"pretrained {spec.pretrained!r} is neither an existing checkpoint file nor an open_clip tag{known}")
+
+
+def check_spec(spec: EncoderSpec) -> None:
+    """Fail fast, without loading weights: ValueError for an unknown model name or a
+    ``pretrained`` that is neither a known tag nor an existing file (both named)."""
+    _model_config(spec.name)
+    _check_pretrained(spec)
+
+
+class ClipEncoder:
+    """Holds model + tokenizer + preprocess config. Built by :func:`load_encoder`.
+
+    ``input_size``: the square image side the model expects; ``embed_dim``: D of both towers.
+    """
+
+    def __init__(self, spec: EncoderSpec, model, tokenizer, device: "torch.device",
+                 autocast_dtype: "torch.dtype | None", input_size: int, embed_dim: int, mean, std):
+        import torch
+
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.input_size = int(input_size)
+        self.embed_dim = int(embed_dim)
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    def __repr__(self) -> str:
+        return (f"ClipEncoder({self.spec.name!r}, pretrained={self.spec.pretrained!r}, device={str(self.device)!r}, "
+                f"input_size={self.input_size}, embed_dim={self.embed_dim})")
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _pixels(self, chunk: np.ndarray) -> "torch.Tensor":
+        """(n, H, W, 3) uint8 -> (n, 3, S, S) float32 normalised with the model's mean/std."""
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device)  # uint8 over the bus
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bicubic",
+                              align_corners=False, antialias=True).clamp_(0.0, 1.0)
+        return (x - self._mean) / self._std
+
+    def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """frames: (N, S, S, 3) uint8 RGB, already resized/cropped to ``input_size`` by the
+        decoder (other sizes are resized here, bicubic with antialias, no crop) -> (N, D)
+        float32, L2-normalised rows. Encoded in chunks of ``batch_size`` under
+        ``torch.inference_mode`` (+ autocast for fp16/bf16 on CUDA)."""
+        import torch
+        import torch.nn.functional as F
+
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be (N, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.empty((len(frames), self.embed_dim), dtype=np.float32)
+        with torch.inference_mode(), self._autocast():
+            for lo in range(0, len(frames), batch_size):
+                feats = self.model.encode_image(self._pixels(frames[lo:lo + batch_size]))
+                out[lo:lo + batch_size] = F.normalize(feats.float(), dim=-1).cpu().numpy()
+        return out
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """m caption texts -> (m, D) float32, L2-normalised rows, tokenised with
+        ``open_clip.get_tokenizer(name)`` (truncated to the model's context length)."""
+        import torch
+        import torch.nn.functional as F
+
+        if isinstance(texts, str):
+            raise ValueError("texts must be a sequence of strings, not one string")
+        texts = list(texts)
+        bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+        if bad:
+            raise ValueError(f"texts must all be str, got {bad[0]}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.empty((len(texts), self.embed_dim), dtype=np.float32)
+        with torch.inference_mode(), self._autocast():
+            for lo in range(0, len(texts), batch_size):
+                tokens = self.tokenizer(texts[lo:lo + batch_size]).to(self.device)
+                feats = self.model.encode_text(tokens)
+                out[lo:lo + batch_size] = F.normalize(feats.float(), dim=-1).cpu().numpy()
+        return out
+
+
+def load_encoder(spec: EncoderSpec) -> ClipEncoder:
+    """Build the model of ``spec`` (weights from a tag, a local file, or a seeded random init),
+    in eval mode on ``spec.device``, with its tokenizer and preprocessing constants.
+
+    Raises ValueError for an unknown model name (listing some available ones), a
+    ``pretrained`` that is neither a known tag nor an existing file (naming it), a checkpoint
+    that does not fit the architecture, or a CUDA device that is not available.
+    """
+    import open_clip
+    import torch
+
+    cfg = _model_config(spec.name)
+    pretrained = _check_pretrained(spec)
+    device = torch.device(spec.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"encoder device {spec.device!r} requested but torch.cuda.is_available() is False")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"encoder device {spec.device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    autocast_dtype = None
+    if spec.precision != "fp32":
+        if device.type == "cuda":
+            autocast_dtype = torch.float16 if spec.precision == "fp16" else torch.bfloat16
+        else:
+            log.warning("encoder precision %s ignored on %s: running fp32", spec.precision, spec.device)
+
+    name = spec.name if _has_schema(spec.name) else _config_name(spec.name)
+    # Seed a forked RNG: random-init weights are identical in every process, and the caller's
+    # global RNG state is left as it was. (open_clip builds on CPU, then moves to the device.)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        try:
+            model = open_clip.create_model(
+                name, pretrained=pretrained, precision="fp32", device=device,
+                pretrained_image=False, pretrained_text=False,  # never fetch tower weights behind our back
+                weights_only=True)
+        except RuntimeError as exc:
+            if pretrained is not None and os.path.isfile(pretrained):
+                raise ValueError(f"checkpoint {pretrained!r} does not fit model {spec.name!r}: {exc}") from exc
+            raise
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(name)
+
+    pp = open_clip.get_model_preprocess_cfg(model)
+    input_size = _square_side(pp.get("size", cfg["vision_cfg"]["image_size"]), spec.name)
+    mean = tuple(float(v) for v in pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
+    std = tuple(float(v) for v in pp.get("std", open_clip.OPENAI_DATASET_STD))
+    embed_dim = cfg.get("embed_dim")
+    encoder = ClipEncoder(spec, model, tokenizer, device, autocast_dtype, input_size, embed_dim or 0, mean, std)
+    if not embed_dim:  # configs from hf-hub/local-dir may nest it differently: measure it
+        with torch.inference_mode():
+            encoder.embed_dim = int(model.encode_text(tokenizer([""]).to(device)).shape[-1])
+    return encoder
