@@ -138,9 +138,13 @@ class FrameEmbeddingHandler(_EncoderHandler):
 class TextEmbeddingHandler(_EncoderHandler):
     """Element = one video's caption texts (a tuple of str); prediction = PredictionResult whose
     ``inference`` is (m, D) float32, L2-normalised. Texts of up to ``max_videos_per_batch``
-    videos are tokenised together, encoded in chunks of ``batch_size`` and split back."""
+    videos are tokenised together, encoded in chunks of ``batch_size`` and split back.
 
-    def __init__(self, spec: EncoderSpec, batch_size: int = 256, max_videos_per_batch: int = 8):
+    The default is one video per batch: which videos share a batch depends on the runner's
+    bundles, and a row's float result depends (in its last bits) on the rows it is encoded
+    with, so batching across videos would make outputs differ between runners."""
+
+    def __init__(self, spec: EncoderSpec, batch_size: int = 256, max_videos_per_batch: int = 1):
         super().__init__(spec, batch_size, max_videos_per_batch)
 
     def run_inference(self, batch: Sequence[Sequence[str]], model: LazyEncoder,

@@ -112,7 +112,10 @@ def test_handlers_pickle_before_loading_and_describe_batching():
         assert type(clone) is type(handler)
     assert pickle.loads(pickle.dumps(frames)).spec == SPEC
     assert frames.batch_elements_kwargs() == {"max_batch_size": 1}
-    assert texts.batch_elements_kwargs() == {"max_batch_size": 8}
+    assert texts.batch_elements_kwargs() == {"max_batch_size": 1}  # batch-independent floats
+    lazy = frames.load_model()
+    assert lazy._encoder is None, "load_model must not build the model before it is used"
+    assert lazy.encode_texts(["a red circle"], 4).shape == (1, 64) and lazy._encoder is not None
     assert FrameEmbeddingHandler(SPEC, max_videos_per_batch=3).batch_elements_kwargs() == {"max_batch_size": 3}
     assert not frames.share_model_across_processes() and not texts.share_model_across_processes()
     assert frames.get_metrics_namespace() == "nccurate_frames"

@@ -1,0 +1,176 @@
+"""Tests for pipeline.decode: both backends pick the same frames at the same times, resize and
+centre-crop, count time from the stream start, and map bad files (missing, not a video, audio
+only, a FIFO that never delivers) to InputErrors of the right class."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+from curation.errors import InputError
+from pipeline.decode import BACKENDS, decode_frames, decode_frames_isolated, sample_times_s
+from tests.videos import LEFT_BAR, RIGHT_BAR, colour_of, frame_index_of, make_audio_only, make_video
+
+SRC_FPS = 8
+DURATION_S = 6.5  # 52 frames: the last sample at 2 Hz (6.25 s) is inside, the 1 Hz grid ends at 5.5 s
+
+
+@pytest.fixture(scope="module")
+def video8(tmp_path_factory) -> str:
+    """8 fps, 96 x 64, frame_index pattern, a keyframe every 10 frames (with B-frames)."""
+    path = str(tmp_path_factory.mktemp("decode") / "v8.mp4")
+    return make_video(path, DURATION_S, fps=SRC_FPS, size=(96, 64), options={"g": "10"})
+
+
+def _expected_indices(targets_s: np.ndarray, src_fps: float) -> np.ndarray:
+    """Nearest source frame ``round(t * fps)`` (no ties on the grids used here)."""
+    return np.floor(targets_s * src_fps + 0.5).astype(int)
+
+
+@pytest.mark.parametrize("sample_fps", [1, 2, 3])
+def test_backends_pick_the_same_nearest_frames(video8, sample_fps):
+    results = {b: decode_frames(video8, sample_fps, 32, b) for b in BACKENDS}
+    targets = sample_times_s(DURATION_S, sample_fps)
+    assert len(targets) == int(DURATION_S * sample_fps)
+    expected = _expected_indices(targets, SRC_FPS)
+    for backend, dec in results.items():
+        assert dec.frames.shape == (len(targets), 32, 32, 3) and dec.frames.dtype == np.uint8, backend
+        assert frame_index_of(dec.frames, 52).tolist() == expected.tolist(), backend
+        np.testing.assert_allclose(dec.pts_s, expected / SRC_FPS, atol=1e-4, err_msg=backend)
+        assert np.all(np.abs(dec.pts_s - targets) <= 1 / (2 * SRC_FPS) + 1e-6), backend
+        assert dec.duration_s == pytest.approx(DURATION_S, abs=1e-3), backend
+        assert dec.sample_fps == sample_fps
+    np.testing.assert_allclose(results["decord"].pts_s, results["pyav"].pts_s, atol=1e-4)
+    # the same frames, and near-identical pixels (different scalers)
+    diff = np.abs(results["decord"].frames.astype(int) - results["pyav"].frames.astype(int))
+    assert diff.mean() < 4
+
+
+def test_ties_go_to_the_earlier_frame(video8):
+    """At sample_fps 8 every target (k + 0.5) / 8 lies midway between frames k and k + 1."""
+    for backend in BACKENDS:
+        dec = decode_frames(video8, 8, 32, backend)
+        assert frame_index_of(dec.frames, 52).tolist() == list(range(52)), backend
+        np.testing.assert_allclose(dec.pts_s, np.arange(52) / 8, atol=1e-4, err_msg=backend)
+
+
+@pytest.mark.parametrize("size", [16, 20, 32, 48])
+def test_decord_resize_to_widths_it_misreads(tmp_path, size):
+    """decord 0.6 takes RGB row padding for channels at widths 16, 24, 48, 72, ... (its
+    get_batch fails): the resized widths here are 24, 30 (a control), 48 and 72."""
+    path = make_video(str(tmp_path / "w.mp4"), 2, fps=SRC_FPS, size=(96, 64))
+    dec = decode_frames(path, 2, size, "decord")
+    assert dec.frames.shape == (4, size, size, 3)
+    assert frame_index_of(dec.frames, 16).tolist() == [2, 6, 10, 14]
+    assert np.abs(dec.frames.astype(int) - colour_of([2, 6, 10, 14])[:, None, None].astype(int)).max() <= 8
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("orientation", ["landscape", "portrait"])
+def test_shorter_side_resize_then_centre_crop_drops_the_bars(tmp_path, backend, orientation):
+    """Bars fill the outer quarters of the longer axis. 128 x 48: the centre 48 x 48 square is
+    columns 40..88, inside the middle half (32..96): no bar survives the crop."""
+    size = (128, 48) if orientation == "landscape" else (48, 128)
+    path = make_video(str(tmp_path / "bars.mp4"), 1, fps=SRC_FPS, size=size, pattern="bars")
+    dec = decode_frames(path, 2, 24, backend)
+    assert dec.frames.shape == (2, 24, 24, 3)
+    want = colour_of(frame_index_of(dec.frames, 8))[:, None, None].astype(int)
+    assert np.abs(dec.frames.astype(int) - want).max() <= 8  # the whole crop is the middle colour
+    bars = np.array([LEFT_BAR, RIGHT_BAR])
+    assert np.abs(dec.frames.reshape(-1, 1, 3).astype(int) - bars).sum(axis=-1).min() > 100
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resize_keeps_the_aspect_ratio_before_cropping(tmp_path, backend):
+    """96 x 64 bars, size 32: resized to 48 x 32, cropped to columns 8..40; the bars (columns
+    0..12 and 36..48 after resizing) leave 4 columns each side. Squashing would leave 8."""
+    path = make_video(str(tmp_path / "bars.mp4"), 1, fps=SRC_FPS, size=(96, 64), pattern="bars")
+    dec = decode_frames(path, 1, 32, backend)
+    row = dec.frames[0, 16].astype(int)
+    palette = np.array([LEFT_BAR, RIGHT_BAR, colour_of(frame_index_of(dec.frames, 8)[0])], dtype=int)
+    nearest = np.abs(row[:, None] - palette).sum(axis=-1).argmin(axis=1)  # 0 left bar, 1 right, 2 middle
+    assert nearest.tolist() == [0] * 4 + [2] * 24 + [1] * 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_times_count_from_the_stream_start(tmp_path, backend):
+    """The first frame is at PTS 5/8 s: times still start at 0 and the duration is 4 s."""
+    path = make_video(str(tmp_path / "late.mp4"), 4, fps=SRC_FPS, size=(96, 64), start_pts=5)
+    dec = decode_frames(path, 2, 32, backend)
+    assert dec.pts_s.tolist() == pytest.approx([0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.25, 3.75], abs=1e-4)
+    assert frame_index_of(dec.frames, 32).tolist() == [2, 6, 10, 14, 18, 22, 26, 30]
+    assert dec.duration_s == pytest.approx(4.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vp9_webm_decodes(tmp_path, backend):
+    path = make_video(str(tmp_path / "v.webm"), 3, fps=SRC_FPS, size=(96, 64), codec="libvpx-vp9")
+    dec = decode_frames(path, 2, 32, backend)
+    assert frame_index_of(dec.frames, 24).tolist() == [2, 6, 10, 14, 18, 22]
+    assert dec.duration_s == pytest.approx(3.0, abs=1e-3)
+
+
+def test_isolated_decode_returns_the_same_arrays(video8):
+    for backend in BACKENDS:
+        here, child = decode_frames(video8, 2, 32, backend), decode_frames_isolated(video8, 2, 32, backend, 60)
+        np.testing.assert_array_equal(child.frames, here.frames)
+        np.testing.assert_array_equal(child.pts_s, here.pts_s)
+        assert (child.duration_s, child.sample_fps) == (here.duration_s, here.sample_fps)
+
+
+def _bad_files(tmp_path) -> dict[str, tuple[str, str]]:
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n")
+    return {
+        "missing": (str(tmp_path / "nope.mp4"), "missing_file"),
+        "text": (str(text), "decode_error"),
+        "audio_only": (make_audio_only(str(tmp_path / "audio.mp4"), 1.0), "decode_error"),
+        "directory": (str(tmp_path), "unreadable_file"),
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_files_raise_input_errors_naming_the_file(tmp_path, backend):
+    for name, (path, error_class) in _bad_files(tmp_path).items():
+        with pytest.raises(InputError) as info:
+            decode_frames(path, 1, 32, backend)
+        assert info.value.error_class == error_class, (name, str(info.value))
+        assert path in info.value.message
+
+
+def test_isolated_bad_file_keeps_the_childs_error_class(tmp_path):
+    path, error_class = _bad_files(tmp_path)["audio_only"]
+    with pytest.raises(InputError) as info:
+        decode_frames_isolated(path, 1, 32, "pyav", 60)
+    assert info.value.error_class == error_class and path in info.value.message
+    with pytest.raises(InputError) as info:  # checked in the parent, no child started
+        decode_frames_isolated(str(tmp_path / "nope.mp4"), 1, 32, "pyav", 60)
+    assert info.value.error_class == "missing_file"
+
+
+def test_a_hanging_decoder_times_out(tmp_path, monkeypatch):
+    """A FIFO with no writer: opening it blocks the child forever; the parent must not block
+    (check_file never opens the file) and must give up after timeout_s, removing its temp dir."""
+    fifo = str(tmp_path / "stuck.mp4")
+    os.mkfifo(fifo)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    start = time.monotonic()
+    with pytest.raises(InputError) as info:
+        decode_frames_isolated(fifo, 1, 32, "pyav", timeout_s=2)
+    elapsed = time.monotonic() - start
+    assert info.value.error_class == "timeout" and fifo in info.value.message
+    assert 1.9 <= elapsed < 3.0, elapsed
+    assert list(scratch.iterdir()) == []
+
+
+def test_bad_arguments_are_value_errors(video8):
+    with pytest.raises(ValueError):
+        decode_frames(video8, 1, 32, "opencv")
+    with pytest.raises(ValueError):
+        decode_frames(video8, 0, 32, "pyav")
