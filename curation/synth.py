@@ -83,8 +83,9 @@ class World:
                      _unit(rng, 1, params.dim)[0])
 
 
-def _steps(rng: np.random.Generator, p: WorldParams, duration_s: int) -> list[tuple[int, int, int]]:
-    """``[(start_s, end_s, concept)]`` steps in time order, separated by background gaps."""
+def draw_steps(rng: np.random.Generator, p, duration_s: int, n_concepts: int) -> list[tuple[int, int, int]]:
+    """``[(start_s, end_s, concept)]`` steps in time order, separated by background gaps.
+    ``p`` has ``step_s``, ``gap_s`` (``(low, high)`` seconds) and ``repeat_concept_prob``."""
     steps, t, used = [], int(rng.integers(*p.gap_s)), []
     while True:
         length = int(rng.integers(*p.step_s))
@@ -93,7 +94,7 @@ def _steps(rng: np.random.Generator, p: WorldParams, duration_s: int) -> list[tu
         if used and rng.random() < p.repeat_concept_prob:
             concept = used[int(rng.integers(len(used)))]
         else:
-            concept = int(rng.integers(p.n_concepts))
+            concept = int(rng.integers(n_concepts))
         used.append(concept)
         steps.append((t, t + length, concept))
         t += length + int(rng.integers(*p.gap_s))
@@ -106,7 +107,7 @@ def make_video(world: World, p: WorldParams, seed: int, index: int, fps: float =
     n_frames = int(duration_s * fps)
     scene = _unit(rng, 1, p.dim)[0]
     background = _unit(rng, 1, p.dim)[0]
-    steps = _steps(rng, p, duration_s)
+    steps = draw_steps(rng, p, duration_s, p.n_concepts)
 
     frame_t = (np.arange(n_frames) + 0.5) / fps
     content = np.tile(background, (n_frames, 1)) * 0.5

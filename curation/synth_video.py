@@ -32,6 +32,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from curation.synth import draw_steps
+
 #: Colour name -> RGB (saturated, far from the backgrounds' desaturated tints).
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 30, 30),
@@ -340,22 +342,6 @@ class VideoPlan:
         return None
 
 
-def _steps(rng: np.random.Generator, p: VideoParams, duration_s: int) -> list[tuple[int, int, int]]:
-    """``[(start_s, end_s, concept)]`` in time order separated by background (as curation.synth)."""
-    steps, t, used = [], int(rng.integers(*p.gap_s)), []
-    while True:
-        length = int(rng.integers(*p.step_s))
-        if t + length > duration_s:
-            return steps
-        if used and rng.random() < p.repeat_concept_prob:
-            concept = used[int(rng.integers(len(used)))]
-        else:
-            concept = int(rng.integers(len(CONCEPTS)))
-        used.append(concept)
-        steps.append((t, t + length, concept))
-        t += length + int(rng.integers(*p.gap_s))
-
-
 def _unique(draw, used: set[str], tries: int = 30) -> str:
     text = draw()
     for _ in range(tries):
@@ -373,7 +359,7 @@ def make_video_plan(index: int, seed: int, params: VideoParams = VideoParams()) 
     rng = np.random.default_rng([seed, index])
     duration_s = int(rng.integers(*p.duration_s))
     style = VideoStyle.draw(rng)
-    steps = _steps(rng, p, duration_s)
+    steps = draw_steps(rng, p, duration_s, len(CONCEPTS))
 
     n_captions = max(2, int(round(duration_s / 60.0 * p.captions_per_minute)))
     n_align = min(int(round(n_captions * p.alignable_fraction)), 3 * len(steps)) if steps else 0
