@@ -83,7 +83,7 @@ def run(ctx, manifest, output, config_path, overrides, runner, overwrite):
 @click.option("--output", default="nccurate-demo", show_default=True, help="Where inputs and outputs go.")
 @click.option("--videos", default=24, show_default=True, help="Number of synthetic videos.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--mode", type=click.Choice(["video", "features"]), default="features", show_default=True,
+@click.option("--mode", type=click.Choice(["video", "features"]), default="video", show_default=True,
               help="video: H.264 files + the shipped tiny encoder; features: .npy feature matrices.")
 @config_options
 def demo(output, videos, seed, mode, config_path, overrides):

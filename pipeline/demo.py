@@ -50,9 +50,12 @@ def demo(output: str, config: Config, n_videos: int = 24, seed: int = 0, mode: s
     summary = run(manifest, curated, config, overwrite=True)
     score = score_output(curated, truth_path)
     payload = config.clips.format if mode == "video" else "npy"
+    scorer = (f"open_clip {config.model.name} (models/assets/{os.path.basename(DEMO_CHECKPOINT)}), decoded with {config.decode.backend}"
+              if mode == "video" else "synthetic 1-fps features")
     return "\n".join([
         f"nccurate demo ({mode} mode): {summary['videos_in']} synthetic videos, {summary['captions_in']} captions "
         f"(~30% describe something visible, ASR times off by a heavy-tailed ~15 s)",
+        f"  scored by {scorer}",
         f"  kept {summary['captions_kept']} captions ({payload}) in {summary['shards']} shard(s); "
         f"dropped {summary['captions_dropped']}; failed videos {summary['videos_failed']}",
         f"  R@1 {score['r_at_1']:.1f} (ASR timestamps: {score['asr_r_at_1']:.1f})   "

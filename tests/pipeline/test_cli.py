@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
+import tarfile
 
 import pytest
 from click.testing import CliRunner
@@ -115,3 +118,16 @@ def test_demo_twice_replaces_its_outputs(tmp_path):
     for _ in range(2):
         result = invoke("demo", "--output", str(tmp_path / "d"), "--videos", "3", "--mode", "features")
         assert result.exit_code == 0, result.output
+
+
+def test_demo_video_mode_beats_asr(tmp_path):
+    """The default demo (H.264 files, the shipped tiny encoder), on a few videos."""
+    result = invoke("demo", "--output", str(tmp_path / "v"), "--videos", "4")
+    assert result.exit_code == 0, result.output
+    assert "video mode" in result.output and "nccurate-tiny" in result.output
+    clips = glob.glob(str(tmp_path / "v" / "curated" / "shards" / "*.tar"))
+    assert clips
+    with tarfile.open(clips[0]) as tar:
+        assert any(name.endswith(".mp4") for name in tar.getnames())
+    r_at_1, asr = (float(x) for x in re.search(r"R@1 ([\d.]+) \(ASR timestamps: ([\d.]+)\)", result.output).groups())
+    assert r_at_1 > asr
