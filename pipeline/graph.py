@@ -20,15 +20,26 @@ def provenance(config: Config) -> dict:
             "config_hash": config.hash()}
 
 
-def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, started_at: float) -> None:
+def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, started_at: float,
+                modes: set[str] = frozenset({"video", "features"})) -> None:
     """manifest -> load (feature mode: .npy + captions; video mode: decode + embed frames,
-    parse + embed captions, join) -> Realign (+ clips) -> index, shards, run records."""
+    parse + embed captions, join) -> Realign (+ clips) -> index, shards, run records.
+
+    ``modes``: the branches to build (``pipeline.run.manifest_modes``); a manifest of one mode
+    gets a graph without the other's stages, whose fixed cost is real on the DirectRunner."""
     manifest_out = p | "ReadManifest" >> ReadManifest(manifest)
     refs = manifest_out["refs"] | "Reshuffle" >> beam.Reshuffle()
-    feature_refs, video_refs = refs | "ByMode" >> beam.Partition(lambda ref, _: int(ref.video is not None), 2)
-    features = feature_refs | "LoadInputs" >> LoadInputs(config.features.dim)
-    videos = video_refs | "LoadVideoInputs" >> LoadVideoInputs(config)
-    inputs = (features["ok"], videos["ok"]) | "AllInputs" >> beam.Flatten()
+    want_video, want_features = "video" in modes, "features" in modes or not modes
+    if want_video and want_features:
+        feature_refs, video_refs = refs | "ByMode" >> beam.Partition(lambda ref, _: int(ref.video is not None), 2)
+    else:
+        feature_refs = video_refs = refs
+    loaded = []
+    if want_features:
+        loaded.append(feature_refs | "LoadInputs" >> LoadInputs(config.features.dim))
+    if want_video:
+        loaded.append(video_refs | "LoadVideoInputs" >> LoadVideoInputs(config))
+    inputs = [branch["ok"] for branch in loaded] | "AllInputs" >> beam.Flatten()
     prompt = inputs | "RunPrompt" >> RunPromptValue(config.align) if config.align.prompt_mode == "run" else None
     realigned = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt)
 
@@ -37,7 +48,7 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     out = config.output
     shards = realigned[SAMPLES] | "WriteShards" >> WriteShards(output, out.layout, config.seed, n_shards)
     index = realigned["rows"] | "WriteIndex" >> WriteIndex(output, out.index_files, out.layout, config.seed, n_shards)
-    failures = ((manifest_out[FAILURES], features[FAILURES], videos[FAILURES], realigned[FAILURES])
+    failures = ((manifest_out[FAILURES], *(branch[FAILURES] for branch in loaded), realigned[FAILURES])
                 | "AllFailures" >> beam.Flatten())
     stats = realigned[OUTCOMES] | "Stats" >> beam.CombineGlobally(SumCounts())
     sides = {"stats": stats, "manifest_rows": manifest_out["rows"], "shards": shards,

@@ -59,22 +59,27 @@ def check_manifest(manifest: str) -> None:
         raise RunError(f"manifest {manifest}: cannot be read ({exc.strerror or exc})") from None
 
 
-def has_video_rows(manifest: str) -> bool:
-    """Whether any manifest row names a ``video`` (a cheap scan: rows are parsed only when
-    the text ``"video"`` occurs in them)."""
+def manifest_modes(manifest: str) -> set[str]:
+    """Which modes the manifest's rows use: a subset of ``{"video", "features"}`` (a cheap scan:
+    a row is parsed only when the text ``"video"`` or ``"features"`` occurs in it). The graph
+    holds only the branches in use; a row naming neither fails in ``ReadManifest`` anyway."""
     from apache_beam.io.filesystems import FileSystems
 
+    modes: set[str] = set()
     with FileSystems.open(manifest) as handle:
         for raw in handle:
             line = raw.decode("utf-8", "replace")
-            if '"video"' in line:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a bad row is reported by the pipeline's failures table
-                if isinstance(row, dict) and row.get("video") is not None:
-                    return True
-    return False
+            if '"video"' not in line and '"features"' not in line:
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a bad row is reported by the pipeline's failures table
+            if isinstance(row, dict):
+                modes.update(mode for mode in ("video", "features") if row.get(mode) is not None)
+            if len(modes) == 2:
+                break
+    return modes
 
 
 def check_model(config: Config) -> None:
@@ -99,14 +104,15 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
     from pipeline.graph import build_graph
 
     check_manifest(manifest)
-    if has_video_rows(manifest):
+    modes = manifest_modes(manifest)
+    if "video" in modes:
         check_model(config)
     output = os.path.abspath(output)
     prepare_output(output, overwrite)
     started = time.time()
     options = PipelineOptions(list(beam_args))
     with beam.Pipeline(options=options) as p:
-        build_graph(p, os.path.abspath(manifest), output, config, started)
+        build_graph(p, os.path.abspath(manifest), output, config, started, modes)
     with open(os.path.join(output, "summary.json"), encoding="utf-8") as handle:
         summary = json.load(handle)
     if summary["failure_ratio"] > config.max_failure_ratio:

@@ -190,3 +190,25 @@ def test_unknown_model_or_missing_checkpoint_fails_before_the_run(corpus, tmp_pa
     with pytest.raises(RunError, match="nope.pt"):
         run(manifest, str(tmp_path / "b"), load_config(None, ["model.name=nccurate-tiny", f"model.pretrained={tmp_path}/nope.pt"]))
     assert not os.path.exists(tmp_path / "a" / "summary.json")
+
+
+def test_a_manifest_may_mix_video_and_feature_rows(corpus, tmp_path, pipeline_tools):
+    """Rows choose their mode: the graph holds both branches and every row gets its outcome."""
+    from pipeline.run import manifest_modes
+    from pipeline.synth_io import write_corpus
+
+    video_manifest, root = corpus
+    feature_manifest, _ = write_corpus(str(tmp_path / "feat"), pipeline_tools.small_corpus(2, 3), "json")
+    rows = [json.loads(line) for line in open(video_manifest, encoding="utf-8")]
+    for row in map(json.loads, open(feature_manifest, encoding="utf-8")):
+        rows.append({k: (os.path.join(tmp_path, "feat", v) if k in ("features", "captions", "caption_features") else v)
+                     for k, v in row.items()})
+    mixed = os.path.join(root, "mixed.jsonl")
+    with open(mixed, "w", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in rows if r["video_id"] != "hang"))
+    assert manifest_modes(mixed) == {"video", "features"} and manifest_modes(video_manifest) == {"video"}
+    out = pipeline_tools.run_pipeline(mixed, str(tmp_path / "out"), MODEL)
+    assert out.summary["videos_in"] == 6 and out.summary["videos_ok"] == 5 and out.summary["reconciled"]
+    media = {(json.loads(s["json"])["video_id"] in DURATIONS_S, ext) for s in out.samples
+             for ext in s if ext in ("mp4", "npy", "f0000.jpg")}
+    assert (False, "npy") in media and media <= {(True, "mp4"), (False, "npy")}
