@@ -177,7 +177,7 @@ class ClipEncoder:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def _pixels(self, chunk: np.ndarray) -> "torch.Tensor":
+    def pixels(self, chunk: np.ndarray) -> "torch.Tensor":
         """(n, H, W, 3) uint8 -> (n, 3, S, S) float32 normalised with the model's mean/std."""
         import torch
         import torch.nn.functional as F
@@ -205,7 +205,7 @@ class ClipEncoder:
         out = np.empty((len(frames), self.embed_dim), dtype=np.float32)
         with torch.inference_mode(), self._autocast():
             for lo in range(0, len(frames), batch_size):
-                feats = self.model.encode_image(self._pixels(frames[lo:lo + batch_size]))
+                feats = self.model.encode_image(self.pixels(frames[lo:lo + batch_size]))
                 out[lo:lo + batch_size] = F.normalize(feats.float(), dim=-1).cpu().numpy()
         return out
 

@@ -98,6 +98,43 @@ def demo(output, videos, seed, mode, config_path, overrides):
         _fail(str(exc))
 
 
+@main.command()
+@click.option("--shards", required=True, help="Shard files: a glob such as 'OUT/shards/*.tar' (quote it) or a file.")
+@click.option("--output", required=True, help="Where model.pt, checkpoints and metrics.json go.")
+@click.option("--model", default="nccurate-tiny", show_default=True, help="open_clip model name.")
+@click.option("--pretrained", default=None, help="open_clip tag or checkpoint file to start from (default: random init).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--steps", default=300, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=5e-4, show_default=True)
+@click.option("--loss", type=click.Choice(["cali_nce", "norton_clip", "video_paragraph"]), default="cali_nce", show_default=True,
+              help="cali_nce: weighted InfoNCE; norton_clip: OT soft targets; video_paragraph: + Norton's video-paragraph OT loss.")
+@click.option("--weights", type=click.Choice(["json", "ones"]), default="json", show_default=True,
+              help="json: the shards' confidence weights; ones: ignore them.")
+@click.option("--frames", "n_frames", default=4, show_default=True, help="Frames per clip.")
+@click.option("--heldout-fraction", default=0.1, show_default=True, help="Share of videos held out for R@1/R@5.")
+@click.option("--checkpoint-every", default=0, show_default=True, help="Steps between checkpoints (0: final only).")
+@click.option("--seed", default=0, show_default=True)
+def train(shards, output, model, pretrained, device, steps, batch_size, lr, loss, weights, n_frames,
+          heldout_fraction, checkpoint_every, seed):
+    """Fine-tune an open_clip model on curated shards (clip, caption, confidence weight)."""
+    import glob
+
+    from models.train import TrainConfig, train_on_shards
+
+    urls = sorted(glob.glob(shards))
+    if not urls:
+        _fail(f"--shards {shards}: no file matches")
+    try:
+        cfg = TrainConfig(model=model, pretrained=pretrained, device=device, steps=steps, batch_size=batch_size, lr=lr,
+                          loss=loss, weights=weights, n_frames=n_frames, heldout_fraction=heldout_fraction,
+                          checkpoint_every=checkpoint_every, seed=seed)
+        train_on_shards(urls, output, cfg, log=lambda msg: click.echo(msg, err=True))
+    except (ValueError, OSError) as exc:
+        _fail(" ".join(str(exc).split()))
+    click.echo(f"model: {output}/model.pt (open_clip: create_model({model!r}, pretrained=...)); metrics: {output}/metrics.json")
+
+
 @main.group()
 def bench():
     """Benchmarks: commands that print numbers."""
@@ -132,6 +169,22 @@ def bench_throughput(ctx, mode, videos, seed, config_path, overrides):
     from pipeline.bench import bench_throughput_features
 
     click.echo(bench_throughput_features(_config(config_path, overrides), videos, seed, tuple(ctx.args)))
+
+
+@bench.command("train")
+@click.option("--output", default="nccurate-bench-train", show_default=True, help="Work directory (corpora, shards).")
+@click.option("--train-videos", default=48, show_default=True)
+@click.option("--eval-videos", default=12, show_default=True)
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated training seeds.")
+@click.option("--steps", default=200, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--loss", type=click.Choice(["cali_nce", "norton_clip"]), default="cali_nce", show_default=True)
+def bench_train(output, train_videos, eval_videos, seeds, steps, batch_size, loss):
+    """Train the same model on (a) raw ASR pairs, (b) curated pairs, (c) curated + weights; held-out R@1."""
+    from pipeline.bench_train import bench_train as run_bench
+
+    click.echo(run_bench(output, train_videos, eval_videos, tuple(int(s) for s in seeds.split(",")), steps, batch_size,
+                         loss, log=lambda msg: click.echo(msg, err=True)))
 
 
 if __name__ == "__main__":
