@@ -59,11 +59,14 @@ class Failure:
 @dataclass(frozen=True)
 class VideoInputs:
     """What loading produced for one video; ``frames``/``captions`` are None where that stage
-    failed (its failure row is already emitted), so ``ok`` means both are usable."""
+    failed, with its failure row (a :class:`Failure` as a dict) in ``failures``, so ``ok`` means
+    both are usable. The failures travel with the video to ``Realign``, which emits them with the
+    rest of the video's result (one checkpointable record per video)."""
 
     video_id: str
     frames: FrameFeatures | None
     captions: CaptionSet | None
+    failures: tuple[dict, ...] = ()
 
     @property
     def ok(self) -> bool:

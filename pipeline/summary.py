@@ -48,11 +48,12 @@ class RunRecords:
 
     output: str
     manifest: str
+    manifest_sha256: str | None
     config: dict
     config_hash: str
     started_at: float
 
-    def __call__(self, stats, manifest_rows, shards, index_files, failures, prompt_value=()) -> dict:
+    def __call__(self, stats, manifest_rows, shards, index_files, failures, prompt_value=(), decodes_resumed=()) -> dict:
         counts = Counter(stats[0] if stats else {})
         failure_classes = Counter(f["error_class"] for f in failures)
         write_failures(self.output, list(failures))
@@ -70,7 +71,9 @@ class RunRecords:
             "failures": dict(sorted(failure_classes.items())),
             "failure_ratio": 1.0 - counts["videos_ok"] / videos_in if videos_in else 0.0,
             "prompt_value_run": prompt_value[0] if prompt_value else None,
+            "resumed": {"videos": counts["videos_resumed"], "decodes": int(decodes_resumed[0]) if decodes_resumed else 0},
             "manifest": self.manifest,
+            "manifest_sha256": self.manifest_sha256,
             "output": self.output,
             "config": self.config,
             "config_hash": self.config_hash,

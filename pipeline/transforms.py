@@ -20,6 +20,7 @@ from curation.records import Failure
 FAILURES = "failures"
 OUTCOMES = "outcomes"
 SAMPLES = "samples"
+HISTOGRAMS = "histograms"
 
 
 def failure_dict(video_id: str, stage: str, error: Exception) -> dict:
@@ -44,10 +45,14 @@ class _StageDoFn(beam.DoFn):
             self._counters[name] = Metrics.counter(self.stage, name)
         self._counters[name].inc(n)
 
-    def fail(self, video_id: str, error: Exception, stage: str | None = None):
+    def failure_row(self, video_id: str, error: Exception, stage: str | None = None) -> dict:
+        """The failures-table row of ``error``, counted as ``failed/<class>``."""
         row = failure_dict(video_id, stage or self.stage, error)
         self.count(f"failed/{row['error_class']}")
-        return beam.pvalue.TaggedOutput(FAILURES, row)
+        return row
+
+    def fail(self, video_id: str, error: Exception, stage: str | None = None):
+        return beam.pvalue.TaggedOutput(FAILURES, self.failure_row(video_id, error, stage))
 
 
 class _ParseManifestFn(_StageDoFn):
@@ -108,7 +113,7 @@ class ReadManifest(beam.PTransform):
 
 class _LoadInputsFn(_StageDoFn):
     """Loads features and captions of one video (both, so the failures table names each
-    stage that failed) into a :class:`VideoInputs`."""
+    stage that failed) into a :class:`VideoInputs` that carries the failure rows."""
 
     stage = "load"
 
@@ -121,14 +126,14 @@ class _LoadInputsFn(_StageDoFn):
         from pipeline.inputs import load_caption_set, load_frame_features
 
         self.count("total")
-        loaded = {}
+        loaded, failures = {}, []
         for stage, load in (("features", load_frame_features), ("captions", load_caption_set)):
             try:
                 loaded[stage] = load(ref, self.expected_dim)
             except Exception as exc:  # noqa: BLE001 - every data error becomes a failures row
-                yield self.fail(ref.video_id, exc, stage)
+                failures.append(self.failure_row(ref.video_id, exc, stage))
                 loaded[stage] = None
-        inputs = VideoInputs(ref.video_id, loaded["features"], loaded["captions"])
+        inputs = VideoInputs(ref.video_id, loaded["features"], loaded["captions"], tuple(failures))
         if inputs.ok:
             self.count("ok")
         yield inputs
@@ -142,70 +147,135 @@ class LoadInputs(beam.PTransform):
         self.expected_dim = expected_dim
 
     def expand(self, refs):
-        out = refs | beam.ParDo(_LoadInputsFn(self.expected_dim)).with_outputs(FAILURES, main="ok")
-        return {"ok": out.ok, FAILURES: out[FAILURES]}
+        return refs | beam.ParDo(_LoadInputsFn(self.expected_dim))
+
+
+def emit_result(result: dict, rows_tag: str | None = None):
+    """One video's result -> the tagged outputs of ``Realign``: failure rows, the list of index
+    rows (main output, or ``rows_tag``), the list of kept samples, the outcome counts and, in
+    ``prompt_mode=run``, the paired-similarity histogram (``HISTOGRAMS``)."""
+    for failure in result["failures"]:
+        yield beam.pvalue.TaggedOutput(FAILURES, failure)
+    if result["rows"]:
+        yield result["rows"] if rows_tag is None else beam.pvalue.TaggedOutput(rows_tag, result["rows"])
+    if result["samples"]:
+        yield beam.pvalue.TaggedOutput(SAMPLES, result["samples"])
+    yield beam.pvalue.TaggedOutput(OUTCOMES, result["outcome"])
 
 
 class _RealignFn(_StageDoFn):
-    """Emits the video's index rows as one list, its kept samples as one list, its outcome."""
+    """Realigns one video (+ cuts its clips), checkpoints the result (``pipeline.checkpoint``)
+    and emits it with :func:`emit_result`."""
 
     stage = "realign"
 
-    def __init__(self, params, provenance: dict, clips):
+    def __init__(self, params, provenance: dict, clips, output: str | None):
         super().__init__()
-        self.params, self.provenance, self.clips = params, provenance, clips
+        self.params, self.provenance, self.clips, self.output = params, provenance, clips, output
 
     def process(self, inputs, run_prompt_value=None):
+        from pipeline.checkpoint import save_result
         from pipeline.rows import aligned_rows, failed_video_rows, samples_for_video
 
         self.count("total")
-        rows, ok = None, inputs.ok
+        rows, ok, failures = None, inputs.ok, list(inputs.failures)
         if ok:
             try:
                 rows = aligned_rows(inputs.frames, inputs.captions, self.params, run_prompt_value)
             except Exception as exc:  # noqa: BLE001 - recorded as a failure row, never swallowed
-                yield self.fail(inputs.video_id, exc)
+                failures.append(self.failure_row(inputs.video_id, exc))
                 ok = False
         if rows is None:
             rows = failed_video_rows(inputs.captions) if inputs.captions is not None else []
         rows, samples, clip_errors = samples_for_video(rows, inputs.frames, self.provenance, self.clips)
-        for row, exc in clip_errors:
-            yield self.fail(f"{row['video_id']}", exc, "clips")
+        failures.extend(self.failure_row(row["video_id"], exc, "clips") for row, exc in clip_errors)
         dropped = Counter(r["drop_reason"] for r in rows if not r["kept"])
         self.count("kept", len(samples))
         for reason, n in dropped.items():
             self.count(f"dropped/{reason}", n)
-        if rows:
-            yield rows
-        if samples:
-            yield beam.pvalue.TaggedOutput(SAMPLES, samples)
-        yield beam.pvalue.TaggedOutput(OUTCOMES, {"videos_ok" if ok else "videos_failed": 1, "captions_in": len(rows),
-                                                 "captions_kept": len(samples),
-                                                 **{f"dropped/{k}": v for k, v in dropped.items()}})
+        outcome = {"videos_ok" if ok else "videos_failed": 1, "captions_in": len(rows), "captions_kept": len(samples),
+                   **{f"dropped/{k}": v for k, v in sorted(dropped.items())}}
+        result = {"rows": rows, "samples": samples, "failures": failures, "outcome": outcome}
+        if self.output is not None:
+            save_result(self.output, inputs.video_id, {**result, "histogram": self._histogram(inputs)})
+        yield from emit_result(result)
+
+    def _histogram(self, inputs):
+        """The video's share of the run-level prompt value (``prompt_mode=run`` only)."""
+        from curation.prompt import paired_histogram
+
+        if self.params.prompt_mode != "run" or not _has_histogram(inputs):
+            return None
+        return paired_histogram(inputs.frames, inputs.captions, self.params)
+
+
+def _has_histogram(video) -> bool:
+    """A width mismatch fails the video in Realign, where it is recorded."""
+    return video.ok and video.frames.emb.shape[1] == video.captions.emb.shape[1]
 
 
 class Realign(beam.PTransform):
     """``VideoInputs`` -> per-video lists of index rows (every caption) and of kept samples,
-    outcomes (counts) and failures."""
+    outcomes (counts) and failures (the video's load failures included). With ``output`` set,
+    each video's result is checkpointed under ``OUT/_work`` before it is emitted."""
 
-    def __init__(self, params, provenance: dict, clips, run_prompt_value=None):
+    def __init__(self, params, provenance: dict, clips, run_prompt_value=None, output: str | None = None):
         super().__init__()
         self.params, self.provenance, self.clips, self.run_prompt_value = params, provenance, clips, run_prompt_value
+        self.output = output
 
     def expand(self, inputs):
         side = {} if self.run_prompt_value is None else {"run_prompt_value": beam.pvalue.AsSingleton(self.run_prompt_value)}
-        out = inputs | beam.ParDo(_RealignFn(self.params, self.provenance, self.clips), **side).with_outputs(
+        out = inputs | beam.ParDo(_RealignFn(self.params, self.provenance, self.clips, self.output), **side).with_outputs(
             SAMPLES, OUTCOMES, FAILURES, main="rows")
         return {"rows": out.rows, SAMPLES: out[SAMPLES], OUTCOMES: out[OUTCOMES], FAILURES: out[FAILURES]}
 
 
+class _ResumeFn(_StageDoFn):
+    """ref -> the video's checkpointed result (tagged like ``Realign``'s outputs, its outcome
+    marked ``videos_resumed``), or the ref itself (main output) when it has none."""
+
+    stage = "resume"
+
+    def __init__(self, output: str):
+        super().__init__()
+        self.output = output
+
+    def process(self, ref):
+        from pipeline.checkpoint import load_result
+
+        result = load_result(self.output, ref.video_id)
+        if result is None:
+            yield ref
+            return
+        self.count("videos")
+        if result["histogram"] is not None:
+            yield beam.pvalue.TaggedOutput(HISTOGRAMS, result["histogram"])
+        yield from emit_result({**result, "outcome": {**result["outcome"], "videos_resumed": 1}}, rows_tag="rows")
+
+
+class Resume(beam.PTransform):
+    """Refs -> ``{"todo": refs without a result checkpoint, "rows", SAMPLES, OUTCOMES, FAILURES,
+    HISTOGRAMS: the checkpointed results of the others}`` (see ``pipeline.checkpoint``)."""
+
+    def __init__(self, output: str):
+        super().__init__()
+        self.output = output
+
+    def expand(self, refs):
+        out = refs | beam.ParDo(_ResumeFn(self.output)).with_outputs("rows", SAMPLES, OUTCOMES, FAILURES, HISTOGRAMS,
+                                                                     main="todo")
+        return {name: out[name] for name in ("todo", "rows", SAMPLES, OUTCOMES, FAILURES, HISTOGRAMS)}
+
+
 class RunPromptValue(beam.PTransform):
     """Run-level prompt value: the quantile of every video's timestamp-paired similarities,
-    from an integer histogram (order-independent sums, so deterministic on any runner)."""
+    from an integer histogram (order-independent sums, so deterministic on any runner).
+    ``restored``: the histograms of videos whose results were checkpointed by an earlier attempt."""
 
-    def __init__(self, params):
+    def __init__(self, params, restored=None):
         super().__init__()
-        self.params = params
+        self.params, self.restored = params, restored
 
     def expand(self, inputs):
         from curation.prompt import histogram_quantile, paired_histogram
@@ -213,11 +283,13 @@ class RunPromptValue(beam.PTransform):
         params = self.params
 
         def histogram(video):
-            # a width mismatch fails this video in Realign, where it is recorded
-            if video.ok and video.frames.emb.shape[1] == video.captions.emb.shape[1]:
+            if _has_histogram(video):
                 yield paired_histogram(video.frames, video.captions, params)
 
-        return (inputs | "Histogram" >> beam.FlatMap(histogram)
+        histograms = inputs | "Histogram" >> beam.FlatMap(histogram)
+        if self.restored is not None:
+            histograms = (histograms, self.restored) | "WithRestored" >> beam.Flatten()
+        return (histograms
                 | "Sum" >> beam.CombineGlobally(_SumArrays())
                 | "Quantile" >> beam.Map(histogram_quantile, params.prompt_quantile, params))
 

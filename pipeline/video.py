@@ -16,17 +16,20 @@ META = "meta"
 
 
 class _DecodeFn(_StageDoFn):
-    """ref -> (video_id, frames (N, S, S, 3) uint8) + meta (video_id, (pts_s, source))."""
+    """ref -> (video_id, frames (N, S, S, 3) uint8) + meta (video_id, (pts_s, source)), or a
+    keyed failure (video_id, row). Both are checkpointed under ``OUT/_work`` when ``output`` is set."""
 
     stage = "decode"
 
-    def __init__(self, spec, sample_fps: float, backend: str, timeout_s: float):
+    def __init__(self, spec, sample_fps: float, backend: str, timeout_s: float, output: str | None):
         super().__init__()
         self.spec, self.sample_fps, self.backend, self.timeout_s = spec, sample_fps, backend, timeout_s
+        self.output = output
         self.size = None
 
     def process(self, ref):
         from models.encoder import input_size_of
+        from pipeline.checkpoint import save_decode_failure, save_pts
         from pipeline.decode import decode_frames_isolated
 
         if self.size is None:  # from the model config, no weights; not in setup: feature-mode runs never get here
@@ -35,16 +38,58 @@ class _DecodeFn(_StageDoFn):
         try:
             decoded = decode_frames_isolated(ref.video, self.sample_fps, self.size, self.backend, self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - every decode error becomes a failures row
-            yield self.fail(ref.video_id, exc)
+            row = self.failure_row(ref.video_id, exc)
+            if self.output is not None:
+                save_decode_failure(self.output, ref.video_id, row)
+            yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, row))
             return
         self.count("ok")
         self.count("frames", len(decoded.frames))
+        if self.output is not None:
+            save_pts(self.output, ref.video_id, decoded.pts_s, ref.video)
         yield beam.pvalue.TaggedOutput(META, (ref.video_id, (decoded.pts_s, ref.video)))
         yield ref.video_id, decoded.frames
 
 
+class _RestoreFramesFn(_StageDoFn):
+    """ref -> its checkpointed decode (``(video_id, emb)`` + meta, or its keyed failure), or
+    the ref itself on the ``todo`` output when an earlier attempt did not finish it."""
+
+    stage = "resume"
+
+    def __init__(self, output: str):
+        super().__init__()
+        self.output = output
+
+    def process(self, ref):
+        from pipeline.checkpoint import load_decode_failure, load_frames
+
+        failure = load_decode_failure(self.output, ref.video_id)
+        frames = None if failure is not None else load_frames(self.output, ref.video_id)
+        if failure is None and frames is None:
+            yield beam.pvalue.TaggedOutput("todo", ref)
+            return
+        self.count("decodes")
+        if failure is not None:
+            yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, failure))
+            return
+        emb, pts_s, source = frames
+        yield beam.pvalue.TaggedOutput(META, (ref.video_id, (pts_s, source)))
+        yield ref.video_id, emb
+
+
+def _save_emb(keyed_emb, output: str | None):
+    """Checkpoints ``(video_id, emb)`` (the pair's second half, after ``save_pts``) and passes it on."""
+    from pipeline.checkpoint import save_emb
+
+    if output is not None:
+        save_emb(output, *keyed_emb)
+    return keyed_emb
+
+
 class _CaptionsFn(_StageDoFn):
-    """ref -> (video_id, CaptionSet); ``emb`` from caption_features, else None (text tower)."""
+    """ref -> (video_id, CaptionSet); ``emb`` from caption_features, else None (text tower);
+    or a keyed failure (video_id, row)."""
 
     stage = "captions"
 
@@ -55,7 +100,7 @@ class _CaptionsFn(_StageDoFn):
         try:
             captions = load_caption_set(ref, None)
         except Exception as exc:  # noqa: BLE001 - every data error becomes a failures row
-            yield self.fail(ref.video_id, exc)
+            yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, self.failure_row(ref.video_id, exc)))
             return
         self.count("ok")
         yield ref.video_id, captions
@@ -69,7 +114,8 @@ def encoder_spec(model):
 
 
 def _assemble(item, sample_fps: float):
-    """Joined per-video parts -> VideoInputs (None for a part whose stage failed)."""
+    """Joined per-video parts -> VideoInputs (None for a part whose stage failed, its failure
+    rows in ``failures``)."""
     import dataclasses
 
     from curation.records import FrameFeatures, VideoInputs
@@ -83,15 +129,18 @@ def _assemble(item, sample_fps: float):
         captions = parts["captions"][0]
         if captions.emb is None:
             captions = dataclasses.replace(captions, emb=parts["text_emb"][0]) if parts["text_emb"] else None
-    return VideoInputs(video_id, frames, captions)
+    failures = tuple(sorted(parts[FAILURES], key=lambda f: (f["stage"], f["error_class"], f["message"])))
+    return VideoInputs(video_id, frames, captions, failures)
 
 
 class LoadVideoInputs(beam.PTransform):
-    """Video-mode ``VideoRef`` -> ``VideoInputs``: decode + embed frames, parse + embed captions."""
+    """Video-mode ``VideoRef`` -> ``{"ok": VideoInputs, "decodes_resumed": count}``: decode +
+    embed frames, parse + embed captions. With ``output`` set, decodes are checkpointed and
+    those an earlier attempt finished (``decodes_resumed``) are restored instead of redone."""
 
-    def __init__(self, config):
+    def __init__(self, config, output: str | None = None):
         super().__init__()
-        self.config = config
+        self.config, self.output = config, output
 
     def expand(self, refs):
         from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
@@ -100,12 +149,18 @@ class LoadVideoInputs(beam.PTransform):
 
         cfg = self.config
         spec = encoder_spec(cfg.model)
-        decoded = refs | "Decode" >> beam.ParDo(_DecodeFn(
-            spec, cfg.decode.sample_fps, cfg.decode.backend, cfg.decode_timeout_s)).with_outputs(
+        todo, frame_parts = refs, []
+        if self.output is not None:
+            restored = refs | "RestoreDecodes" >> beam.ParDo(_RestoreFramesFn(self.output)).with_outputs(
+                "todo", META, FAILURES, main="emb")
+            todo, frame_parts = restored.todo, [restored]
+        decoded = todo | "Decode" >> beam.ParDo(_DecodeFn(
+            spec, cfg.decode.sample_fps, cfg.decode.backend, cfg.decode_timeout_s, self.output)).with_outputs(
             META, FAILURES, main="frames")
         frame_emb = (decoded.frames
                      | "EmbedFrames" >> RunInference(KeyedModelHandler(FrameEmbeddingHandler(spec, cfg.model.frame_batch_size)))
-                     | "FrameEmb" >> beam.Map(embeddings_of))
+                     | "FrameEmb" >> beam.Map(embeddings_of)
+                     | "SaveEmb" >> beam.Map(_save_emb, self.output))
         captions = refs | "ParseCaptions" >> beam.ParDo(_CaptionsFn()).with_outputs(FAILURES, main="ok")
         text_emb = (captions.ok
                     | "NeedText" >> beam.Filter(lambda kv: kv[1].emb is None)
@@ -113,8 +168,15 @@ class LoadVideoInputs(beam.PTransform):
                     | "EmbedCaptions" >> RunInference(KeyedModelHandler(TextEmbeddingHandler(spec, cfg.model.text_batch_size)))
                     | "TextEmb" >> beam.Map(embeddings_of))
         every = refs | "Keys" >> beam.Map(lambda ref: (ref.video_id, None))  # one outcome per video
-        joined = ({"ref": every, "frames": frame_emb, META: decoded[META], "captions": captions.ok, "text_emb": text_emb}
-                  | "JoinByVideo" >> beam.CoGroupByKey())
+        parts = {
+            "ref": every, "captions": captions.ok, "text_emb": text_emb,
+            "frames": [frame_emb, *(r.emb for r in frame_parts)] | "AllFrames" >> beam.Flatten(),
+            META: [decoded[META], *(r[META] for r in frame_parts)] | "AllMeta" >> beam.Flatten(),
+            FAILURES: ([decoded[FAILURES], captions[FAILURES], *(r[FAILURES] for r in frame_parts)]
+                       | "VideoFailures" >> beam.Flatten()),
+        }
+        joined = parts | "JoinByVideo" >> beam.CoGroupByKey()
         inputs = joined | "Assemble" >> beam.Map(_assemble, cfg.decode.sample_fps)
-        failures = (decoded[FAILURES], captions[FAILURES]) | "VideoFailures" >> beam.Flatten()
-        return {"ok": inputs, FAILURES: failures}
+        n_restored = ([r.emb for r in frame_parts] + [r[FAILURES] for r in frame_parts]
+                      | "Restored" >> beam.Flatten() | "CountRestored" >> beam.combiners.Count.Globally())
+        return {"ok": inputs, "decodes_resumed": n_restored}

@@ -397,12 +397,31 @@ def test_vtt_and_srt_captions_give_the_same_rows_as_json(formats_run, main, corp
 # ----------------------------------------------------------------------------- output guard
 
 
-def test_rerun_into_non_empty_output_is_refused(main, inputs):
+def test_rerun_of_a_completed_run_is_a_no_op(main, inputs):
+    manifest, _ = inputs
+    before = {rel: main.file_bytes(rel) for rel in ("summary.json", "shardindex.json")}
+    messages = []
+    summary = run(manifest, main.path, load_config(None, list(BASE_OVERRIDES)), notify=messages.append)
+    assert summary == main.summary
+    assert {rel: main.file_bytes(rel) for rel in before} == before, "a no-op rerun must not touch the output"
+    assert len(messages) == 1 and "nothing to do" in messages[0]
+
+
+def test_completed_run_of_another_config_is_refused(main, inputs):
     manifest, _ = inputs
     before = main.file_bytes("summary.json")
-    with pytest.raises(RunError, match="not empty"):
-        run(manifest, main.path, load_config(None, list(BASE_OVERRIDES)))
+    with pytest.raises(RunError, match="completed run of another manifest or configuration"):
+        run(manifest, main.path, load_config(None, [*BASE_OVERRIDES, "align.eps=0.2"]))
     assert main.file_bytes("summary.json") == before, "a refused run must not touch the output"
+
+
+def test_non_empty_directory_without_a_run_is_refused(inputs, tmp_path):
+    manifest, _ = inputs
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="not empty"):
+        run(manifest, str(tmp_path / "out"), load_config(None, list(BASE_OVERRIDES)))
+    assert os.listdir(tmp_path / "out") == ["notes.txt"]
 
 
 def test_output_that_is_a_file_is_refused(inputs, tmp_path):
