@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from curation.align import METHODS, PROMPT_MODES, AlignParams
+from pipeline.retry import RetryPolicy
 
 def _default_config_path() -> str | None:
     """``configs/default.yaml`` of a source checkout, else the copy ``setup.py`` installs under
@@ -85,6 +86,7 @@ class Config:
     clips: ClipsConfig = field(default_factory=ClipsConfig)
     align: AlignParams = field(default_factory=AlignParams)
     output: OutputConfig = field(default_factory=OutputConfig)
+    io: RetryPolicy = field(default_factory=RetryPolicy)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -99,6 +101,8 @@ class Config:
 _CHECKS = {
     "max_failure_ratio": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
     "decode_timeout_s": (lambda v: v > 0, "a positive number of seconds"),
+    "io.attempts": (lambda v: v >= 1, "an integer >= 1 (1: no retry)"),
+    "io.backoff_s": (lambda v: v >= 0, "a number >= 0 (seconds)"),
     "features.dim": (lambda v: v is None or v > 0, "null or a positive integer"),
     "align.method": (lambda v: v in METHODS, f"one of {list(METHODS)}"),
     "align.prompt_mode": (lambda v: v in PROMPT_MODES, f"one of {list(PROMPT_MODES)}"),

@@ -40,7 +40,7 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
         feature_refs = video_refs = todo
     loaded, sides = [], {}
     if want_features:
-        loaded.append(feature_refs | "LoadInputs" >> LoadInputs(config.features.dim))
+        loaded.append(feature_refs | "LoadInputs" >> LoadInputs(config.features.dim, config.io))
     if want_video:
         video = video_refs | "LoadVideoInputs" >> LoadVideoInputs(config, output)
         loaded.append(video["ok"])

@@ -6,6 +6,7 @@ one-line message naming the file or field; the Beam stages turn that into a fail
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
@@ -15,6 +16,7 @@ import numpy as np
 
 from curation.errors import InputError
 from curation.records import VIDEO_ID_RE, CaptionSet, FrameFeatures, VideoRef
+from pipeline.retry import RetryPolicy, with_retries
 
 _URI_SCHEMES = ("gs://", "s3://", "hdfs://", "http://", "https://", "azfs://")
 _FLOAT_KINDS = ("f",)
@@ -29,21 +31,25 @@ def resolve_path(path: str, base_dir: str) -> str:
     return os.path.normpath(os.path.join(base_dir, path))
 
 
-def read_bytes(path: str, what: str) -> bytes:
-    """Whole file as bytes; local paths via ``open``, URIs via Beam's ``FileSystems``."""
-    try:
+def read_bytes(path: str, what: str, retry: RetryPolicy = RetryPolicy()) -> bytes:
+    """Whole file as bytes; local paths via ``open``, URIs via Beam's ``FileSystems``. Transient
+    IO errors are retried under ``retry`` (``pipeline.retry``); permanent ones fail at once."""
+    def read() -> bytes:
         if path.startswith(_URI_SCHEMES):
             from apache_beam.io.filesystems import FileSystems
 
             if not FileSystems.exists(path):
-                raise InputError("missing_file", f"{what} file not found: {path}")
+                raise FileNotFoundError(errno.ENOENT, "not found", path)
             with FileSystems.open(path) as handle:
                 return handle.read()
         with open(path, "rb") as handle:
             return handle.read()
+
+    try:
+        return with_retries(read, retry)
     except FileNotFoundError:
         raise InputError("missing_file", f"{what} file not found: {path}") from None
-    except (IsADirectoryError, PermissionError, OSError) as exc:
+    except OSError as exc:
         raise InputError("unreadable_file", f"{what} file {path}: {exc.__class__.__name__}: {exc}") from None
 
 
@@ -113,9 +119,9 @@ def manifest_video_id(line: str) -> str:
     return value[:200] if isinstance(value, str) else ""
 
 
-def load_matrix(path: str, what: str, expected_dim: int | None = None) -> np.ndarray:
+def load_matrix(path: str, what: str, expected_dim: int | None = None, retry: RetryPolicy = RetryPolicy()) -> np.ndarray:
     """A ``.npy`` float matrix ``(n, D)``, loaded without pickle, checked finite, as float32."""
-    data = read_bytes(path, what)
+    data = read_bytes(path, what, retry)
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -132,19 +138,19 @@ def load_matrix(path: str, what: str, expected_dim: int | None = None) -> np.nda
     return arr.astype(np.float32)
 
 
-def load_frame_features(ref: VideoRef, expected_dim: int | None) -> FrameFeatures:
+def load_frame_features(ref: VideoRef, expected_dim: int | None, retry: RetryPolicy = RetryPolicy()) -> FrameFeatures:
     """The video's per-frame features ``(T, D)`` at ``ref.fps``."""
-    return FrameFeatures(ref.video_id, ref.fps, load_matrix(ref.features, "features", expected_dim))
+    return FrameFeatures(ref.video_id, ref.fps, load_matrix(ref.features, "features", expected_dim, retry))
 
 
-def load_caption_set(ref: VideoRef, expected_dim: int | None) -> CaptionSet:
+def load_caption_set(ref: VideoRef, expected_dim: int | None, retry: RetryPolicy = RetryPolicy()) -> CaptionSet:
     """Parsed captions plus their ``caption_features`` rows (one per parsed caption, file order)."""
     from pipeline.captions import parse_captions
 
-    cues = parse_captions(ref.captions, read_bytes(ref.captions, "captions"))
+    cues = parse_captions(ref.captions, read_bytes(ref.captions, "captions", retry))
     emb = None
     if ref.caption_features is not None:
-        emb = load_matrix(ref.caption_features, "caption_features", expected_dim)
+        emb = load_matrix(ref.caption_features, "caption_features", expected_dim, retry)
         if emb.shape[0] != len(cues):
             raise InputError("dim_mismatch", f"caption_features file {ref.caption_features}: {emb.shape[0]} rows but {ref.captions} has {len(cues)} captions")
     return CaptionSet(

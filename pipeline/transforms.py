@@ -117,9 +117,9 @@ class _LoadInputsFn(_StageDoFn):
 
     stage = "load"
 
-    def __init__(self, expected_dim):
+    def __init__(self, expected_dim, retry):
         super().__init__()
-        self.expected_dim = expected_dim
+        self.expected_dim, self.retry = expected_dim, retry
 
     def process(self, ref):
         from curation.records import VideoInputs
@@ -129,7 +129,7 @@ class _LoadInputsFn(_StageDoFn):
         loaded, failures = {}, []
         for stage, load in (("features", load_frame_features), ("captions", load_caption_set)):
             try:
-                loaded[stage] = load(ref, self.expected_dim)
+                loaded[stage] = load(ref, self.expected_dim, self.retry)
             except Exception as exc:  # noqa: BLE001 - every data error becomes a failures row
                 failures.append(self.failure_row(ref.video_id, exc, stage))
                 loaded[stage] = None
@@ -140,14 +140,15 @@ class _LoadInputsFn(_StageDoFn):
 
 
 class LoadInputs(beam.PTransform):
-    """``VideoRef`` -> ``VideoInputs`` (features + captions of one video, fused: no shuffle)."""
+    """``VideoRef`` -> ``VideoInputs`` (features + captions of one video, fused: no shuffle);
+    ``retry``: the :class:`pipeline.retry.RetryPolicy` of the reads."""
 
-    def __init__(self, expected_dim):
+    def __init__(self, expected_dim, retry):
         super().__init__()
-        self.expected_dim = expected_dim
+        self.expected_dim, self.retry = expected_dim, retry
 
     def expand(self, refs):
-        return refs | beam.ParDo(_LoadInputsFn(self.expected_dim))
+        return refs | beam.ParDo(_LoadInputsFn(self.expected_dim, self.retry))
 
 
 def emit_result(result: dict, rows_tag: str | None = None):

@@ -93,12 +93,16 @@ class _CaptionsFn(_StageDoFn):
 
     stage = "captions"
 
+    def __init__(self, retry):
+        super().__init__()
+        self.retry = retry
+
     def process(self, ref):
         from pipeline.inputs import load_caption_set
 
         self.count("total")
         try:
-            captions = load_caption_set(ref, None)
+            captions = load_caption_set(ref, None, self.retry)
         except Exception as exc:  # noqa: BLE001 - every data error becomes a failures row
             yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, self.failure_row(ref.video_id, exc)))
             return
@@ -161,7 +165,7 @@ class LoadVideoInputs(beam.PTransform):
                      | "EmbedFrames" >> RunInference(KeyedModelHandler(FrameEmbeddingHandler(spec, cfg.model.frame_batch_size)))
                      | "FrameEmb" >> beam.Map(embeddings_of)
                      | "SaveEmb" >> beam.Map(_save_emb, self.output))
-        captions = refs | "ParseCaptions" >> beam.ParDo(_CaptionsFn()).with_outputs(FAILURES, main="ok")
+        captions = refs | "ParseCaptions" >> beam.ParDo(_CaptionsFn(cfg.io)).with_outputs(FAILURES, main="ok")
         text_emb = (captions.ok
                     | "NeedText" >> beam.Filter(lambda kv: kv[1].emb is None)
                     | "Texts" >> beam.Map(lambda kv: (kv[0], kv[1].text))
