@@ -13,9 +13,11 @@ Conventions (all times in seconds):
 
 Two backends give the same samples: ``decord`` (indexes every packet at open, then ``get_batch``
 of the chosen frames, resized inside the decoder) and ``pyav`` (one sequential pass, converting
-only the chosen frames). :func:`decode_frames_isolated` runs either in a child process
-(``python -m pipeline.decode``) with a wall-clock limit, so a native hang or crash fails only its
-video. Heavy imports (numpy aside) happen inside functions.
+only the chosen frames). A file that decord's bundled FFmpeg rejects but PyAV's reads (an mdat
+cut mid-packet: decord fails or not depending on where the cut lands) is decoded with ``pyav``,
+so both backends keep the frames that exist. :func:`decode_frames_isolated` runs either in a
+child process (``python -m pipeline.decode``) with a wall-clock limit, so a native hang or crash
+fails only its video. Heavy imports (numpy aside) happen inside functions.
 """
 
 from __future__ import annotations
@@ -148,9 +150,13 @@ def check_file(path: str) -> None:
         raise InputError("unreadable_file", f"video file is not a readable file: {path}")
 
 
-def _decode_error(path: str, what: str, exc: BaseException | None = None) -> InputError:
+class _DecordRejected(InputError):
+    """A decode_error from decord itself (not PyAV): :func:`decode_frames` retries with PyAV."""
+
+
+def _decode_error(path: str, what: str, exc: BaseException | None = None, cls: type = InputError) -> InputError:
     detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-    return InputError("decode_error", f"cannot decode {path}: {what}{detail}"[:500])
+    return cls("decode_error", f"cannot decode {path}: {what}{detail}"[:500])
 
 
 # ---------------------------------------------------------------------------------------- pyav
@@ -259,7 +265,7 @@ def open_decord(path: str, size: int | None = None):
         n = len(reader)
         ts = reader.get_frame_timestamp(np.arange(n)).astype(np.float64) if n else np.zeros((0, 2))
     except (decord.DECORDError, RuntimeError) as exc:
-        raise _decode_error(path, "decord cannot read it", exc) from None
+        raise _decode_error(path, "decord cannot read it", exc, _DecordRejected) from None
     if n == 0:
         raise _decode_error(path, "no frame could be decoded")
     return reader, ts
@@ -296,7 +302,7 @@ def _decode_decord(path: str, sample_fps: float, size: int) -> DecodedFrames:
     try:
         batch = _decord_batch(reader, unique.tolist())
     except (decord.DECORDError, RuntimeError) as exc:
-        raise _decode_error(path, "decord failed to decode frames", exc) from None
+        raise _decode_error(path, "decord failed to decode frames", exc, _DecordRejected) from None
     frames = np.ascontiguousarray(center_crop(batch, size)[inverse])
     return DecodedFrames(frames=frames, pts_s=ts[idx, 0].copy(), duration_s=duration_s,
                          sample_fps=float(sample_fps))
@@ -318,7 +324,12 @@ def decode_frames(path: str, sample_fps: float, size: int, backend: str = "decor
     if not sample_fps > 0 or size < 1:
         raise ValueError(f"sample_fps must be > 0 and size >= 1, got {sample_fps}, {size}")
     check_file(path)
-    return _decode_decord(path, sample_fps, size) if backend == "decord" else _decode_pyav(path, sample_fps, size)
+    if backend == "pyav":
+        return _decode_pyav(path, sample_fps, size)
+    try:
+        return _decode_decord(path, sample_fps, size)
+    except _DecordRejected:  # PyAV picks the same frames; it fails too where the file is unusable
+        return _decode_pyav(path, sample_fps, size)
 
 
 def decode_frames_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float) -> DecodedFrames:

@@ -165,7 +165,7 @@ def test_a_hanging_decoder_times_out(tmp_path, monkeypatch):
         decode_frames_isolated(fifo, 1, 32, "pyav", timeout_s=2)
     elapsed = time.monotonic() - start
     assert info.value.error_class == "timeout" and fifo in info.value.message
-    assert 1.9 <= elapsed < 3.0, elapsed
+    assert 1.9 <= elapsed <= 2.2, f"killed {elapsed:.3f} s after a 2 s limit (the margin allowed is 10%)"
     assert list(scratch.iterdir()) == []
 
 
