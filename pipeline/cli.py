@@ -57,10 +57,11 @@ def config_options(fn):
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--manifest", required=True, help="JSON Lines manifest, one video per line (see README).")
-@click.option("--output", required=True, help="Output directory (must be new or empty).")
+@click.option("--output", required=True, help="Output directory: new or empty; one holding an unfinished run of "
+              "the same manifest and config resumes it; one holding that run finished is left as is.")
 @config_options
 @click.option("--runner", default=None, help=f"Beam runner: {RUNNERS} (default DirectRunner).")
-@click.option("--overwrite", is_flag=True, help="Replace nccurate outputs already in --output.")
+@click.option("--overwrite", is_flag=True, help="Replace nccurate outputs (finished or not) already in --output.")
 @click.pass_context
 def run(ctx, manifest, output, config_path, overrides, runner, overwrite):
     """Curate the videos of MANIFEST into OUTPUT. Unknown options (e.g.
@@ -70,7 +71,8 @@ def run(ctx, manifest, output, config_path, overrides, runner, overwrite):
     config = _config(config_path, overrides)
     beam_args = list(ctx.args) + ([f"--runner={runner}"] if runner else [])
     try:
-        summary = run_pipeline(manifest, output, config, beam_args, overwrite=overwrite)
+        summary = run_pipeline(manifest, output, config, beam_args, overwrite=overwrite,
+                               notify=lambda message: click.echo(message, err=True))
     except RunError as exc:
         _fail(str(exc))
     click.echo(
@@ -185,6 +187,26 @@ def bench_train(output, train_videos, eval_videos, seeds, steps, batch_size, los
 
     click.echo(run_bench(output, train_videos, eval_videos, tuple(int(s) for s in seeds.split(",")), steps, batch_size,
                          loss, log=lambda msg: click.echo(msg, err=True)))
+
+
+@bench.command("memory")
+@click.option("--workdir", default="nccurate-bench-memory", show_default=True,
+              help="Generated video, captions, manifest, outputs and memory.json (an existing video is reused).")
+@click.option("--duration-s", default=3600.0, show_default=True, help="Length of the generated video.")
+@click.option("--width", default=1280, show_default=True)
+@click.option("--height", default=720, show_default=True)
+@click.option("--fps", default=25.0, show_default=True, help="Frame rate of the generated video.")
+@click.option("--model", default="nccurate-tiny", show_default=True, help="open_clip model name (random init).")
+@click.option("--backend", type=click.Choice(["decord", "pyav"]), default="decord", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="More config overrides for the run.")
+@click.option("--interval-s", default=0.2, show_default=True, help="RSS sampling period.")
+def bench_memory(workdir, duration_s, width, height, fps, model, backend, overrides, interval_s):
+    """Peak RSS of a whole video-mode run (every process) on one long video, against 2 GB."""
+    from pipeline.bench_memory import bench_memory as run_bench
+
+    text, _ = run_bench(workdir, duration_s, width, height, fps, model, backend, tuple(overrides), interval_s,
+                        log=lambda msg: click.echo(msg, err=True))
+    click.echo(text)
 
 
 if __name__ == "__main__":
