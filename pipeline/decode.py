@@ -217,7 +217,8 @@ def _decode_pyav(path: str, sample_fps: float, size: int) -> DecodedFrames:
         nonlocal cache
         for k, t_s, frame in picks:
             if cache is None or cache[0] is not frame:
-                cache = (frame, center_crop(to_rgb(frame, *resize_dims(frame.width, frame.height, size)), size))
+                rgb = to_rgb(frame, *resize_dims(frame.width, frame.height, size))
+                cache = (frame, np.ascontiguousarray(center_crop(rgb, size)))  # a copy: a view would keep all of rgb
             chosen[k] = (t_s, cache[1])
 
     try:
@@ -233,10 +234,10 @@ def _decode_pyav(path: str, sample_fps: float, size: int) -> DecodedFrames:
         raise _decode_error(path, "no frame could be decoded")
     if n == 0:
         raise _decode_error(path, "the decoded frames span zero seconds")
-    order = range(n)
-    return DecodedFrames(frames=np.stack([chosen[k][1] for k in order]),
-                         pts_s=np.array([chosen[k][0] for k in order], dtype=np.float64),
-                         duration_s=float(end_s), sample_fps=float(sample_fps))
+    frames, pts_s = np.empty((n, size, size, 3), np.uint8), np.empty(n, np.float64)
+    for k in range(n):  # popped while copied: the picks and the result are not both held whole
+        pts_s[k], frames[k] = chosen.pop(k)
+    return DecodedFrames(frames=frames, pts_s=pts_s, duration_s=float(end_s), sample_fps=float(sample_fps))
 
 
 # -------------------------------------------------------------------------------------- decord
@@ -289,6 +290,10 @@ def _decord_batch(reader, indices: list[int]) -> np.ndarray:
     return np.stack([f.reshape(f.shape[0], -1)[:, :3 * f.shape[1]].reshape(*f.shape[:2], 3) for f in frames])
 
 
+#: Frames per decord ``get_batch`` call (bounds the decoder's uncropped frames in memory).
+DECORD_CHUNK = 128
+
+
 def _decode_decord(path: str, sample_fps: float, size: int) -> DecodedFrames:
     import decord
 
@@ -299,11 +304,17 @@ def _decode_decord(path: str, sample_fps: float, size: int) -> DecodedFrames:
         raise _decode_error(path, "the decoded frames span zero seconds")
     idx = order[nearest_indices(ts[order, 0], sample_times_s(duration_s, sample_fps))]
     unique, inverse = np.unique(idx, return_inverse=True)
-    try:
-        batch = _decord_batch(reader, unique.tolist())
+    frames = np.empty((len(idx), size, size, 3), np.uint8)
+    by_unique = np.argsort(inverse, kind="stable")  # output rows grouped by the frame they show
+    bounds = np.searchsorted(inverse[by_unique], np.arange(len(unique) + 1))
+    try:  # in chunks: one get_batch of an hour's uncropped frames would hold GBs (bench memory)
+        for lo in range(0, len(unique), DECORD_CHUNK):
+            hi = min(lo + DECORD_CHUNK, len(unique))
+            crops = center_crop(_decord_batch(reader, unique[lo:hi].tolist()), size)
+            rows = by_unique[bounds[lo]:bounds[hi]]
+            frames[rows] = crops[inverse[rows] - lo]
     except (decord.DECORDError, RuntimeError) as exc:
         raise _decode_error(path, "decord failed to decode frames", exc, _DecordRejected) from None
-    frames = np.ascontiguousarray(center_crop(batch, size)[inverse])
     return DecodedFrames(frames=frames, pts_s=ts[idx, 0].copy(), duration_s=duration_s,
                          sample_fps=float(sample_fps))
 

@@ -56,8 +56,26 @@ def _check_sizes(batch_size: int, max_videos_per_batch: int) -> None:
             raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
 
 
+#: One :class:`ClipEncoder` per spec per process. The frame and the text handler are two
+#: ``RunInference`` transforms, each loading its own model; both use the same open_clip model,
+#: and two copies of a CLIP-size one (ViT-B-32: about 600 MB in fp32) would double a worker's
+#: memory (measured by ``nccurate bench memory``).
+_ENCODERS: dict[EncoderSpec, ClipEncoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def shared_encoder(spec: EncoderSpec) -> ClipEncoder:
+    """The process's encoder of ``spec``, built on first use (thread-safe). Read-only use only:
+    callers in other threads run forward passes on the same module."""
+    with _ENCODERS_LOCK:
+        if spec not in _ENCODERS:
+            _ENCODERS[spec] = load_encoder(spec)
+        return _ENCODERS[spec]
+
+
 class LazyEncoder:
-    """What ``load_model`` returns: builds the :class:`ClipEncoder` on first use (thread-safe).
+    """What ``load_model`` returns: builds (or reuses, :func:`shared_encoder`) the
+    :class:`ClipEncoder` on first use (thread-safe).
 
     Every run's graph holds the video-mode branch, since the mode is chosen per manifest row;
     a run of feature-mode rows only (or of videos that all bring ``caption_features``) thus
@@ -73,7 +91,7 @@ class LazyEncoder:
     def get(self) -> ClipEncoder:
         with self._lock:
             if self._encoder is None:
-                self._encoder = load_encoder(self.spec)
+                self._encoder = shared_encoder(self.spec)
             return self._encoder
 
     def encode_frames(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
