@@ -80,6 +80,7 @@ class Config:
     max_failure_ratio: float = 0.1
     decode_timeout_s: float = 600.0
     seed: int = 0
+    checkpoints: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)

@@ -33,6 +33,7 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     refs = manifest_out["refs"] | "Reshuffle" >> beam.Reshuffle()
     resumed = refs | "Resume" >> Resume(output)
     todo = resumed["todo"]
+    work = output if config.checkpoints else None  # where LoadVideoInputs and Realign checkpoint
     want_video, want_features = "video" in modes, "features" in modes or not modes
     if want_video and want_features:
         feature_refs, video_refs = todo | "ByMode" >> beam.Partition(lambda ref, _: int(ref.video is not None), 2)
@@ -42,14 +43,14 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     if want_features:
         loaded.append(feature_refs | "LoadInputs" >> LoadInputs(config.features.dim, config.io))
     if want_video:
-        video = video_refs | "LoadVideoInputs" >> LoadVideoInputs(config, output)
+        video = video_refs | "LoadVideoInputs" >> LoadVideoInputs(config, work)
         loaded.append(video["ok"])
         sides["decodes_resumed"] = video["decodes_resumed"]
     inputs = loaded | "AllInputs" >> beam.Flatten()
     prompt = None
     if config.align.prompt_mode == "run":
         prompt = inputs | "RunPrompt" >> RunPromptValue(config.align, resumed[HISTOGRAMS])
-    fresh = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt, output)
+    fresh = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt, work)
 
     def merged(tag: str, label: str):
         return (fresh[tag], resumed[tag]) | label >> beam.Flatten()

@@ -219,3 +219,15 @@ def test_a_changed_manifest_does_not_resume(feature_inputs, tmp_path, monkeypatc
             os.symlink(os.path.join(os.path.dirname(feature_inputs), name), tmp_path / name)
     with pytest.raises(RunError, match="unfinished run of another manifest"):
         run(changed, out, load_config(None, list(FEATURE_OVERRIDES)))
+
+
+def test_checkpoints_can_be_turned_off(feature_inputs, tmp_path, monkeypatch, pipeline_tools):
+    """``checkpoints: false`` writes no per-video checkpoint (only the run's identity) and the
+    same index and samples as a checkpointed run (the samples' json differs in config_hash)."""
+    on = _finished_with_checkpoints(feature_inputs, str(tmp_path / "on"), FEATURE_OVERRIDES, monkeypatch, pipeline_tools)
+    off = _finished_with_checkpoints(feature_inputs, str(tmp_path / "off"), (*FEATURE_OVERRIDES, "checkpoints=false"),
+                                     monkeypatch, pipeline_tools)
+    assert glob.glob(work_path(on.path, "results", "*.tar"))
+    assert os.listdir(work_path(off.path)) == ["run.json"]
+    assert off.index_table.equals(on.index_table)
+    assert [(s["__key__"], s["npy"], s["txt"]) for s in off.samples] == [(s["__key__"], s["npy"], s["txt"]) for s in on.samples]
