@@ -28,10 +28,11 @@ What it does, all under ``--workdir``:
    captions/samples of ``OUT/summary.json`` and PASS/FAIL against the budget, and writes the
    same numbers to ``WORKDIR/memory.json`` (and ``WORKDIR/memory-<model>-<backend>.json``).
 
-Default fps: 25 (PAL, a common upload rate). Encoding on 2 cores runs at about 230-260 frames/s
-(x264 ultrafast with frame threads at 720p), so one hour takes about 6-7 minutes at 25 fps
-(90 000 frames) and about 8 minutes at 30 fps; lower rates generate faster but make decoding
-(every frame of a GOP is decoded to reach a sample) unrealistically cheap. Summing RSS counts
+Default fps: 25 (PAL, a common upload rate). Encoding on 2 cores runs at 170-260 frames/s
+(x264 ultrafast with frame threads at 720p; 230-260 on an idle machine): the default hour
+(90 000 frames) took 529 s here on a shared machine, 30 fps would take a fifth longer; lower
+rates generate faster but make decoding (every frame of a GOP is decoded to reach a sample)
+unrealistically cheap. Generation happens once per ``--workdir``. Summing RSS counts
 pages shared between processes (libraries) once per process: the tree figure is conservative.
 """
 
@@ -403,7 +404,10 @@ def bench_memory(workdir: str, duration_s: float = 3600.0, width: int = 1280, he
         budget_bytes=budget_bytes, passed=returncode == 0 and max(sampler.peak_tree_bytes, sampler.peak_hwm_bytes) <= budget_bytes,
         captions_in=summary.get("captions_in"), captions_kept=summary.get("captions_kept"),
         samples_written=summary.get("samples_written"), processes=procs, command=cmd, timeline=sampler.timeline)
+    numbers = asdict(result)
+    timeline = numbers.pop("timeline")  # (t_s, tree_bytes, n_processes) per sample, on one line
+    text = json.dumps(numbers, indent=1)[:-2] + f',\n "timeline": {json.dumps(timeline)}\n}}\n'
     for name in ("memory.json", f"memory-{label}.json"):
         with open(os.path.join(workdir, name), "w", encoding="utf-8") as handle:
-            json.dump(asdict(result), handle, indent=1)
+            handle.write(text)
     return report(result), result
