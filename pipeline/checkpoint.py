@@ -41,11 +41,10 @@ def work_path(output: str, *parts: str) -> str:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
+    from pipeline.shards import write_bytes_atomic
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
 
 
 def _read(path: str) -> bytes | None:

@@ -260,5 +260,10 @@ def write_json_atomic(path: str, obj: Any) -> None:
     """Write ``json.dumps(obj, sort_keys=True, indent=2) + '\\n'`` (UTF-8) to ``path`` via a
     temporary name in the same directory and :func:`os.replace`. Serialization errors raise
     before any file is created."""
-    data = (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode("utf-8")
+    write_bytes_atomic(path, (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode("utf-8"))
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """``data`` to ``path`` through a temporary name, fsync and :func:`os.replace`: a reader
+    (or a run resumed after a crash) sees the whole file or none of it."""
     _write_atomic(path, lambda f: f.write(data))
