@@ -22,17 +22,20 @@ def provenance(config: Config) -> dict:
 
 
 def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, started_at: float,
-                modes: set[str] = frozenset({"video", "features"}), manifest_sha256: str | None = None) -> None:
-    """manifest -> resume (videos an earlier attempt finished come from their checkpoints) ->
+                modes: set[str] = frozenset({"video", "features"}), manifest_sha256: str | None = None,
+                resume: bool = False) -> None:
+    """manifest -> [resume: videos an earlier attempt finished come from their checkpoints] ->
     load (feature mode: .npy + captions; video mode: decode + embed frames, parse + embed
     captions, join) -> Realign (+ clips, checkpointed) -> index, shards, run records.
 
     ``modes``: the branches to build (``pipeline.run.manifest_modes``); a manifest of one mode
-    gets a graph without the other's stages, whose fixed cost is real on the DirectRunner."""
+    gets a graph without the other's stages, whose fixed cost is real on the DirectRunner.
+    ``resume``: ``output`` holds an unfinished attempt of this run; only then does the graph
+    hold the stages that look for its checkpoints (a fresh run has none to find)."""
     manifest_out = p | "ReadManifest" >> ReadManifest(manifest)
     refs = manifest_out["refs"] | "Reshuffle" >> beam.Reshuffle()
-    resumed = refs | "Resume" >> Resume(output)
-    todo = resumed["todo"]
+    resumed = refs | "Resume" >> Resume(output) if resume else None
+    todo = resumed["todo"] if resume else refs
     work = output if config.checkpoints else None  # where LoadVideoInputs and Realign checkpoint
     want_video, want_features = "video" in modes, "features" in modes or not modes
     if want_video and want_features:
@@ -43,17 +46,18 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     if want_features:
         loaded.append(feature_refs | "LoadInputs" >> LoadInputs(config.features.dim, config.io))
     if want_video:
-        video = video_refs | "LoadVideoInputs" >> LoadVideoInputs(config, work)
-        loaded.append(video["ok"])
-        sides["decodes_resumed"] = video["decodes_resumed"]
+        video = video_refs | "LoadVideoInputs" >> LoadVideoInputs(config, work, output if resume else None)
+        loaded.append(video.pop("ok"))
+        sides.update(video)  # decodes_resumed, when resuming
     inputs = loaded | "AllInputs" >> beam.Flatten()
     prompt = None
     if config.align.prompt_mode == "run":
-        prompt = inputs | "RunPrompt" >> RunPromptValue(config.align, resumed[HISTOGRAMS])
+        prompt = inputs | "RunPrompt" >> RunPromptValue(config.align, resumed[HISTOGRAMS] if resume else None)
     fresh = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt, work)
 
     def merged(tag: str, label: str):
-        return (fresh[tag], resumed[tag]) | label >> beam.Flatten()
+        """Realign's output ``tag``, with the restored results' when resuming."""
+        return (fresh[tag], resumed[tag]) | label >> beam.Flatten() if resume else fresh[tag]
 
     samples, rows = merged(SAMPLES, "AllSamples"), merged("rows", "AllRows")
     n_kept = samples | "SamplesPerVideo" >> beam.Map(len) | "CountKept" >> beam.CombineGlobally(sum)
@@ -61,7 +65,7 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     out = config.output
     shards = samples | "WriteShards" >> WriteShards(output, out.layout, config.seed, n_shards)
     index = rows | "WriteIndex" >> WriteIndex(output, out.index_files, out.layout, config.seed, n_shards)
-    failures = (manifest_out[FAILURES], fresh[FAILURES], resumed[FAILURES]) | "AllFailures" >> beam.Flatten()
+    failures = (manifest_out[FAILURES], merged(FAILURES, "RealignFailures")) | "AllFailures" >> beam.Flatten()
     stats = merged(OUTCOMES, "AllOutcomes") | "Stats" >> beam.CombineGlobally(SumCounts())
     sides.update(stats=stats, manifest_rows=manifest_out["rows"], shards=shards, index_files=index, failures=failures)
     if prompt is not None:

@@ -177,7 +177,7 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
         try:
             with beam.Pipeline(options=options) as p:
                 build_graph(p, os.path.abspath(manifest), output, config, time.time(), modes,
-                            identity["manifest_sha256"])
+                            identity["manifest_sha256"], resume=state == RESUME)
         except Exception:
             _raise_if_unreconciled(output, required=False)  # Finalize's AccountingError arrives wrapped by the runner
             raise

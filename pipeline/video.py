@@ -138,13 +138,14 @@ def _assemble(item, sample_fps: float):
 
 
 class LoadVideoInputs(beam.PTransform):
-    """Video-mode ``VideoRef`` -> ``{"ok": VideoInputs, "decodes_resumed": count}``: decode +
-    embed frames, parse + embed captions. With ``output`` set, decodes are checkpointed and
-    those an earlier attempt finished (``decodes_resumed``) are restored instead of redone."""
+    """Video-mode ``VideoRef`` -> ``{"ok": VideoInputs}``: decode + embed frames, parse + embed
+    captions. ``save_to``: the output directory whose ``_work`` receives the decode checkpoints
+    (None: none are written). ``restore_from``: the output directory of an unfinished attempt;
+    the decodes it finished are restored instead of redone, and counted in ``"decodes_resumed"``."""
 
-    def __init__(self, config, output: str | None = None):
+    def __init__(self, config, save_to: str | None = None, restore_from: str | None = None):
         super().__init__()
-        self.config, self.output = config, output
+        self.config, self.save_to, self.restore_from = config, save_to, restore_from
 
     def expand(self, refs):
         from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
@@ -154,17 +155,17 @@ class LoadVideoInputs(beam.PTransform):
         cfg = self.config
         spec = encoder_spec(cfg.model)
         todo, frame_parts = refs, []
-        if self.output is not None:
-            restored = refs | "RestoreDecodes" >> beam.ParDo(_RestoreFramesFn(self.output)).with_outputs(
+        if self.restore_from is not None:
+            restored = refs | "RestoreDecodes" >> beam.ParDo(_RestoreFramesFn(self.restore_from)).with_outputs(
                 "todo", META, FAILURES, main="emb")
             todo, frame_parts = restored.todo, [restored]
         decoded = todo | "Decode" >> beam.ParDo(_DecodeFn(
-            spec, cfg.decode.sample_fps, cfg.decode.backend, cfg.decode_timeout_s, self.output)).with_outputs(
+            spec, cfg.decode.sample_fps, cfg.decode.backend, cfg.decode_timeout_s, self.save_to)).with_outputs(
             META, FAILURES, main="frames")
         frame_emb = (decoded.frames
                      | "EmbedFrames" >> RunInference(KeyedModelHandler(FrameEmbeddingHandler(spec, cfg.model.frame_batch_size)))
                      | "FrameEmb" >> beam.Map(embeddings_of)
-                     | "SaveEmb" >> beam.Map(_save_emb, self.output))
+                     | "SaveEmb" >> beam.Map(_save_emb, self.save_to))
         captions = refs | "ParseCaptions" >> beam.ParDo(_CaptionsFn(cfg.io)).with_outputs(FAILURES, main="ok")
         text_emb = (captions.ok
                     | "NeedText" >> beam.Filter(lambda kv: kv[1].emb is None)
@@ -180,7 +181,8 @@ class LoadVideoInputs(beam.PTransform):
                        | "VideoFailures" >> beam.Flatten()),
         }
         joined = parts | "JoinByVideo" >> beam.CoGroupByKey()
-        inputs = joined | "Assemble" >> beam.Map(_assemble, cfg.decode.sample_fps)
-        n_restored = ([r.emb for r in frame_parts] + [r[FAILURES] for r in frame_parts]
-                      | "Restored" >> beam.Flatten() | "CountRestored" >> beam.combiners.Count.Globally())
-        return {"ok": inputs, "decodes_resumed": n_restored}
+        out = {"ok": joined | "Assemble" >> beam.Map(_assemble, cfg.decode.sample_fps)}
+        for r in frame_parts:
+            out["decodes_resumed"] = ((r.emb, r[FAILURES]) | "Restored" >> beam.Flatten()
+                                      | "CountRestored" >> beam.combiners.Count.Globally())
+        return out
