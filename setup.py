@@ -1,5 +1,7 @@
 """nccurate: curate noisy narrated video–text data with optimal-transport realignment."""
 
+import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -11,7 +13,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["curation", "curation.*", "models", "models.*", "pipeline", "pipeline.*"]),
-    data_files=[("share/nccurate/configs", ["configs/default.yaml"])],
+    data_files=[("share/nccurate/configs", sorted(glob.glob("configs/*.yaml")))],
     package_data={"models": ["configs/*.json", "assets/*.pt"]},
     install_requires=[
         "apache-beam>=2.60",
@@ -27,6 +29,10 @@ setup(
         "decord>=0.6",
         "av>=12",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        # dask + distributed: the DaskRunner test runs the pipeline on a local dask.distributed cluster.
+        "test": ["pytest>=8", "dask[distributed]>=2024.1"],
+        "dask": ["dask[distributed]>=2024.1"],
+    },
     entry_points={"console_scripts": ["nccurate=pipeline.cli:main"]},
 )

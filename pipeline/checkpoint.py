@@ -3,11 +3,12 @@
 A run writes two kinds of checkpoint, each atomically (temporary name, then rename), as soon as
 the work it saves is done:
 
-* ``_work/frames/{video_id}.pts.npz`` then ``{video_id}.emb.npy`` (video mode): the decoded
-  frames' ``pts_s: (T,)`` and ``source`` path (written by decode), then the frame embeddings
-  ``emb: (T, D)`` float32 (written right after embedding, in the same fused step: decode + embed
-  is the expensive part of a run); or ``{video_id}.failure.json`` when decoding failed (so a
-  timeout is not waited out twice).
+* ``_work/frames/{video_id}.pts.npz`` then ``{video_id}.emb-{chunk:05d}.npy`` (video mode):
+  the decoded frames' ``pts_s: (T,)``, ``source`` path and number of chunks (written by decode),
+  then each chunk's frame embeddings ``(n, D)`` float32 (written right after embedding, in the
+  same fused step: decode + embed is the expensive part of a run); a video's decode is complete
+  when every chunk is there. Or ``{video_id}.failure.json`` when decoding failed (so a timeout
+  is not waited out twice).
 * ``_work/results/{video_id}.tar``: everything the video contributes to the outputs: its index
   rows, its kept samples (clip bytes included), its failure rows, its outcome counts and, for
   ``align.prompt_mode=run``, its paired-similarity histogram.
@@ -97,29 +98,41 @@ def _frames_file(output: str, video_id: str, suffix: str) -> str:
     return work_path(output, FRAMES, f"{video_id}.{suffix}")
 
 
-def save_pts(output: str, video_id: str, pts_s: np.ndarray, source: str) -> None:
-    """Checkpoint the decoded frames' ``pts_s: (T,)`` seconds and the media ``source``."""
+def save_pts(output: str, video_id: str, pts_s: np.ndarray, source: str, n_chunks: int) -> None:
+    """Checkpoint the decoded frames' ``pts_s: (T,)`` seconds, the media ``source`` and how many
+    embedding chunks complete the video."""
     buf = io.BytesIO()
-    np.savez(buf, pts_s=pts_s, source=np.array(source))
+    np.savez(buf, pts_s=pts_s, source=np.array(source), n_chunks=np.int64(n_chunks))
     _write_atomic(_frames_file(output, video_id, "pts.npz"), buf.getvalue())
 
 
-def save_emb(output: str, video_id: str, emb: np.ndarray) -> None:
-    """Checkpoint the frame embeddings ``emb: (T, D)`` (after :func:`save_pts`: it completes the pair)."""
+def save_emb_chunk(output: str, video_id: str, chunk: int, emb: np.ndarray) -> None:
+    """Checkpoint chunk ``chunk``'s frame embeddings ``emb: (n, D)`` (after :func:`save_pts`)."""
     from pipeline.rows import npy_bytes
 
-    _write_atomic(_frames_file(output, video_id, "emb.npy"), npy_bytes(emb))
+    _write_atomic(_frames_file(output, video_id, f"emb-{chunk:05d}.npy"), npy_bytes(emb))
 
 
 def load_frames(output: str, video_id: str) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """``(emb, pts_s, source)`` of a complete frames checkpoint, or None."""
-    emb = _read(_frames_file(output, video_id, "emb.npy"))
+    """``(emb (T, D), pts_s, source)`` of a complete frames checkpoint (times and every chunk), or None."""
     pts = _read(_frames_file(output, video_id, "pts.npz"))
-    if emb is None or pts is None:
+    if pts is None:
         return None
     with np.load(io.BytesIO(pts), allow_pickle=False) as npz:
-        pts_s, source = npz["pts_s"], str(npz["source"])
-    return np.load(io.BytesIO(emb), allow_pickle=False), pts_s, source
+        pts_s, source, n_chunks = npz["pts_s"], str(npz["source"]), int(npz["n_chunks"])
+    chunks = [_read(_frames_file(output, video_id, f"emb-{chunk:05d}.npy")) for chunk in range(n_chunks)]
+    if any(data is None for data in chunks):
+        return None
+    emb = [np.load(io.BytesIO(data), allow_pickle=False) for data in chunks]
+    return (emb[0] if n_chunks == 1 else np.concatenate(emb)), pts_s, source
+
+
+def complete_decodes(output: str) -> set[str]:
+    """Ids of the videos whose frames checkpoint is complete (what a resume restores)."""
+    directory = work_path(output, FRAMES)
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    ids = {name[:-len(".pts.npz")] for name in names if name.endswith(".pts.npz")}
+    return {video_id for video_id in ids if load_frames(output, video_id) is not None}
 
 
 def save_decode_failure(output: str, video_id: str, failure: dict) -> None:

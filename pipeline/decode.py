@@ -23,6 +23,7 @@ fails only its video. Heavy imports (numpy aside) happen inside functions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -204,22 +205,234 @@ def to_rgb(frame, width: int, height: int) -> np.ndarray:
                           interpolation=Interpolation.BILINEAR).to_ndarray()
 
 
-def _decode_pyav(path: str, sample_fps: float, size: int) -> DecodedFrames:
+class FrameSink:
+    """Receives a video's sampled frames in sample order, ``(n, size, size, 3)`` uint8 at a time.
+    :class:`ArraySink` keeps them (in-process decode); the decode child streams them to a raw
+    file (:class:`FileSink`) so neither it nor the reader holds a whole video's frames."""
+
+    def add(self, frames: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def keep_first(self, n: int) -> None:
+        """Keep only the first ``n`` frames added (0: a decode path gave up, another starts over)."""
+        raise NotImplementedError
+
+
+class ArraySink(FrameSink):
+    def __init__(self):
+        self.frames: list[np.ndarray] = []
+
+    def add(self, frames: np.ndarray) -> None:
+        self.frames.extend(np.array(frames, dtype=np.uint8, copy=True))
+
+    def keep_first(self, n: int) -> None:
+        del self.frames[n:]
+
+    def array(self, size: int) -> np.ndarray:
+        return np.stack(self.frames) if self.frames else np.zeros((0, size, size, 3), np.uint8)
+
+
+class FileSink(FrameSink):
+    """Appends raw frame bytes (C order, uint8) to a binary file."""
+
+    def __init__(self, handle):
+        self.handle, self.count, self.frame_bytes = handle, 0, 0
+
+    def add(self, frames: np.ndarray) -> None:
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        self.frame_bytes = frames[0].nbytes if len(frames) else self.frame_bytes
+        self.handle.write(frames.tobytes())
+        self.count += len(frames)
+
+    def keep_first(self, n: int) -> None:
+        if n < self.count:
+            self.handle.seek(n * self.frame_bytes)
+            self.handle.truncate()
+            self.count = n
+
+
+def _crop_rgb(frame, size: int) -> np.ndarray:
+    """PyAV frame -> ``(size, size, 3)`` uint8: shorter side resized to ``size``, centre crop (a copy)."""
+    return np.ascontiguousarray(center_crop(to_rgb(frame, *resize_dims(frame.width, frame.height, size)), size))
+
+
+# --------------------------------------------------------------- pyav, keyframe-aware (fast path)
+
+
+@dataclass(frozen=True)
+class PacketIndex:
+    """The first video stream's packets in decode order, read by demuxing only (no decoding).
+
+    pts: (P,) int64 ticks; end: (P,) int64 ticks (pts + duration); gop: (P,) int, the number of
+    the keyframe-started group each packet belongs to; closed: (G + 1,) bool, ``closed[g]``: no
+    packet of group g shows before its keyframe and the keyframe resets every reference (so
+    group g decodes without the packets of group g - 1); time_base and origin (ticks of time 0)."""
+
+    pts: np.ndarray
+    end: np.ndarray
+    gop: np.ndarray
+    closed: np.ndarray
+    time_base: float
+    origin: int
+
+
+#: Codecs whose keyframes are checked to reset every reference (see :func:`_resets_references`).
+_SKIPPABLE_CODECS = ("h264", "hevc", "vp8", "vp9")
+
+
+def _nal_types(data: bytes, hevc: bool):
+    """NAL unit types of a length-prefixed (avcC / hvcC, 4-byte lengths) access unit."""
+    pos = 0
+    while pos + 5 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        head = data[pos + 4]
+        yield (head >> 1) & 0x3F if hevc else head & 0x1F
+        pos += 4 + length
+
+
+def _resets_references(codec: str, extradata: bytes | None, packet_bytes: bytes) -> bool:
+    """True when a keyframe packet starts a group nothing later can reference across: an H.264
+    IDR picture (NAL type 5), an HEVC IDR (19, 20), a VP8 or VP9 keyframe. Annex-B H.264/HEVC
+    (no avcC/hvcC extradata) and other codecs answer False: their groups are never skipped."""
+    if codec in ("vp8", "vp9"):
+        return True
+    if not extradata or extradata[0] != 1:  # not length-prefixed
+        return False
+    types = set(_nal_types(packet_bytes, codec == "hevc"))
+    return bool(types & ({19, 20} if codec == "hevc" else {5}))
+
+
+def index_packets(path: str) -> PacketIndex | None:
+    """Demux ``path``'s first video stream; None when a packet lacks a PTS (then the sequential
+    path decides what is what) or the codec is not one of :data:`_SKIPPABLE_CODECS`."""
+    import av
+
+    container, stream = open_video_stream(path)
+    codec = stream.codec_context.name
+    if codec not in _SKIPPABLE_CODECS or not stream.time_base:
+        container.close()
+        return None
+    extradata = stream.codec_context.extradata
+    pts, end, gop, closed = [], [], [], []
+    with container:
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.pts is None:
+                    return None
+                if packet.is_keyframe or not gop:
+                    closed.append(packet.is_keyframe and _resets_references(codec, extradata, bytes(packet)))
+                    key_pts = packet.pts
+                elif packet.pts < key_pts:
+                    closed[-1] = False  # a leading picture: it may reference the previous group
+                pts.append(packet.pts)
+                end.append(packet.pts + (packet.duration or 0))
+                gop.append(len(closed) - 1)
+        except (av.FFmpegError, OSError):
+            return None
+        origin = stream.start_time if stream.start_time is not None else (min(pts) if pts else 0)
+    if not pts:
+        return None
+    return PacketIndex(np.array(pts, np.int64), np.array(end, np.int64), np.array(gop, np.int64),
+                       np.array(closed + [True], bool), float(stream.time_base), int(origin))
+
+
+class _GaveUp(Exception):
+    """The keyframe-aware path cannot vouch for its picks; the sequential path runs instead."""
+
+
+def _decode_pyav_indexed(path: str, sample_fps: float, size: int, sink: FrameSink, index: PacketIndex,
+                         stats: dict | None = None):
+    """Decode only what the samples need: within each group of pictures, packets after the
+    group's last needed frame are not decoded when the next group does not reference them
+    (``index.closed``); whole groups without a needed frame are skipped the same way. The picks
+    are those of the sequential path (nearest PTS, near-ties to the earlier frame), computed from
+    the packets' PTS, and every picked frame is checked to come out of the decoder with that PTS.
+    Returns ``(pts_s, duration_s)``; raises :class:`_GaveUp` when a needed frame does not appear.
+    ``stats`` (a dict) receives ``packets`` (in the stream) and ``decoded`` (sent to the decoder)."""
+    import av
+
+    order = np.argsort(index.pts, kind="stable")
+    frame_pts = index.pts[order]
+    if np.any(np.diff(frame_pts) == 0):
+        raise _GaveUp("two packets share a PTS")
+    pts_s = (frame_pts - index.origin) * index.time_base
+    duration_s = float(((index.end - index.origin) * index.time_base).max())
+    targets = sample_times_s(duration_s, sample_fps)
+    if not len(targets):
+        raise _GaveUp("zero duration")
+    need = nearest_indices(pts_s, targets)                  # (n,) positions in presentation order
+    needed_pts = frame_pts[np.unique(need)]
+    left = np.bincount(index.gop[order][np.unique(need)], minlength=len(index.closed))  # needed frames per group
+    wanted = set(needed_pts.tolist())
+    crops: dict[int, np.ndarray] = {}
+    next_k = 0
+
+    def emit():
+        nonlocal next_k
+        while next_k < len(need) and int(frame_pts[need[next_k]]) in crops:
+            first = next_k
+            while next_k < len(need) and need[next_k] == need[first]:
+                next_k += 1
+            sink.add(np.broadcast_to(crops[int(frame_pts[need[first]])], (next_k - first, size, size, 3)))
+        done_below = frame_pts[need[next_k]] if next_k < len(need) else None
+        for key in [k for k in crops if done_below is None or k < done_below]:
+            del crops[key]
+
+    container, stream = open_video_stream(path)
+    gop_of_pts = dict(zip(index.pts.tolist(), index.gop.tolist()))
+    skip_until_key, current, sent = False, -1, 0
+    with container:
+        try:
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None:
+                    if packet.is_keyframe:
+                        current, skip_until_key = current + 1, False
+                        if left[current] == 0 and index.closed[current + 1]:
+                            skip_until_key = True  # nothing needed here, and the next group starts afresh
+                    if skip_until_key:
+                        continue
+                    sent += 1
+                for frame in packet.decode():
+                    if frame.pts in wanted:
+                        wanted.discard(frame.pts)
+                        crops[frame.pts] = _crop_rgb(frame, size)
+                        left[gop_of_pts[frame.pts]] -= 1
+                        emit()
+                if current >= 0 and left[current] == 0 and index.closed[current + 1]:
+                    skip_until_key = True
+        except (av.FFmpegError, OSError) as exc:
+            raise _GaveUp(str(exc)) from None
+    if next_k < len(need):
+        raise _GaveUp(f"{len(need) - next_k} picked frames did not come out of the decoder")
+    if stats is not None:
+        stats.update(packets=len(index.pts), decoded=sent)
+    return pts_s[need], duration_s
+
+
+# ------------------------------------------------------------------------------- pyav, sequential
+
+
+def _decode_pyav_sequential(path: str, sample_fps: float, size: int, sink: FrameSink):
+    """One sequential pass over every frame: a :class:`NearestPicker` chooses, only the chosen
+    frames are converted. Returns ``(pts_s, duration_s)``. Handles what the indexed path does
+    not vouch for (damaged files, missing PTS, other codecs)."""
     import av
 
     container, stream = open_video_stream(path)
     picker = NearestPicker(sample_fps, 0.5)
-    chosen: dict[int, tuple[float, np.ndarray]] = {}
+    pts_s: list[float] = []
     cache: tuple[object, np.ndarray] | None = None  # the last converted frame (a frame can serve several targets)
     end_s = 0.0
 
     def keep(picks):
         nonlocal cache
-        for k, t_s, frame in picks:
+        for _k, t_s, frame in picks:
             if cache is None or cache[0] is not frame:
-                rgb = to_rgb(frame, *resize_dims(frame.width, frame.height, size))
-                cache = (frame, np.ascontiguousarray(center_crop(rgb, size)))  # a copy: a view would keep all of rgb
-            chosen[k] = (t_s, cache[1])
+                cache = (frame, _crop_rgb(frame, size))
+            sink.add(cache[1][None])
+            pts_s.append(float(t_s))
 
     try:
         with container:
@@ -234,10 +447,20 @@ def _decode_pyav(path: str, sample_fps: float, size: int) -> DecodedFrames:
         raise _decode_error(path, "no frame could be decoded")
     if n == 0:
         raise _decode_error(path, "the decoded frames span zero seconds")
-    frames, pts_s = np.empty((n, size, size, 3), np.uint8), np.empty(n, np.float64)
-    for k in range(n):  # popped while copied: the picks and the result are not both held whole
-        pts_s[k], frames[k] = chosen.pop(k)
-    return DecodedFrames(frames=frames, pts_s=pts_s, duration_s=float(end_s), sample_fps=float(sample_fps))
+    sink.keep_first(n)  # a pick may have been made for a target past the last frame's end
+    return np.array(pts_s[:n], np.float64), float(end_s)
+
+
+def _decode_pyav(path: str, sample_fps: float, size: int, sink: FrameSink):
+    """The keyframe-aware path where the packet index allows it, else (or when it gives up) the
+    sequential one; both pick the same frames. Returns ``(pts_s, duration_s)``."""
+    index = index_packets(path)
+    if index is not None:
+        try:
+            return _decode_pyav_indexed(path, sample_fps, size, sink, index)
+        except _GaveUp:
+            sink.keep_first(0)
+    return _decode_pyav_sequential(path, sample_fps, size, sink)
 
 
 # -------------------------------------------------------------------------------------- decord
@@ -294,7 +517,9 @@ def _decord_batch(reader, indices: list[int]) -> np.ndarray:
 DECORD_CHUNK = 128
 
 
-def _decode_decord(path: str, sample_fps: float, size: int) -> DecodedFrames:
+def _decode_decord(path: str, sample_fps: float, size: int, sink: FrameSink):
+    """decord: the packet index at open, then ``get_batch`` of the picked frames, in chunks of
+    :data:`DECORD_CHUNK` samples. Returns ``(pts_s, duration_s)``."""
     import decord
 
     reader, ts = open_decord(path, size)
@@ -303,29 +528,22 @@ def _decode_decord(path: str, sample_fps: float, size: int) -> DecodedFrames:
     if not duration_s > 0:
         raise _decode_error(path, "the decoded frames span zero seconds")
     idx = order[nearest_indices(ts[order, 0], sample_times_s(duration_s, sample_fps))]
-    unique, inverse = np.unique(idx, return_inverse=True)
-    frames = np.empty((len(idx), size, size, 3), np.uint8)
-    by_unique = np.argsort(inverse, kind="stable")  # output rows grouped by the frame they show
-    bounds = np.searchsorted(inverse[by_unique], np.arange(len(unique) + 1))
     try:  # in chunks: one get_batch of an hour's uncropped frames would hold GBs (bench memory)
-        for lo in range(0, len(unique), DECORD_CHUNK):
-            hi = min(lo + DECORD_CHUNK, len(unique))
-            crops = center_crop(_decord_batch(reader, unique[lo:hi].tolist()), size)
-            rows = by_unique[bounds[lo]:bounds[hi]]
-            frames[rows] = crops[inverse[rows] - lo]
+        for lo in range(0, len(idx), DECORD_CHUNK):
+            unique, inverse = np.unique(idx[lo:lo + DECORD_CHUNK], return_inverse=True)
+            sink.add(center_crop(_decord_batch(reader, unique.tolist()), size)[inverse])
     except (decord.DECORDError, RuntimeError) as exc:
         raise _decode_error(path, "decord failed to decode frames", exc, _DecordRejected) from None
-    return DecodedFrames(frames=frames, pts_s=ts[idx, 0].copy(), duration_s=duration_s,
-                         sample_fps=float(sample_fps))
+    return ts[idx, 0].copy(), duration_s
 
 
 # ------------------------------------------------------------------------------------- public
 
 
-def decode_frames(path: str, sample_fps: float, size: int, backend: str = "decord") -> DecodedFrames:
-    """Decode ``path`` in this process: one frame per target time of :func:`sample_times_s`
-    (the nearest PTS, ties to the earlier frame), resized to a shorter side of ``size`` pixels
-    and centre-cropped to ``size x size``.
+def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink):
+    """Decode ``path`` in this process into ``sink``: one frame per target time of
+    :func:`sample_times_s` (the nearest PTS, ties to the earlier frame), resized to a shorter side
+    of ``size`` pixels and centre-cropped to ``size x size``. Returns ``(pts_s, duration_s)``.
 
     Raises ``InputError('missing_file' | 'unreadable_file' | 'decode_error', ...)``; the message
     names the file.
@@ -336,26 +554,63 @@ def decode_frames(path: str, sample_fps: float, size: int, backend: str = "decor
         raise ValueError(f"sample_fps must be > 0 and size >= 1, got {sample_fps}, {size}")
     check_file(path)
     if backend == "pyav":
-        return _decode_pyav(path, sample_fps, size)
+        return _decode_pyav(path, sample_fps, size, sink)
     try:
-        return _decode_decord(path, sample_fps, size)
+        return _decode_decord(path, sample_fps, size, sink)
     except _DecordRejected:  # PyAV picks the same frames; it fails too where the file is unusable
-        return _decode_pyav(path, sample_fps, size)
+        sink.keep_first(0)
+        return _decode_pyav(path, sample_fps, size, sink)
 
 
-def decode_frames_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float) -> DecodedFrames:
-    """:func:`decode_frames` in a child process (``python -m pipeline.decode``) killed after
-    ``timeout_s`` seconds of wall clock.
+def decode_frames(path: str, sample_fps: float, size: int, backend: str = "decord") -> DecodedFrames:
+    """:func:`decode_into` an array: :class:`DecodedFrames` of the whole video."""
+    sink = ArraySink()
+    pts_s, duration_s = decode_into(path, sample_fps, size, backend, sink)
+    return DecodedFrames(frames=sink.array(size), pts_s=pts_s, duration_s=duration_s, sample_fps=float(sample_fps))
+
+
+class IsolatedDecode:
+    """A video decoded by the child (:func:`decode_isolated`): ``pts_s (N,)``, ``duration_s``,
+    ``sample_fps``, ``size`` and ``n_frames``; the frames stay in the child's raw file and are read
+    :meth:`in_chunks`, so the reader holds one chunk at a time."""
+
+    def __init__(self, frames_path: str, meta: dict, pts_s: np.ndarray):
+        self.frames_path, self.pts_s = frames_path, pts_s
+        self.duration_s, self.sample_fps = float(meta["duration_s"]), float(meta["sample_fps"])
+        self.size, self.n_frames = int(meta["size"]), int(meta["n_frames"])
+
+    def in_chunks(self, chunk_frames: int):
+        """Yield ``(n <= chunk_frames, size, size, 3)`` uint8 arrays, in sample order."""
+        frame_bytes = self.size * self.size * 3
+        with open(self.frames_path, "rb") as handle:
+            for lo in range(0, self.n_frames, chunk_frames):
+                n = min(chunk_frames, self.n_frames - lo)
+                data = handle.read(n * frame_bytes)
+                if len(data) != n * frame_bytes:
+                    raise OSError(f"decoded frames file {self.frames_path} is short")
+                yield np.frombuffer(bytearray(data), np.uint8).reshape(n, self.size, self.size, 3)
+
+    def decoded(self) -> DecodedFrames:
+        """Every frame at once."""
+        frames = np.concatenate(list(self.in_chunks(max(1, self.n_frames))))
+        return DecodedFrames(frames=frames, pts_s=self.pts_s, duration_s=self.duration_s, sample_fps=self.sample_fps)
+
+
+@contextlib.contextmanager
+def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float):
+    """:func:`decode_into` in a child process (``python -m pipeline.decode``) killed after
+    ``timeout_s`` seconds of wall clock; yields an :class:`IsolatedDecode` whose frames are read
+    from the child's file. The temporary directory is removed when the context exits.
 
     Raises ``InputError('timeout')`` when the limit is hit; the child's own ``InputError`` with
     its class and message; ``InputError('decode_error')`` when the child dies from a signal or
-    exits non-zero without one. The temporary directory holding the result is always removed.
+    exits non-zero without one.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown decode backend {backend!r}; allowed: {list(BACKENDS)}")
     check_file(path)
     tmp = tempfile.mkdtemp(prefix="nccurate-decode-")
-    out, err, log = (os.path.join(tmp, name) for name in ("frames.npz", "error.json", "stderr.txt"))
+    out, err, log = (os.path.join(tmp, name) for name in ("frames", "error.json", "stderr.txt"))
     cmd = [sys.executable, "-m", "pipeline.decode", path, "--sample-fps", repr(float(sample_fps)),
            "--size", str(int(size)), "--backend", backend, "--out", out, "--error", err]
     try:
@@ -365,9 +620,15 @@ def decode_frames_isolated(path: str, sample_fps: float, size: int, backend: str
                                       env=_child_env(), timeout=timeout_s, check=False)
             except subprocess.TimeoutExpired:  # run() has killed and reaped the child
                 raise InputError("timeout", f"decoding {path} exceeded decode_timeout_s={timeout_s}") from None
-        return _read_child_result(path, proc.returncode, out, err, log)
+        yield _read_child_result(path, proc.returncode, out, err, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def decode_frames_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float) -> DecodedFrames:
+    """:func:`decode_isolated`, every frame read at once."""
+    with decode_isolated(path, sample_fps, size, backend, timeout_s) as result:
+        return result.decoded()
 
 
 def _child_env() -> dict[str, str]:
@@ -379,11 +640,11 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _read_child_result(path: str, returncode: int, out: str, err: str, log: str) -> DecodedFrames:
-    if returncode == 0 and os.path.exists(out):
-        with np.load(out, allow_pickle=False) as data:
-            return DecodedFrames(frames=data["frames"], pts_s=data["pts_s"],
-                                 duration_s=float(data["duration_s"]), sample_fps=float(data["sample_fps"]))
+def _read_child_result(path: str, returncode: int, out: str, err: str, log: str) -> IsolatedDecode:
+    if returncode == 0 and os.path.exists(out + ".json"):
+        with open(out + ".json", encoding="utf-8") as handle:
+            meta = json.load(handle)
+        return IsolatedDecode(out + ".u8", meta, np.asarray(meta["pts_s"], np.float64))
     if returncode == _EXIT_INPUT_ERROR and os.path.exists(err):
         with open(err, encoding="utf-8") as handle:
             payload = json.load(handle)
@@ -421,25 +682,29 @@ def plain_sequential_decode(path: str, sample_fps: float = 1.0) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """Child entry point: decode one file to an .npz, or write its InputError to a JSON file."""
+    """Child entry point: decode one file to raw frames + a JSON of their times, or write its
+    InputError to a JSON file."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.decode", description=_main.__doc__)
     parser.add_argument("path")
     parser.add_argument("--sample-fps", type=float, required=True)
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--backend", choices=BACKENDS, required=True)
-    parser.add_argument("--out", required=True, help="the .npz to write")
+    parser.add_argument("--out", required=True, help="OUT.u8 (raw frames) and OUT.json (their times) are written")
     parser.add_argument("--error", required=True, help="where an InputError is written as JSON")
     args = parser.parse_args(argv)
     try:
-        decoded = decode_frames(args.path, args.sample_fps, args.size, args.backend)
+        with open(args.out + ".u8", "wb") as handle:
+            sink = FileSink(handle)
+            pts_s, duration_s = decode_into(args.path, args.sample_fps, args.size, args.backend, sink)
     except InputError as exc:
         with open(args.error, "w", encoding="utf-8") as handle:
             json.dump({"error_class": exc.error_class, "message": exc.message}, handle)
         return _EXIT_INPUT_ERROR
-    with open(args.out + ".part", "wb") as handle:
-        np.savez(handle, frames=decoded.frames, pts_s=decoded.pts_s,
-                 duration_s=np.float64(decoded.duration_s), sample_fps=np.float64(decoded.sample_fps))
-    os.replace(args.out + ".part", args.out)
+    meta = {"pts_s": pts_s.tolist(), "duration_s": duration_s, "sample_fps": args.sample_fps, "size": args.size,
+            "n_frames": sink.count}
+    with open(args.out + ".json.part", "w", encoding="utf-8") as handle:
+        json.dump(meta, handle)  # floats round-trip exactly through JSON
+    os.replace(args.out + ".json.part", args.out + ".json")  # written last: it says the frames are complete
     return 0
 
 

@@ -2,13 +2,18 @@
 embedding through ``RunInference``, caption embedding through the text tower, and the join
 that assembles one :class:`curation.records.VideoInputs` per video.
 
-Decoded frames go straight from ``DecodeFrames`` into ``RunInference`` in the same fused stage;
-what crosses the join's shuffle is each video's (T, D) embeddings and small metadata.
+Decoded frames go straight from ``DecodeFrames`` into ``RunInference`` in the same fused stage,
+streamed in chunks of ``model.frame_batch_size`` frames read from the decode child's file (a
+whole video's frames are never held at once); what crosses the join's shuffle is each chunk's
+(n, D) embeddings and small metadata.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import apache_beam as beam
+import numpy as np
 
 from pipeline.transforms import FAILURES, _StageDoFn
 
@@ -16,39 +21,46 @@ META = "meta"
 
 
 class _DecodeFn(_StageDoFn):
-    """ref -> (video_id, frames (N, S, S, 3) uint8) + meta (video_id, (pts_s, source)), or a
-    keyed failure (video_id, row). Both are checkpointed under ``OUT/_work`` when ``output`` is set."""
+    """ref -> ``((video_id, chunk), frames (n <= chunk_frames, S, S, 3) uint8)`` for chunk = 0,
+    1, ... + meta ``(video_id, (pts_s, source, n_chunks))``, or a keyed failure (video_id, row).
+    The times and failures are checkpointed under ``OUT/_work`` when ``output`` is set."""
 
     stage = "decode"
 
-    def __init__(self, spec, sample_fps: float, backend: str, timeout_s: float, output: str | None):
+    def __init__(self, spec, sample_fps: float, backend: str, timeout_s: float, chunk_frames: int,
+                 output: str | None):
         super().__init__()
         self.spec, self.sample_fps, self.backend, self.timeout_s = spec, sample_fps, backend, timeout_s
-        self.output = output
+        self.chunk_frames, self.output = chunk_frames, output
         self.size = None
 
     def process(self, ref):
         from models.encoder import input_size_of
         from pipeline.checkpoint import save_decode_failure, save_pts
-        from pipeline.decode import decode_frames_isolated
+        from pipeline.decode import decode_isolated
 
         if self.size is None:  # from the model config, no weights; not in setup: feature-mode runs never get here
             self.size = input_size_of(self.spec)
         self.count("total")
+        decoding = decode_isolated(ref.video, self.sample_fps, self.size, self.backend, self.timeout_s)
         try:
-            decoded = decode_frames_isolated(ref.video, self.sample_fps, self.size, self.backend, self.timeout_s)
+            decoded = decoding.__enter__()
         except Exception as exc:  # noqa: BLE001 - every decode error becomes a failures row
             row = self.failure_row(ref.video_id, exc)
             if self.output is not None:
                 save_decode_failure(self.output, ref.video_id, row)
             yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, row))
             return
-        self.count("ok")
-        self.count("frames", len(decoded.frames))
-        if self.output is not None:
-            save_pts(self.output, ref.video_id, decoded.pts_s, ref.video)
-        yield beam.pvalue.TaggedOutput(META, (ref.video_id, (decoded.pts_s, ref.video)))
-        yield ref.video_id, decoded.frames
+        with contextlib.ExitStack() as cleanup:
+            cleanup.push(decoding.__exit__)  # removes the child's files, however this generator ends
+            self.count("ok")
+            self.count("frames", decoded.n_frames)
+            n_chunks = -(-decoded.n_frames // self.chunk_frames)
+            if self.output is not None:
+                save_pts(self.output, ref.video_id, decoded.pts_s, ref.video, n_chunks)
+            yield beam.pvalue.TaggedOutput(META, (ref.video_id, (decoded.pts_s, ref.video, n_chunks)))
+            for chunk, frames in enumerate(decoded.in_chunks(self.chunk_frames)):
+                yield (ref.video_id, chunk), frames
 
 
 class _RestoreFramesFn(_StageDoFn):
@@ -74,17 +86,19 @@ class _RestoreFramesFn(_StageDoFn):
             yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, failure))
             return
         emb, pts_s, source = frames
-        yield beam.pvalue.TaggedOutput(META, (ref.video_id, (pts_s, source)))
-        yield ref.video_id, emb
+        yield beam.pvalue.TaggedOutput(META, (ref.video_id, (pts_s, source, 1)))
+        yield ref.video_id, (0, emb)
 
 
-def _save_emb(keyed_emb, output: str | None):
-    """Checkpoints ``(video_id, emb)`` (the pair's second half, after ``save_pts``) and passes it on."""
-    from pipeline.checkpoint import save_emb
+def _by_video(keyed_emb, output: str | None):
+    """``((video_id, chunk), emb)`` -> ``(video_id, (chunk, emb))``, the chunk checkpointed to
+    ``output``'s ``_work`` first when set."""
+    from pipeline.checkpoint import save_emb_chunk
 
+    (video_id, chunk), emb = keyed_emb
     if output is not None:
-        save_emb(output, *keyed_emb)
-    return keyed_emb
+        save_emb_chunk(output, video_id, chunk, emb)
+    return video_id, (chunk, emb)
 
 
 class _CaptionsFn(_StageDoFn):
@@ -117,6 +131,15 @@ def encoder_spec(model):
     return EncoderSpec(name=model.name, pretrained=model.pretrained, device=model.device, precision=model.precision)
 
 
+def frame_embeddings(video_id: str, chunks, n_chunks: int):
+    """A video's ``(chunk, (n, D) emb)`` parts in any order -> ``(T, D)``; all ``n_chunks`` must be there."""
+    ordered = sorted(chunks, key=lambda part: part[0])
+    if [chunk for chunk, _ in ordered] != list(range(n_chunks)):
+        raise RuntimeError(f"video {video_id}: frame embedding chunks {[c for c, _ in ordered]} of {n_chunks} "
+                           "arrived; the runner lost or repeated some")
+    return ordered[0][1] if n_chunks == 1 else np.concatenate([emb for _, emb in ordered])
+
+
 def _assemble(item, sample_fps: float):
     """Joined per-video parts -> VideoInputs (None for a part whose stage failed, its failure
     rows in ``failures``)."""
@@ -126,9 +149,10 @@ def _assemble(item, sample_fps: float):
 
     video_id, parts = item
     frames = captions = None
-    if parts["frames"] and parts[META]:
-        pts_s, source = parts[META][0]
-        frames = FrameFeatures(video_id, sample_fps, parts["frames"][0], pts_s=pts_s, source=source)
+    if parts[META]:
+        pts_s, source, n_chunks = parts[META][0]
+        frames = FrameFeatures(video_id, sample_fps, frame_embeddings(video_id, parts["frames"], n_chunks),
+                               pts_s=pts_s, source=source)
     if parts["captions"]:
         captions = parts["captions"][0]
         if captions.emb is None:
@@ -160,12 +184,12 @@ class LoadVideoInputs(beam.PTransform):
                 "todo", META, FAILURES, main="emb")
             todo, frame_parts = restored.todo, [restored]
         decoded = todo | "Decode" >> beam.ParDo(_DecodeFn(
-            spec, cfg.decode.sample_fps, cfg.decode.backend, cfg.decode_timeout_s, self.save_to)).with_outputs(
-            META, FAILURES, main="frames")
+            spec, cfg.decode.sample_fps, cfg.decode.backend, cfg.decode_timeout_s, cfg.model.frame_batch_size,
+            self.save_to)).with_outputs(META, FAILURES, main="frames")
         frame_emb = (decoded.frames
                      | "EmbedFrames" >> RunInference(KeyedModelHandler(FrameEmbeddingHandler(spec, cfg.model.frame_batch_size)))
                      | "FrameEmb" >> beam.Map(embeddings_of)
-                     | "SaveEmb" >> beam.Map(_save_emb, self.save_to))
+                     | "ByVideo" >> beam.Map(_by_video, self.save_to))
         captions = refs | "ParseCaptions" >> beam.ParDo(_CaptionsFn(cfg.io)).with_outputs(FAILURES, main="ok")
         text_emb = (captions.ok
                     | "NeedText" >> beam.Filter(lambda kv: kv[1].emb is None)

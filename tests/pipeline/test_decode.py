@@ -174,3 +174,73 @@ def test_bad_arguments_are_value_errors(video8):
         decode_frames(video8, 1, 32, "opencv")
     with pytest.raises(ValueError):
         decode_frames(video8, 0, 32, "pyav")
+
+
+# ------------------------------------------------------------------ keyframe-aware PyAV decoding
+
+#: (codec, encoder options, expected: every group closed?, expected: some packets skipped at 1 fps)
+#: at 8 fps: "g" 16 is a keyframe every 2 s, so each group's last 0.5 s follows its last sample.
+KEYFRAME_CASES = {
+    "h264_no_bframes": ("libx264", {"preset": "ultrafast", "crf": "18", "g": "16"}, True, True),
+    "h264_bframes": ("libx264", {"preset": "medium", "crf": "18", "g": "16", "bf": "3"}, True, True),
+    "h264_short_gop": ("libx264", {"preset": "ultrafast", "crf": "18", "g": "3"}, True, True),
+    "h264_open_gop": ("libx264", {"preset": "medium", "crf": "18", "x264-params": "keyint=16:open-gop=1:bframes=3"},
+                      False, None),
+    "vp9": ("libvpx-vp9", {"g": "16"}, True, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KEYFRAME_CASES))
+def test_keyframe_aware_pyav_decode_equals_the_sequential_pass(tmp_path, case):
+    """The indexed path picks the frames the sequential pass picks, pixel for pixel and PTS for
+    PTS, while sending fewer packets to the decoder where groups allow; open groups (leading B
+    pictures that reference the previous group) are never cut."""
+    from pipeline import decode as dec
+
+    codec, options, all_closed, skips = KEYFRAME_CASES[case]
+    path = make_video(str(tmp_path / f"{case}.{'webm' if codec == 'libvpx-vp9' else 'mp4'}"), 12, fps=SRC_FPS,
+                      size=(96, 64), codec=codec, options=options)
+    index = dec.index_packets(path)
+    assert index is not None
+    assert bool(index.closed[:-1].all()) == all_closed
+    fast, slow, stats = dec.ArraySink(), dec.ArraySink(), {}
+    pts_fast, dur_fast = dec._decode_pyav_indexed(path, 1.0, 32, fast, index, stats)
+    pts_slow, dur_slow = dec._decode_pyav_sequential(path, 1.0, 32, slow)
+    np.testing.assert_array_equal(pts_fast, pts_slow)
+    np.testing.assert_array_equal(fast.array(32), slow.array(32))
+    assert dur_fast == dur_slow == pytest.approx(12.0)
+    assert frame_index_of(fast.array(32), 96).tolist() == [4 + 8 * k for k in range(12)]
+    assert stats["packets"] == 96
+    if skips is not None:
+        assert (stats["decoded"] < stats["packets"]) == skips
+    if not all_closed:
+        assert stats["decoded"] >= 90  # only groups that nothing references are cut
+
+
+def test_keyframe_aware_decode_falls_back_when_a_frame_does_not_appear(video8, monkeypatch):
+    """If a picked PTS never comes out of the decoder, the sequential pass decides: same result."""
+    from pipeline import decode as dec
+
+    index = dec.index_packets(video8)
+    shifted = dec.PacketIndex(index.pts * 2, index.end * 2, index.gop, index.closed, index.time_base / 2, index.origin)
+    monkeypatch.setattr(dec, "index_packets", lambda path: shifted)
+    with pytest.raises(dec._GaveUp):
+        dec._decode_pyav_indexed(video8, 2, 32, dec.ArraySink(), shifted)
+    got = decode_frames(video8, 2, 32, "pyav")
+    monkeypatch.undo()
+    want = decode_frames(video8, 2, 32, "pyav")
+    np.testing.assert_array_equal(got.frames, want.frames)
+    np.testing.assert_array_equal(got.pts_s, want.pts_s)
+
+
+def test_isolated_decode_streams_frames_in_chunks(video8):
+    from pipeline.decode import decode_isolated
+
+    whole = decode_frames(video8, 2, 32, "pyav")
+    with decode_isolated(video8, 2, 32, "pyav", 60) as result:
+        chunks = list(result.in_chunks(3))
+        assert os.path.exists(result.frames_path)
+    assert not os.path.exists(result.frames_path), "the child's files are removed with the context"
+    assert [len(c) for c in chunks] == [3, 3, 3, 3, 1]  # 13 samples at 2 Hz in 6.5 s
+    np.testing.assert_array_equal(np.concatenate(chunks), whole.frames)
+    np.testing.assert_array_equal(result.pts_s, whole.pts_s)

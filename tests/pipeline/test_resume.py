@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.checkpoint import WORK_DIR, work_path
+from pipeline.checkpoint import WORK_DIR, complete_decodes, work_path
 from pipeline.config import load_config
 from pipeline.run import RunError, run
 from pipeline.synth_io import write_corpus
@@ -108,7 +108,7 @@ def test_sigkill_at_three_points_then_resume_is_byte_identical(video_corpus, vid
     out = str(tmp_path / "out")
     killed = [
         # mid-decode: two videos decoded and embedded
-        _run_and_kill(video_corpus, out, lambda: _count(out, "frames/*.emb.npy") >= 2),
+        _run_and_kill(video_corpus, out, lambda: len(complete_decodes(out)) >= 2),
         # mid-realign: a video's result written
         _run_and_kill(video_corpus, out, lambda: _count(out, "results/*.tar") >= 2),
         # writing the outputs: every result exists
@@ -118,8 +118,8 @@ def test_sigkill_at_three_points_then_resume_is_byte_identical(video_corpus, vid
     assert killed[0] and killed[1], "the first two kill points are reached before the run can end"
     assert not os.path.exists(os.path.join(out, "shardindex.json")), "a killed run never looks complete"
     results_before = _count(out, "results/*.tar")
-    decodes_before = len({os.path.basename(p).split(".")[0] for pattern in ("frames/*.emb.npy", "frames/*.failure.json")
-                          for p in glob.glob(work_path(out, pattern))}
+    decodes_before = len((complete_decodes(out) | {os.path.basename(p)[:-len(".failure.json")]
+                                                   for p in glob.glob(work_path(out, "frames/*.failure.json"))})
                          - {os.path.basename(p)[:-4] for p in glob.glob(work_path(out, "results/*.tar"))})
     messages = []
     summary = run(video_corpus, out, load_config(None, list(VIDEO_MODEL)), notify=messages.append)
@@ -135,7 +135,7 @@ def test_video_checkpoints_hold_embeddings_and_decode_failures(video_corpus, tmp
     undecodable one its failure (the missing file fails before decoding and has neither)."""
     out = str(tmp_path / "out")
     _run_and_kill(video_corpus, out, lambda: _count(out, "results/*.tar") >= 1)
-    emb = {os.path.basename(p)[:-len(".emb.npy")] for p in glob.glob(work_path(out, "frames/*.emb.npy"))}
+    emb = complete_decodes(out)
     failed = {os.path.basename(p)[:-len(".failure.json")] for p in glob.glob(work_path(out, "frames/*.failure.json"))}
     assert emb == {f"v{i}" for i in range(6)}
     assert failed == {"fake", "gone"}
