@@ -60,12 +60,14 @@ def config_options(fn):
 @click.option("--output", required=True, help="Output directory: new or empty; one holding an unfinished run of "
               "the same manifest and config resumes it; one holding that run finished is left as is.")
 @config_options
-@click.option("--runner", default=None, help=f"Beam runner: {RUNNERS} (default DirectRunner).")
+@click.option("--runner", default=None, help=f"Beam runner: {RUNNERS} (default: the config's beam.runner, "
+              "else DirectRunner).")
 @click.option("--overwrite", is_flag=True, help="Replace nccurate outputs (finished or not) already in --output.")
 @click.pass_context
 def run(ctx, manifest, output, config_path, overrides, runner, overwrite):
     """Curate the videos of MANIFEST into OUTPUT. Unknown options (e.g.
-    --direct_num_workers=2, --direct_running_mode=multi_processing, Dataflow flags) go to Beam."""
+    --direct_num_workers=2, --direct_running_mode=multi_processing, Dataflow flags) go to Beam,
+    after the config's beam: section, so they win over it."""
     from pipeline.run import RunError, run as run_pipeline
 
     config = _config(config_path, overrides)
@@ -161,16 +163,33 @@ def bench_align(videos, seed, manifest, truth, config_path, overrides):
 
 
 @bench.command("throughput", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--mode", type=click.Choice(["features"]), default="features", show_default=True)
-@click.option("--videos", default=500, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--mode", type=click.Choice(["features", "video"]), default="features", show_default=True)
+@click.option("--videos", default=None, type=int, help="Videos (default: 500 in feature mode, 4 in video mode).")
+@click.option("--seed", default=0, show_default=True, help="Feature mode: the synthetic corpus's seed.")
+@click.option("--workdir", default="nccurate-bench-throughput", show_default=True,
+              help="Video mode: generated videos (reused by later runs) and outputs.")
+@click.option("--duration-s", default=600.0, show_default=True, help="Video mode: length of each video.")
+@click.option("--width", default=640, show_default=True)
+@click.option("--height", default=360, show_default=True)
+@click.option("--fps", default=25.0, show_default=True, help="Video mode: frame rate of the generated video.")
+@click.option("--model", default="ViT-B-32", show_default=True, help="Video mode: open_clip model, random init.")
+@click.option("--workers", default=2, show_default=True, help="Video mode: DirectRunner workers of the scaling run.")
 @config_options
 @click.pass_context
-def bench_throughput(ctx, mode, videos, seed, config_path, overrides):
-    """Videos/s per stage and end to end on HowTo100M-sized inputs (extra options go to Beam)."""
+def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height, fps, model, workers, config_path,
+                     overrides):
+    """Per-stage and end-to-end rates as ratios measured in one run (extra options go to Beam in
+    feature mode). Video mode: decode vs plain PyAV, encoder images/s, pipeline vs its slowest
+    stage, 1 -> N worker scaling, peak RSS."""
+    if mode == "video":
+        from pipeline.bench_video import bench_throughput_video
+
+        click.echo(bench_throughput_video(config_path, tuple(overrides), workdir, model, videos or 4, duration_s,
+                                          width, height, fps, workers, log=lambda msg: click.echo(msg, err=True)))
+        return
     from pipeline.bench import bench_throughput_features
 
-    click.echo(bench_throughput_features(_config(config_path, overrides), videos, seed, tuple(ctx.args)))
+    click.echo(bench_throughput_features(_config(config_path, overrides), videos or 500, seed, tuple(ctx.args)))
 
 
 @bench.command("train")

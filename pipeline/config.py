@@ -1,14 +1,21 @@
 """Run configuration: YAML parsed once into frozen dataclasses, validated with messages that
-name the field and what is allowed. ``--set a.b=value`` overrides use the same dotted keys."""
+name the field and what is allowed. ``--set a.b=value`` overrides use the same dotted keys.
+
+Two sections say how and where a run executes, not what it writes, and are left out of
+:meth:`Config.hash`: ``beam`` (Beam pipeline options, :func:`beam_args`) and ``resources``
+(resource hints for the encoder steps, :func:`encoder_resource_hints`)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -34,6 +41,9 @@ LAYOUTS = ("grouped", "shuffled")
 DECODE_BACKENDS = ("decord", "pyav")
 CLIP_FORMATS = ("mp4", "jpg", "npy")
 PRECISIONS = ("fp32", "fp16", "bf16")
+#: Sections that choose the runner and its machines; they do not change outputs, so the config
+#: hash (recorded in every sample, and what a rerun must match to resume) leaves them out.
+RUNTIME_SECTIONS = ("beam", "resources")
 
 
 class ConfigError(ValueError):
@@ -52,7 +62,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    backend: str = "decord"
+    backend: str = "pyav"
     sample_fps: float = 1.0
 
 
@@ -76,6 +86,41 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ResourcesConfig:
+    """Beam resource hints for the decode + encoder steps (null = no hint), and the threads each
+    worker process gives the decoder and torch (0 = the library's choice, one per core)."""
+
+    encoder_accelerator: str | None = None
+    encoder_min_ram: str | None = None
+    decode_threads: int = 0
+    torch_threads: int = 0
+
+
+class BeamOptions(Mapping):
+    """The ``beam:`` section: Beam pipeline option name -> value (str, int, float, bool, or a
+    tuple of scalars for repeatable options). Read-only and hashable like the frozen config
+    that holds it; validated by :func:`build_config`."""
+
+    def __init__(self, items: Mapping[str, Any] | None = None):
+        self._items = dict(items or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._items.items())))
+
+    def __repr__(self) -> str:
+        return f"BeamOptions({self._items!r})"
+
+
+@dataclass(frozen=True)
 class Config:
     max_failure_ratio: float = 0.1
     decode_timeout_s: float = 600.0
@@ -88,13 +133,20 @@ class Config:
     align: AlignParams = field(default_factory=AlignParams)
     output: OutputConfig = field(default_factory=OutputConfig)
     io: RetryPolicy = field(default_factory=RetryPolicy)
+    beam: BeamOptions = field(default_factory=BeamOptions)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain JSON-ready dict of every section, ``beam`` and ``resources`` included."""
+        out = dataclasses.asdict(self)
+        out["beam"] = {key: list(value) if isinstance(value, tuple) else value for key, value in self.beam.items()}
+        return out
 
     def hash(self) -> str:
-        """First 16 hex digits of sha256 over the canonical JSON of the whole config."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """First 16 hex digits of sha256 over the canonical JSON of the config without its
+        ``RUNTIME_SECTIONS``: the same run on another runner or machine shape has the same hash."""
+        tree = {key: value for key, value in self.to_dict().items() if key not in RUNTIME_SECTIONS}
+        blob = json.dumps(tree, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -131,14 +183,23 @@ _CHECKS = {
     "clips.fps": (lambda v: v > 0, "a positive number (frames per second)"),
     "output.samples_per_shard": (lambda v: v >= 1, "an integer >= 1"),
     "output.index_files": (lambda v: v >= 1, "an integer >= 1"),
+    "resources.encoder_accelerator": (lambda v: v is None or _is_accelerator_hint(v),
+                                      "null or a Beam accelerator hint such as "
+                                      "'type:nvidia-tesla-t4;count:1;install-nvidia-driver'"),
+    "resources.decode_threads": (lambda v: v >= 0, "an integer >= 0 (0: one per core)"),
+    "resources.torch_threads": (lambda v: v >= 0, "an integer >= 0 (0: torch's default, one per core)"),
+    "resources.encoder_min_ram": (lambda v: v is None or _is_resource_hint("min_ram", v),
+                                  "null or a memory size such as 16GB (a Beam min_ram hint)"),
 }
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"align": {"eps": 0.1}}`` -> ``{"align.eps": 0.1}``; a Beam option's value stays whole
+    (``beam.environment_config`` may be a mapping, passed to Beam as JSON)."""
     out = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and prefix != "beam.":
             out.update(_flatten(value, dotted + "."))
         else:
             out[dotted] = value
@@ -196,6 +257,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def build_config(values: dict[str, Any]) -> Config:
     """Validate a flat ``{dotted key: value}`` mapping and build the frozen :class:`Config`."""
+    values, beam = _split_beam(values)
     known = _known_keys()
     for key in values:
         if key not in known:
@@ -216,7 +278,7 @@ def build_config(values: dict[str, Any]) -> Config:
         else:
             top[key] = value
     hints = get_type_hints(Config)
-    return Config(**top, **{name: hints[name](**fields) for name, fields in sections.items()})
+    return Config(**top, beam=_check_beam(beam), **{name: hints[name](**fields) for name, fields in sections.items()})
 
 
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -240,3 +302,175 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         key, value = parse_override(text)
         values[key] = value
     return build_config(values)
+
+
+# ----------------------------------------------------------------------------- runtime sections
+# Beam is imported only when these sections are set, so `nccurate --help` and the validation
+# of a config without them stay fast.
+
+#: Modules whose PipelineOptions subclasses are not imported with apache_beam itself; imported
+#: only when an option name is not found among the options already known.
+_OPTIONAL_OPTION_MODULES = ("apache_beam.runners.dask.dask_runner",)
+
+
+def _split_beam(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split the flat ``values`` into the other keys and the ``beam.<option>`` ones (a whole
+    ``beam`` mapping, as ``--set 'beam={runner: DirectRunner}'`` gives, is spread out)."""
+    rest, beam = {}, {}
+    for key, value in values.items():
+        if key == "beam":
+            if not isinstance(value, dict):
+                raise ConfigError(f"config beam: {value!r} is not allowed; expected a mapping of Beam "
+                                  "pipeline option names to values, e.g. {runner: DataflowRunner}")
+            beam.update(value)
+        elif key.startswith("beam."):
+            beam[key[len("beam."):]] = value
+        else:
+            rest[key] = value
+    return rest, beam
+
+
+def _option_classes() -> tuple[type, ...]:
+    """Every PipelineOptions subclass imported so far (subclasses of subclasses included)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    found, todo = [], [PipelineOptions]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.append(sub)
+                todo.append(sub)
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=4)
+def _beam_parser(classes: tuple[type, ...]):
+    """The argparse parser PipelineOptions builds from ``classes`` (as ``get_all_options``
+    does), except that a parse error raises ValueError instead of exiting the process."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    class RaisingParser(_BeamArgumentParser):
+        def error(self, message):
+            raise ValueError(message)
+
+    parser = RaisingParser(allow_abbrev=False, add_help=False)
+    for cls in classes:
+        if "_add_argparse_args" in cls.__dict__:
+            try:
+                cls._add_argparse_args(parser)
+            except argparse.ArgumentError:
+                pass  # a second copy of an options class (e.g. re-imported) re-adds its flags
+    return parser
+
+
+def _beam_flags() -> dict[str, argparse.Action]:
+    """Beam option name (a flag without its ``--``) -> its argparse action."""
+    parser = _beam_parser(_option_classes())
+    return {flag[2:]: action for action in parser._actions for flag in action.option_strings
+            if flag.startswith("--")}
+
+
+def _beam_flag_actions(names) -> dict[str, argparse.Action]:
+    """:func:`_beam_flags`, importing the optional options modules first when one of ``names``
+    is not known yet."""
+    import importlib
+
+    flags = _beam_flags()
+    if set(names) - set(flags):
+        for module in _OPTIONAL_OPTION_MODULES:
+            try:
+                importlib.import_module(module)
+            except Exception:  # an optional runner whose dependencies are not installed
+                continue
+        flags = _beam_flags()
+    return flags
+
+
+def _option_flags(name: str, value: Any) -> list[str]:
+    """Command-line flags for one Beam option: a list repeats the flag, ``true`` is the bare
+    flag, ``false`` its ``--no_`` form where Beam has one (else nothing), null nothing."""
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        if value:
+            return [f"--{name}"]
+        negated = f"no_{name}"
+        return [f"--{negated}"] if negated in _beam_flags() else []
+    return [f"--{name}={item}" for item in (value if isinstance(value, tuple) else (value,))]
+
+
+def _beam_value(key: str, value: Any, action: argparse.Action) -> Any:
+    """``value`` in the form :func:`_option_flags` renders, checked against the kind of flag:
+    on/off flags take true/false, repeatable options (``experiments``, ``resource_hints``,
+    ...) a value or a list of values, the others one value; a mapping becomes its JSON."""
+    is_flag = action.nargs == 0
+    repeatable = not is_flag and not isinstance(action, argparse._StoreAction)
+    if isinstance(value, dict):
+        value = json.dumps(value)
+    if isinstance(value, list) and repeatable and all(
+            isinstance(item, (str, int, float)) and not isinstance(item, bool) for item in value):
+        return tuple(value)
+    if value is None or (isinstance(value, bool) == is_flag and isinstance(value, (str, int, float))):
+        return value
+    allowed = ("true or false (an on/off flag)" if is_flag else
+               "a value or a list of values" if repeatable else "a single value")
+    raise ConfigError(f"config {key}: {value!r} is not allowed; expected {allowed}")
+
+
+def _check_beam(options: dict[str, Any]) -> BeamOptions:
+    """Validate the ``beam`` section against the options the installed Beam knows: each name
+    must be an option, each value must parse as Beam parses its flag."""
+    if not options:
+        return BeamOptions()
+    actions = _beam_flag_actions(options)
+    parser = _beam_parser(_option_classes())
+    clean = {}
+    for name, value in options.items():
+        key = f"beam.{name}"
+        if name not in actions:
+            near = difflib.get_close_matches(name, list(actions), n=1)
+            hint = f"; did you mean 'beam.{near[0]}'?" if near else ""
+            raise ConfigError(f"config: unknown key {key!r} (not a Beam pipeline option){hint}")
+        clean[name] = _beam_value(key, value, actions[name])
+        try:
+            parser.parse_known_args(_option_flags(name, clean[name]))
+        except ValueError as exc:
+            raise ConfigError(f"config {key}: {value!r} is not allowed; Beam says: {exc}") from None
+    return BeamOptions(clean)
+
+
+def beam_args(config: Config) -> list[str]:
+    """The ``beam`` section as Beam command-line flags, in the order written. Give them to
+    ``PipelineOptions`` before the command line's own flags, which then win (argparse keeps
+    the last value; repeatable options such as ``experiments`` add up)."""
+    return [flag for name, value in config.beam.items() for flag in _option_flags(name, value)]
+
+
+def _is_resource_hint(name: str, value: str) -> bool:
+    """Whether Beam's own parser (``apache_beam.transforms.resources``) accepts the hint."""
+    from apache_beam.transforms.resources import parse_resource_hints
+
+    try:
+        parse_resource_hints({name: value})
+    except ValueError:
+        return False
+    return True
+
+
+def _is_accelerator_hint(value: str) -> bool:
+    """Beam takes any ASCII string as an accelerator hint; runners read it as
+    ``type:<gpu>;count:<n>;<option>;...`` (Dataflow: ``install-nvidia-driver``,
+    ``machine_type:<type>``, ``use_nvidia_mps``). Checked offline: ASCII, no empty part, a
+    ``type``, and a ``count`` (when given) that is a positive integer."""
+    parts = [part.strip() for part in value.split(";")]
+    fields = dict(part.split(":", 1) for part in parts if ":" in part)
+    count = fields.get("count", "1")
+    return (_is_resource_hint("accelerator", value) and all(parts) and bool(fields.get("type"))
+            and count.isdigit() and int(count) >= 1)
+
+
+def encoder_resource_hints(config: Config) -> dict[str, str]:
+    """Keyword arguments for ``PTransform.with_resource_hints`` on the encoder steps (``{}``
+    when ``resources`` sets nothing): ``accelerator`` and ``min_ram``."""
+    hints = {"accelerator": config.resources.encoder_accelerator, "min_ram": config.resources.encoder_min_ram}
+    return {name: value for name, value in hints.items() if value is not None}

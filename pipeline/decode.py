@@ -163,8 +163,9 @@ def _decode_error(path: str, what: str, exc: BaseException | None = None, cls: t
 # ---------------------------------------------------------------------------------------- pyav
 
 
-def open_video_stream(path: str):
-    """``(container, stream)`` of the first video stream, opened with PyAV (decode_error else)."""
+def open_video_stream(path: str, threads: int = 0):
+    """``(container, stream)`` of the first video stream, opened with PyAV (decode_error else);
+    the decoder uses ``threads`` threads (0: FFmpeg's choice, one per core)."""
     import av
 
     try:
@@ -176,6 +177,7 @@ def open_video_stream(path: str):
         raise _decode_error(path, "no video stream")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = int(threads)
     return container, stream
 
 
@@ -343,7 +345,7 @@ class _GaveUp(Exception):
 
 
 def _decode_pyav_indexed(path: str, sample_fps: float, size: int, sink: FrameSink, index: PacketIndex,
-                         stats: dict | None = None):
+                         stats: dict | None = None, threads: int = 0):
     """Decode only what the samples need: within each group of pictures, packets after the
     group's last needed frame are not decoded when the next group does not reference them
     (``index.closed``); whole groups without a needed frame are skipped the same way. The picks
@@ -380,7 +382,7 @@ def _decode_pyav_indexed(path: str, sample_fps: float, size: int, sink: FrameSin
         for key in [k for k in crops if done_below is None or k < done_below]:
             del crops[key]
 
-    container, stream = open_video_stream(path)
+    container, stream = open_video_stream(path, threads)
     gop_of_pts = dict(zip(index.pts.tolist(), index.gop.tolist()))
     skip_until_key, current, sent = False, -1, 0
     with container:
@@ -414,13 +416,13 @@ def _decode_pyav_indexed(path: str, sample_fps: float, size: int, sink: FrameSin
 # ------------------------------------------------------------------------------- pyav, sequential
 
 
-def _decode_pyav_sequential(path: str, sample_fps: float, size: int, sink: FrameSink):
+def _decode_pyav_sequential(path: str, sample_fps: float, size: int, sink: FrameSink, threads: int = 0):
     """One sequential pass over every frame: a :class:`NearestPicker` chooses, only the chosen
     frames are converted. Returns ``(pts_s, duration_s)``. Handles what the indexed path does
     not vouch for (damaged files, missing PTS, other codecs)."""
     import av
 
-    container, stream = open_video_stream(path)
+    container, stream = open_video_stream(path, threads)
     picker = NearestPicker(sample_fps, 0.5)
     pts_s: list[float] = []
     cache: tuple[object, np.ndarray] | None = None  # the last converted frame (a frame can serve several targets)
@@ -451,16 +453,16 @@ def _decode_pyav_sequential(path: str, sample_fps: float, size: int, sink: Frame
     return np.array(pts_s[:n], np.float64), float(end_s)
 
 
-def _decode_pyav(path: str, sample_fps: float, size: int, sink: FrameSink):
+def _decode_pyav(path: str, sample_fps: float, size: int, sink: FrameSink, threads: int = 0):
     """The keyframe-aware path where the packet index allows it, else (or when it gives up) the
     sequential one; both pick the same frames. Returns ``(pts_s, duration_s)``."""
     index = index_packets(path)
     if index is not None:
         try:
-            return _decode_pyav_indexed(path, sample_fps, size, sink, index)
+            return _decode_pyav_indexed(path, sample_fps, size, sink, index, threads=threads)
         except _GaveUp:
             sink.keep_first(0)
-    return _decode_pyav_sequential(path, sample_fps, size, sink)
+    return _decode_pyav_sequential(path, sample_fps, size, sink, threads)
 
 
 # -------------------------------------------------------------------------------------- decord
@@ -473,7 +475,7 @@ def video_dims(path: str) -> tuple[int, int]:
         return stream.codec_context.width, stream.codec_context.height
 
 
-def open_decord(path: str, size: int | None = None):
+def open_decord(path: str, size: int | None = None, threads: int = 0):
     """``(reader, ts)``: a decord ``VideoReader`` (resizing inside the decoder to a shorter side
     of ``size`` when given) and its ``(N, 2)`` float64 ``[start, end)`` frame times in seconds
     (decord keeps them as float32)."""
@@ -485,7 +487,7 @@ def open_decord(path: str, size: int | None = None):
         if width > 0 and height > 0:
             kwargs["width"], kwargs["height"] = resize_dims(width, height, size)
     try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), **kwargs)
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=int(threads), **kwargs)
         n = len(reader)
         ts = reader.get_frame_timestamp(np.arange(n)).astype(np.float64) if n else np.zeros((0, 2))
     except (decord.DECORDError, RuntimeError) as exc:
@@ -517,12 +519,12 @@ def _decord_batch(reader, indices: list[int]) -> np.ndarray:
 DECORD_CHUNK = 128
 
 
-def _decode_decord(path: str, sample_fps: float, size: int, sink: FrameSink):
+def _decode_decord(path: str, sample_fps: float, size: int, sink: FrameSink, threads: int = 0):
     """decord: the packet index at open, then ``get_batch`` of the picked frames, in chunks of
     :data:`DECORD_CHUNK` samples. Returns ``(pts_s, duration_s)``."""
     import decord
 
-    reader, ts = open_decord(path, size)
+    reader, ts = open_decord(path, size, threads)
     order = np.argsort(ts[:, 0], kind="stable")  # decord indexes in presentation order; be safe
     duration_s = float(ts[:, 1].max())
     if not duration_s > 0:
@@ -540,10 +542,11 @@ def _decode_decord(path: str, sample_fps: float, size: int, sink: FrameSink):
 # ------------------------------------------------------------------------------------- public
 
 
-def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink):
+def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink, threads: int = 0):
     """Decode ``path`` in this process into ``sink``: one frame per target time of
     :func:`sample_times_s` (the nearest PTS, ties to the earlier frame), resized to a shorter side
-    of ``size`` pixels and centre-cropped to ``size x size``. Returns ``(pts_s, duration_s)``.
+    of ``size`` pixels and centre-cropped to ``size x size``, with ``threads`` decoder threads
+    (0: one per core). Returns ``(pts_s, duration_s)``.
 
     Raises ``InputError('missing_file' | 'unreadable_file' | 'decode_error', ...)``; the message
     names the file.
@@ -554,18 +557,18 @@ def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: Fra
         raise ValueError(f"sample_fps must be > 0 and size >= 1, got {sample_fps}, {size}")
     check_file(path)
     if backend == "pyav":
-        return _decode_pyav(path, sample_fps, size, sink)
+        return _decode_pyav(path, sample_fps, size, sink, threads)
     try:
-        return _decode_decord(path, sample_fps, size, sink)
+        return _decode_decord(path, sample_fps, size, sink, threads)
     except _DecordRejected:  # PyAV picks the same frames; it fails too where the file is unusable
         sink.keep_first(0)
-        return _decode_pyav(path, sample_fps, size, sink)
+        return _decode_pyav(path, sample_fps, size, sink, threads)
 
 
-def decode_frames(path: str, sample_fps: float, size: int, backend: str = "decord") -> DecodedFrames:
+def decode_frames(path: str, sample_fps: float, size: int, backend: str = "decord", threads: int = 0) -> DecodedFrames:
     """:func:`decode_into` an array: :class:`DecodedFrames` of the whole video."""
     sink = ArraySink()
-    pts_s, duration_s = decode_into(path, sample_fps, size, backend, sink)
+    pts_s, duration_s = decode_into(path, sample_fps, size, backend, sink, threads)
     return DecodedFrames(frames=sink.array(size), pts_s=pts_s, duration_s=duration_s, sample_fps=float(sample_fps))
 
 
@@ -597,7 +600,7 @@ class IsolatedDecode:
 
 
 @contextlib.contextmanager
-def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float):
+def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float, threads: int = 0):
     """:func:`decode_into` in a child process (``python -m pipeline.decode``) killed after
     ``timeout_s`` seconds of wall clock; yields an :class:`IsolatedDecode` whose frames are read
     from the child's file. The temporary directory is removed when the context exits.
@@ -612,7 +615,7 @@ def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeo
     tmp = tempfile.mkdtemp(prefix="nccurate-decode-")
     out, err, log = (os.path.join(tmp, name) for name in ("frames", "error.json", "stderr.txt"))
     cmd = [sys.executable, "-m", "pipeline.decode", path, "--sample-fps", repr(float(sample_fps)),
-           "--size", str(int(size)), "--backend", backend, "--out", out, "--error", err]
+           "--size", str(int(size)), "--backend", backend, "--threads", str(int(threads)), "--out", out, "--error", err]
     try:
         with open(log, "wb") as stderr:
             try:
@@ -666,11 +669,11 @@ def _last_line(log: str) -> str:
     return lines[-1][:300] if lines else "(no output)"
 
 
-def plain_sequential_decode(path: str, sample_fps: float = 1.0) -> int:
+def plain_sequential_decode(path: str, sample_fps: float = 1.0, threads: int = 0) -> int:
     """The reference for decode efficiency (DESIGN §7): one plain sequential PyAV pass over every
     frame, converting the first frame at or after each ``k / sample_fps`` to full-size RGB.
     Returns the number of converted frames."""
-    container, stream = open_video_stream(path)
+    container, stream = open_video_stream(path, threads)
     converted, next_s = 0, 0.0
     with container:
         for t_s, _, frame in frame_times(stream, container.decode(stream)):
@@ -689,13 +692,14 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-fps", type=float, required=True)
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--backend", choices=BACKENDS, required=True)
+    parser.add_argument("--threads", type=int, default=0, help="decoder threads (0: one per core)")
     parser.add_argument("--out", required=True, help="OUT.u8 (raw frames) and OUT.json (their times) are written")
     parser.add_argument("--error", required=True, help="where an InputError is written as JSON")
     args = parser.parse_args(argv)
     try:
         with open(args.out + ".u8", "wb") as handle:
             sink = FileSink(handle)
-            pts_s, duration_s = decode_into(args.path, args.sample_fps, args.size, args.backend, sink)
+            pts_s, duration_s = decode_into(args.path, args.sample_fps, args.size, args.backend, sink, args.threads)
     except InputError as exc:
         with open(args.error, "w", encoding="utf-8") as handle:
             json.dump({"error_class": exc.error_class, "message": exc.message}, handle)

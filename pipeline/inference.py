@@ -5,9 +5,9 @@ at construction; the model is built in ``load_model`` on the worker (once per pr
 ``RunInference`` shares it between the threads of a process through ``shared.Shared``;
 ``share_model_across_processes`` is False, each process has its own copy).
 
-Use them keyed, one element per video::
+Use them keyed (the pipeline keys frame chunks by ``(video_id, chunk)``)::
 
-    frames_by_video   # PCollection[(video_id, frames (N, S, S, 3) uint8)]
+    frames_by_video   # PCollection[(key, frames (N, S, S, 3) uint8)]
     emb = (frames_by_video
            | RunInference(KeyedModelHandler(FrameEmbeddingHandler(spec)))
            | beam.Map(embeddings_of))          # -> (video_id, (N, D) float32)
@@ -104,15 +104,19 @@ class LazyEncoder:
 class _EncoderHandler(ModelHandler):
     """What both handlers share: spec, lazy load, batching, pickling."""
 
-    def __init__(self, spec: EncoderSpec, batch_size: int, max_videos_per_batch: int):
+    def __init__(self, spec: EncoderSpec, batch_size: int, max_videos_per_batch: int, torch_threads: int = 0):
         _check_sizes(batch_size, max_videos_per_batch)
         super().__init__(max_batch_size=max_videos_per_batch)
-        self.spec = spec
+        self.spec, self.torch_threads = spec, torch_threads
         self.batch_size = batch_size
         self.max_videos_per_batch = max_videos_per_batch
         self._share_across_processes = False
 
     def load_model(self) -> LazyEncoder:
+        if self.torch_threads:  # process-wide: one worker process per core wants 1
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
         return LazyEncoder(self.spec)
 
     def batch_elements_kwargs(self):
@@ -127,13 +131,14 @@ class _EncoderHandler(ModelHandler):
 
 
 class FrameEmbeddingHandler(_EncoderHandler):
-    """Element = one video's frames (N, S, S, 3) uint8; prediction = PredictionResult whose
-    ``inference`` is (N, D) float32, L2-normalised. A batch's videos are concatenated, encoded in
-    chunks of ``batch_size`` frames and split back per video. Default one video per batch: a
-    video is already many frames."""
+    """Element = frames (N, S, S, 3) uint8 (in the pipeline: one chunk of a video's frames,
+    ``N <= batch_size``, ``pipeline.video.DecodeAndEmbed``); prediction = PredictionResult whose
+    ``inference`` is (N, D) float32, L2-normalised. A batch's elements are concatenated, encoded
+    in chunks of ``batch_size`` frames and split back. Default one element per batch: with
+    chunks of ``batch_size`` frames, each forward pass is one full chunk."""
 
-    def __init__(self, spec: EncoderSpec, batch_size: int = 64, max_videos_per_batch: int = 1):
-        super().__init__(spec, batch_size, max_videos_per_batch)
+    def __init__(self, spec: EncoderSpec, batch_size: int = 64, max_videos_per_batch: int = 1, torch_threads: int = 0):
+        super().__init__(spec, batch_size, max_videos_per_batch, torch_threads)
 
     def run_inference(self, batch: Sequence[np.ndarray], model: LazyEncoder,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
@@ -162,8 +167,8 @@ class TextEmbeddingHandler(_EncoderHandler):
     bundles, and a row's float result depends (in its last bits) on the rows it is encoded
     with, so batching across videos would make outputs differ between runners."""
 
-    def __init__(self, spec: EncoderSpec, batch_size: int = 256, max_videos_per_batch: int = 1):
-        super().__init__(spec, batch_size, max_videos_per_batch)
+    def __init__(self, spec: EncoderSpec, batch_size: int = 256, max_videos_per_batch: int = 1, torch_threads: int = 0):
+        super().__init__(spec, batch_size, max_videos_per_batch, torch_threads)
 
     def run_inference(self, batch: Sequence[Sequence[str]], model: LazyEncoder,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:

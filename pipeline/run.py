@@ -160,6 +160,7 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.checkpoint import file_sha256, remove_work, run_identity
+    from pipeline.config import beam_args as config_beam_args
     from pipeline.graph import build_graph
     check_manifest(manifest)
     modes = manifest_modes(manifest)
@@ -173,7 +174,7 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
                if state == COMPLETE else
                f"output {output}: resuming an unfinished run of this manifest and configuration from its checkpoints")
     if state != COMPLETE:
-        options = PipelineOptions(list(beam_args))
+        options = PipelineOptions(config_beam_args(config) + list(beam_args))  # the caller's flags come last and win
         try:
             with beam.Pipeline(options=options) as p:
                 build_graph(p, os.path.abspath(manifest), output, config, time.time(), modes,

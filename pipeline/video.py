@@ -27,11 +27,11 @@ class _DecodeFn(_StageDoFn):
 
     stage = "decode"
 
-    def __init__(self, spec, sample_fps: float, backend: str, timeout_s: float, chunk_frames: int,
+    def __init__(self, spec, sample_fps: float, backend: str, timeout_s: float, chunk_frames: int, threads: int,
                  output: str | None):
         super().__init__()
         self.spec, self.sample_fps, self.backend, self.timeout_s = spec, sample_fps, backend, timeout_s
-        self.chunk_frames, self.output = chunk_frames, output
+        self.chunk_frames, self.threads, self.output = chunk_frames, threads, output
         self.size = None
 
     def process(self, ref):
@@ -42,7 +42,7 @@ class _DecodeFn(_StageDoFn):
         if self.size is None:  # from the model config, no weights; not in setup: feature-mode runs never get here
             self.size = input_size_of(self.spec)
         self.count("total")
-        decoding = decode_isolated(ref.video, self.sample_fps, self.size, self.backend, self.timeout_s)
+        decoding = decode_isolated(ref.video, self.sample_fps, self.size, self.backend, self.timeout_s, self.threads)
         try:
             decoded = decoding.__enter__()
         except Exception as exc:  # noqa: BLE001 - every decode error becomes a failures row
@@ -161,6 +161,34 @@ def _assemble(item, sample_fps: float):
     return VideoInputs(video_id, frames, captions, failures)
 
 
+class DecodeAndEmbed(beam.PTransform):
+    """``VideoRef`` -> ``{"emb": (video_id, (chunk, (n, D) emb)), META: ..., FAILURES: ...}``:
+    decode in a child process, frames streamed in chunks straight into ``RunInference``. One
+    composite, so resource hints (a GPU for the encoder) cover decode too and the two stay
+    fused: frames never leave the worker that decoded them."""
+
+    def __init__(self, config, save_to: str | None):
+        super().__init__()
+        self.config, self.save_to = config, save_to
+
+    def expand(self, refs):
+        from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+        from pipeline.inference import FrameEmbeddingHandler, embeddings_of
+
+        cfg = self.config
+        spec = encoder_spec(cfg.model)
+        decoded = refs | "Decode" >> beam.ParDo(_DecodeFn(
+            spec, cfg.decode.sample_fps, cfg.decode.backend, cfg.decode_timeout_s, cfg.model.frame_batch_size,
+            cfg.resources.decode_threads, self.save_to)).with_outputs(META, FAILURES, main="frames")
+        handler = FrameEmbeddingHandler(spec, cfg.model.frame_batch_size, torch_threads=cfg.resources.torch_threads)
+        emb = (decoded.frames
+               | "EmbedFrames" >> RunInference(KeyedModelHandler(handler))
+               | "FrameEmb" >> beam.Map(embeddings_of)
+               | "ByVideo" >> beam.Map(_by_video, self.save_to))
+        return {"emb": emb, META: decoded[META], FAILURES: decoded[FAILURES]}
+
+
 class LoadVideoInputs(beam.PTransform):
     """Video-mode ``VideoRef`` -> ``{"ok": VideoInputs}``: decode + embed frames, parse + embed
     captions. ``save_to``: the output directory whose ``_work`` receives the decode checkpoints
@@ -174,7 +202,8 @@ class LoadVideoInputs(beam.PTransform):
     def expand(self, refs):
         from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-        from pipeline.inference import FrameEmbeddingHandler, TextEmbeddingHandler, embeddings_of
+        from pipeline.config import encoder_resource_hints
+        from pipeline.inference import TextEmbeddingHandler, embeddings_of
 
         cfg = self.config
         spec = encoder_spec(cfg.model)
@@ -183,23 +212,19 @@ class LoadVideoInputs(beam.PTransform):
             restored = refs | "RestoreDecodes" >> beam.ParDo(_RestoreFramesFn(self.restore_from)).with_outputs(
                 "todo", META, FAILURES, main="emb")
             todo, frame_parts = restored.todo, [restored]
-        decoded = todo | "Decode" >> beam.ParDo(_DecodeFn(
-            spec, cfg.decode.sample_fps, cfg.decode.backend, cfg.decode_timeout_s, cfg.model.frame_batch_size,
-            self.save_to)).with_outputs(META, FAILURES, main="frames")
-        frame_emb = (decoded.frames
-                     | "EmbedFrames" >> RunInference(KeyedModelHandler(FrameEmbeddingHandler(spec, cfg.model.frame_batch_size)))
-                     | "FrameEmb" >> beam.Map(embeddings_of)
-                     | "ByVideo" >> beam.Map(_by_video, self.save_to))
+        hints = encoder_resource_hints(cfg)
+        decoded = todo | "DecodeEmbed" >> DecodeAndEmbed(cfg, self.save_to).with_resource_hints(**hints)
         captions = refs | "ParseCaptions" >> beam.ParDo(_CaptionsFn(cfg.io)).with_outputs(FAILURES, main="ok")
         text_emb = (captions.ok
                     | "NeedText" >> beam.Filter(lambda kv: kv[1].emb is None)
                     | "Texts" >> beam.Map(lambda kv: (kv[0], kv[1].text))
-                    | "EmbedCaptions" >> RunInference(KeyedModelHandler(TextEmbeddingHandler(spec, cfg.model.text_batch_size)))
+                    | "EmbedCaptions" >> RunInference(KeyedModelHandler(TextEmbeddingHandler(
+                        spec, cfg.model.text_batch_size, torch_threads=cfg.resources.torch_threads))).with_resource_hints(**hints)
                     | "TextEmb" >> beam.Map(embeddings_of))
         every = refs | "Keys" >> beam.Map(lambda ref: (ref.video_id, None))  # one outcome per video
         parts = {
             "ref": every, "captions": captions.ok, "text_emb": text_emb,
-            "frames": [frame_emb, *(r.emb for r in frame_parts)] | "AllFrames" >> beam.Flatten(),
+            "frames": [decoded["emb"], *(r.emb for r in frame_parts)] | "AllFrames" >> beam.Flatten(),
             META: [decoded[META], *(r[META] for r in frame_parts)] | "AllMeta" >> beam.Flatten(),
             FAILURES: ([decoded[FAILURES], captions[FAILURES], *(r[FAILURES] for r in frame_parts)]
                        | "VideoFailures" >> beam.Flatten()),

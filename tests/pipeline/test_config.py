@@ -13,13 +13,14 @@ import yaml
 from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 
 #: Keys whose value may be null, as documented in configs/default.yaml.
-NULLABLE = {"model.pretrained", "features.dim", "align.window_s", "align.prior_sigma_s"}
+NULLABLE = {"model.pretrained", "features.dim", "align.window_s", "align.prior_sigma_s",
+            "resources.encoder_accelerator", "resources.encoder_min_ram"}
 
 
 def _yaml_keys(tree: dict, prefix: str = "") -> set[str]:
     keys = set()
     for key, value in tree.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty mapping (beam: {}) is a leaf
             keys |= _yaml_keys(value, f"{prefix}{key}.")
         else:
             keys.add(f"{prefix}{key}")
