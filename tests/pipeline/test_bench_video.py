@@ -1,0 +1,37 @@
+"""``nccurate bench throughput --mode video`` on tiny inputs: it runs end to end and prints the
+numbers it promises (a benchmark: the values are not asserted, only that they exist and the
+pipeline runs succeeded)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from pipeline.bench_video import write_inputs
+
+
+def test_inputs_are_links_to_one_video_with_captions(tmp_path):
+    first = write_inputs(str(tmp_path), 3, 4.0, 64, 48, 8.0, log=lambda _: None)
+    again = write_inputs(str(tmp_path), 3, 4.0, 64, 48, 8.0, log=lambda _: None)
+    assert first["generation_s"] is not None and again["generation_s"] is None, "the video is written once"
+    assert len({os.stat(v).st_ino for v in first["videos"]}) == 1
+    with open(first["manifest"], encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    assert [r["video_id"] for r in rows] == ["v000", "v001", "v002"]
+    assert all(os.path.exists(tmp_path / r["captions"]) for r in rows)
+
+
+def test_bench_prints_ratios_scaling_and_memory(tmp_path):
+    from pipeline.bench_video import bench_throughput_video
+
+    text = bench_throughput_video(None, ("clips.size=32",), str(tmp_path), "nccurate-tiny", n_videos=2, duration_s=6.0,
+                                  width=64, height=48, fps=8.0, workers=2, log=lambda _: None)
+    assert re.search(r"decode efficiency \(rate / plain PyAV, one core\): pyav \d+\.\d\d, decord \d+\.\d\d", text)
+    assert re.search(r"encoder alone: \d+\.\d images/s", text)
+    runs = re.findall(r"\| (\d) worker\(s\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ GB \| (\d+) \|", text)
+    assert runs == [("1", "0"), ("2", "0")]
+    assert re.search(r"scaling 1 -> 2 workers: \d+\.\d\dx steady", text)
+    with open(tmp_path / "out-2" / "summary.json", encoding="utf-8") as handle:
+        summary = json.load(handle)
+    assert summary["videos_ok"] == 2 and summary["captions_kept"] == summary["captions_in"] > 0
