@@ -7,6 +7,7 @@ unusable output or a failure ratio above ``max_failure_ratio``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -17,6 +18,13 @@ RUNNERS = "DirectRunner|DataflowRunner|SparkRunner|FlinkRunner|DaskRunner|..."
 def _fail(message: str) -> None:
     click.echo(f"nccurate: error: {message}", err=True)
     sys.exit(2)
+
+
+def _reason(exc: Exception) -> str:
+    """One line for an error from a library call: an OSError names its file."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return " ".join(str(exc).split())
 
 
 def _config(config_path, overrides):
@@ -35,7 +43,46 @@ class _DropBeamImportNoise(logging.Filter):
         return "apitools not found" not in record.getMessage()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineError(click.ClickException):
+    """An error shown as one ``nccurate: error:`` line, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"nccurate: error: {self.message}", err=True)
+
+
+class _OneLineErrors(click.Group):
+    """Every command's usage errors (click shows three lines: usage, a hint, the error) and
+    file errors (an OSError naming its file, which would be a traceback) as one line, exit 2."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            raise _OneLineError(_reason(exc)) from None
+
+
+def _one_line(exc: click.UsageError) -> click.ClickException:
+    """``exc`` as a :class:`_OneLineError` that names the command; the help a bare group shows
+    (``nccurate bench``) stays as it is."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc
+    path = exc.ctx.command_path if exc.ctx is not None else "nccurate"
+    return _OneLineError(f"{path}: {exc.format_message().rstrip('.')} (see '{path} --help')")
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """nccurate: curate noisy narrated video–text data (realign, filter, weight, shard)."""
     logging.getLogger().addFilter(_DropBeamImportNoise())
@@ -63,18 +110,45 @@ def config_options(fn):
 @click.option("--runner", default=None, help=f"Beam runner: {RUNNERS} (default: the config's beam.runner, "
               "else DirectRunner).")
 @click.option("--overwrite", is_flag=True, help="Replace nccurate outputs (finished or not) already in --output.")
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.pass_context
-def run(ctx, manifest, output, config_path, overrides, runner, overwrite):
-    """Curate the videos of MANIFEST into OUTPUT. Unknown options (e.g.
-    --direct_num_workers=2, --direct_running_mode=multi_processing, Dataflow flags) go to Beam,
-    after the config's beam: section, so they win over it."""
+def run(ctx, manifest, output, config_path, overrides, runner, overwrite, quiet):
+    """Curate the videos of the --manifest into --output.
+
+    Options not listed below go to Apache Beam as pipeline options (e.g.
+    --direct_num_workers=2, --direct_running_mode=multi_processing, Dataflow, Spark or Flink
+    flags), after the config's beam: section, so they win over it. One that is not a Beam
+    option is an error (Beam itself would drop it).
+
+    Progress goes to stderr: videos done/total, rate, ETA and failures so far, on one line
+    rewritten in place on a terminal, else as plain lines (about every 10 s, and at the end).
+    Live counts need checkpoints: true (the default); without checkpoints there is a start
+    and an end line only. --quiet turns progress off.
+
+    \b
+    Config sections (--config FILE, --set KEY=VALUE; see configs/default.yaml):
+      top level  max_failure_ratio, decode_timeout_s, seed, checkpoints
+      model      open_clip encoder (video mode): name, pretrained, device, ...
+      features   feature mode: dim
+      decode     video mode: backend, sample_fps
+      clips      the media of a sample: format, size, fps
+      align      realignment, filtering: method, eps, window_s, min_alignability
+      output     layout, samples_per_shard, index_files
+      io         retries of input reads: attempts, backoff_s
+      beam       Beam pipeline options (runner, project, temp_location, ...)
+      resources  the encoder's resource hints, decoder and torch threads
+
+    Exit status: 0 on success; 2 with a one-line reason (a bad config, manifest, output or
+    Beam option; counts that do not reconcile; failures above max_failure_ratio)."""
+    from pipeline.progress import StreamProgress
     from pipeline.run import RunError, run as run_pipeline
 
     config = _config(config_path, overrides)
     beam_args = list(ctx.args) + ([f"--runner={runner}"] if runner else [])
     try:
         summary = run_pipeline(manifest, output, config, beam_args, overwrite=overwrite,
-                               notify=lambda message: click.echo(message, err=True))
+                               notify=lambda message: click.echo(message, err=True),
+                               progress=None if quiet else StreamProgress())
     except RunError as exc:
         _fail(str(exc))
     click.echo(
@@ -85,7 +159,7 @@ def run(ctx, manifest, output, config_path, overrides, runner, overwrite):
 
 @main.command()
 @click.option("--output", default="nccurate-demo", show_default=True, help="Where inputs and outputs go.")
-@click.option("--videos", default=24, show_default=True, help="Number of synthetic videos.")
+@click.option("--videos", default=24, show_default=True, type=click.IntRange(min=1), help="Number of synthetic videos.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--mode", type=click.Choice(["video", "features"]), default="video", show_default=True,
               help="video: H.264 files + the shipped tiny encoder; features: .npy feature matrices.")
@@ -96,9 +170,40 @@ def demo(output, videos, seed, mode, config_path, overrides):
     from pipeline.demo import demo as run_demo
     from pipeline.run import RunError
 
+    if os.path.exists(output) and not os.path.isdir(output):
+        _fail(f"--output {output}: exists and is not a directory")
     try:
         click.echo(run_demo(output, _config(config_path, overrides), videos, seed, mode))
     except RunError as exc:
+        _fail(str(exc))
+
+
+@main.command("inspect")
+@click.argument("output", metavar="OUT")
+def inspect_cmd(output):
+    """Counts, outcomes by reason, failure classes with examples, score histograms and sample
+    captions of the finished run in OUT."""
+    from pipeline.inspect_output import OutputError, inspect_text
+
+    try:
+        click.echo(inspect_text(output))
+    except OutputError as exc:
+        _fail(str(exc))
+
+
+@main.command("report")
+@click.argument("output", metavar="OUT")
+@click.option("--videos", default=8, show_default=True, help="Videos that get a page (the first N by video_id).")
+@click.option("--to", "to", default=None, help="Report folder (default: OUT/report); an earlier report there is replaced.")
+def report_cmd(output, videos, to):
+    """Static HTML report of the run in OUT: summary, score histograms, per-video alignment
+    pictures and clip thumbnails. Opens from disk; nothing is fetched."""
+    from pipeline.inspect_output import OutputError
+    from pipeline.report import build_report
+
+    try:
+        click.echo(f"report: {build_report(output, videos, to)}")
+    except OutputError as exc:
         _fail(str(exc))
 
 
@@ -135,7 +240,7 @@ def train(shards, output, model, pretrained, device, steps, batch_size, lr, loss
                           checkpoint_every=checkpoint_every, seed=seed)
         train_on_shards(urls, output, cfg, log=lambda msg: click.echo(msg, err=True))
     except (ValueError, OSError) as exc:
-        _fail(" ".join(str(exc).split()))
+        _fail(_reason(exc))
     click.echo(f"model: {output}/model.pt (open_clip: create_model({model!r}, pretrained=...)); metrics: {output}/metrics.json")
 
 
@@ -145,7 +250,7 @@ def bench():
 
 
 @bench.command("align")
-@click.option("--videos", default=100, show_default=True, help="Synthetic videos to score.")
+@click.option("--videos", default=100, show_default=True, type=click.IntRange(min=1), help="Synthetic videos to score.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--manifest", default=None, help="With --truth: a feature-mode manifest of the truth's videos.")
 @click.option("--truth", default=None, help="HTM-Align-format truth {vid: [[alignable, start, end, text], ...]}.")
@@ -159,12 +264,12 @@ def bench_align(videos, seed, manifest, truth, config_path, overrides):
     try:
         click.echo(run_bench(_config(config_path, overrides), videos, seed, manifest, truth))
     except (ValueError, OSError) as exc:
-        _fail(" ".join(str(exc).split()))
+        _fail(_reason(exc))
 
 
 @bench.command("throughput", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--mode", type=click.Choice(["features", "video"]), default="features", show_default=True)
-@click.option("--videos", default=None, type=int, help="Videos (default: 500 in feature mode, 4 in video mode).")
+@click.option("--videos", default=None, type=click.IntRange(min=1), help="Videos (default: 500 in feature mode, 4 in video mode).")
 @click.option("--seed", default=0, show_default=True, help="Feature mode: the synthetic corpus's seed.")
 @click.option("--workdir", default="nccurate-bench-throughput", show_default=True,
               help="Video mode: generated videos (reused by later runs) and outputs.")
@@ -188,8 +293,15 @@ def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height
                                           width, height, fps, workers, log=lambda msg: click.echo(msg, err=True)))
         return
     from pipeline.bench import bench_throughput_features
+    from pipeline.config import ConfigError, check_beam_flags
+    from pipeline.run import RunError
 
-    click.echo(bench_throughput_features(_config(config_path, overrides), videos or 500, seed, tuple(ctx.args)))
+    config = _config(config_path, overrides)
+    try:
+        check_beam_flags(ctx.args)  # before the stages are timed, not when the pipeline starts
+        click.echo(bench_throughput_features(config, videos or 500, seed, tuple(ctx.args)))
+    except (ConfigError, RunError) as exc:
+        _fail(str(exc))
 
 
 @bench.command("train")
@@ -204,7 +316,11 @@ def bench_train(output, train_videos, eval_videos, seeds, steps, batch_size, los
     """Train the same model on (a) raw ASR pairs, (b) curated pairs, (c) curated + weights; held-out R@1."""
     from pipeline.bench_train import bench_train as run_bench
 
-    click.echo(run_bench(output, train_videos, eval_videos, tuple(int(s) for s in seeds.split(",")), steps, batch_size,
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(","))
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+    click.echo(run_bench(output, train_videos, eval_videos, seed_list, steps, batch_size,
                          loss, log=lambda msg: click.echo(msg, err=True)))
 
 

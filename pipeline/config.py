@@ -47,7 +47,12 @@ RUNTIME_SECTIONS = ("beam", "resources")
 
 
 class ConfigError(ValueError):
-    """A one-line, user-facing configuration error."""
+    """A one-line, user-facing configuration error; ``key``: the dotted key it is about, if any
+    (:func:`load_config` adds where that key was set: a config file or ``--set``)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
+        if value is None and not prefix and key in _sections():
+            continue  # a section whose keys are all commented out
         if isinstance(value, dict) and prefix != "beam.":
             out.update(_flatten(value, dotted + "."))
         else:
@@ -215,6 +222,35 @@ def _known_keys(cls=Config, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{name}"] = typ
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _sections() -> dict[str, list[str]]:
+    """section -> its keys, for the sections of :class:`Config` (``beam``: Beam's options, not listed)."""
+    sections: dict[str, list[str]] = {"beam": []}
+    for key in _known_keys():
+        if "." in key:
+            section, leaf = key.split(".", 1)
+            sections.setdefault(section, []).append(leaf)
+    return sections
+
+
+def _nearest_key(key: str, known: list[str]) -> str | None:
+    """The valid key a misspelt ``key`` most likely meant: its section (``algin`` -> ``align``)
+    and then its leaf (``epss`` -> ``eps``) are matched separately, then the whole key."""
+    sections = _sections()
+    section, _, leaf = key.partition(".")
+    if leaf:
+        near_section = section if section in sections else next(
+            iter(difflib.get_close_matches(section, list(sections), n=1, cutoff=0.6)), None)
+        if near_section == "beam":
+            return f"beam.{leaf}" if leaf in _beam_flag_actions([leaf]) else None
+        if near_section is not None:
+            leaves = sections[near_section]
+            near_leaf = leaf if leaf in leaves else next(iter(difflib.get_close_matches(leaf, leaves, n=1)), None)
+            if near_leaf is not None:
+                return f"{near_section}.{near_leaf}"
+    return next(iter(difflib.get_close_matches(key, known, n=1)), None)
 
 
 _NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -239,7 +275,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         return int(value)
     if (base == "bool" and isinstance(value, bool)) or (base == "str" and isinstance(value, str)):
         return value
-    raise ConfigError(f"config {key}: {value!r} is not allowed; expected {allowed}")
+    raise ConfigError(f"config {key}: {value!r} is not allowed; expected {allowed}", key)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -259,16 +295,19 @@ def build_config(values: dict[str, Any]) -> Config:
     """Validate a flat ``{dotted key: value}`` mapping and build the frozen :class:`Config`."""
     values, beam = _split_beam(values)
     known = _known_keys()
-    for key in values:
+    for key, value in values.items():
+        if key in _sections():
+            raise ConfigError(f"config {key}: {value!r} is not allowed; {key} is a section: set its keys "
+                              f"(e.g. {key}.{_sections()[key][0]})", key)
         if key not in known:
-            near = difflib.get_close_matches(key, list(known), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ConfigError(f"config: unknown key {key!r}{hint}")
+            near = _nearest_key(key, list(known))
+            hint = f"; did you mean {near!r}?" if near else ""
+            raise ConfigError(f"config: unknown key {key!r}{hint}", key)
     clean = {k: _coerce(k, v, known[k]) for k, v in values.items()}
     for key, value in clean.items():
         check = _CHECKS.get(key)
         if check and not check[0](value):
-            raise ConfigError(f"config {key}: {value!r} is not allowed; expected {check[1]}")
+            raise ConfigError(f"config {key}: {value!r} is not allowed; expected {check[1]}", key)
     sections: dict[str, dict] = {}
     top = {}
     for key, value in clean.items():
@@ -282,26 +321,38 @@ def build_config(values: dict[str, Any]) -> Config:
 
 
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read YAML ``path`` (default ``configs/default.yaml``), apply ``--set`` overrides, validate."""
+    """Read YAML ``path`` (default ``configs/default.yaml``), apply ``--set`` overrides, validate.
+    An error about a key says where it was set: ``(in config file PATH)`` or ``(from --set ...)``."""
     import yaml
 
     path = path or DEFAULT_CONFIG
-    if path is None:
-        return build_config({key: value for text in overrides for key, value in [parse_override(text)]})
-    try:
-        with open(path, encoding="utf-8") as handle:
-            tree = yaml.safe_load(handle) or {}
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping of keys")
-    values = _flatten(tree)
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                tree = yaml.safe_load(handle) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                              f"{exc.start}); expected a YAML file") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of keys")
+        values = _flatten(tree)
+    origins = dict.fromkeys(values, f"in config file {path}")
     for text in overrides:
         key, value = parse_override(text)
         values[key] = value
-    return build_config(values)
+        origins[key] = f"from --set {text}"
+    try:
+        return build_config(values)
+    except ConfigError as exc:
+        origin = origins.get(exc.key) or origins.get(str(exc.key).split(".")[0])  # a whole section from --set
+        if origin is None:
+            raise
+        raise ConfigError(f"{exc} ({origin})", exc.key) from None
 
 
 # ----------------------------------------------------------------------------- runtime sections
@@ -321,7 +372,7 @@ def _split_beam(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
         if key == "beam":
             if not isinstance(value, dict):
                 raise ConfigError(f"config beam: {value!r} is not allowed; expected a mapping of Beam "
-                                  "pipeline option names to values, e.g. {runner: DataflowRunner}")
+                                  "pipeline option names to values, e.g. {runner: DataflowRunner}", key)
             beam.update(value)
         elif key.startswith("beam."):
             beam[key[len("beam."):]] = value
@@ -414,7 +465,7 @@ def _beam_value(key: str, value: Any, action: argparse.Action) -> Any:
         return value
     allowed = ("true or false (an on/off flag)" if is_flag else
                "a value or a list of values" if repeatable else "a single value")
-    raise ConfigError(f"config {key}: {value!r} is not allowed; expected {allowed}")
+    raise ConfigError(f"config {key}: {value!r} is not allowed; expected {allowed}", key)
 
 
 def _check_beam(options: dict[str, Any]) -> BeamOptions:
@@ -430,12 +481,12 @@ def _check_beam(options: dict[str, Any]) -> BeamOptions:
         if name not in actions:
             near = difflib.get_close_matches(name, list(actions), n=1)
             hint = f"; did you mean 'beam.{near[0]}'?" if near else ""
-            raise ConfigError(f"config: unknown key {key!r} (not a Beam pipeline option){hint}")
+            raise ConfigError(f"config: unknown key {key!r} (not a Beam pipeline option){hint}", key)
         clean[name] = _beam_value(key, value, actions[name])
         try:
             parser.parse_known_args(_option_flags(name, clean[name]))
         except ValueError as exc:
-            raise ConfigError(f"config {key}: {value!r} is not allowed; Beam says: {exc}") from None
+            raise ConfigError(f"config {key}: {value!r} is not allowed; Beam says: {exc}", key) from None
     return BeamOptions(clean)
 
 
@@ -444,6 +495,66 @@ def beam_args(config: Config) -> list[str]:
     ``PipelineOptions`` before the command line's own flags, which then win (argparse keeps
     the last value; repeatable options such as ``experiments`` add up)."""
     return [flag for name, value in config.beam.items() for flag in _option_flags(name, value)]
+
+
+#: Runners that Beam knows by their full class path only; nccurate takes their short name too.
+EXTRA_RUNNERS = ("apache_beam.runners.dask.dask_runner.DaskRunner",)
+
+
+def runner_path(name: str, source: str = "--runner") -> str:
+    """The full class path of the ``PipelineRunner`` that the runner option ``name`` names,
+    resolved as Beam resolves it (a known runner's name in any case, ``Runner`` optional, or a
+    class's full path; :data:`EXTRA_RUNNERS` by their short name too), checked to import.
+    ConfigError naming ``source`` and ``name`` when it names none."""
+    import importlib
+
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.runner import PipelineRunner
+
+    known = {path.rsplit(".", 1)[-1].lower(): path for path in StandardOptions.ALL_KNOWN_RUNNERS + EXTRA_RUNNERS}
+    path = known.get(name.lower(), known.get(name.lower() + "runner", name))
+    if "." not in path:
+        names = [path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS + EXTRA_RUNNERS]
+        near = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ConfigError(f"{source} {name!r}: not a Beam runner{hint}; expected one of {', '.join(names)} "
+                          "or the full name of a PipelineRunner class")
+    module, _, attribute = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{source} {name!r}: runner class {path} cannot be imported "
+                          f"({' '.join(str(exc).split())})") from None
+    if not (isinstance(cls, type) and issubclass(cls, PipelineRunner)):
+        raise ConfigError(f"{source} {name!r}: {path} is not a Beam PipelineRunner class")
+    return path
+
+
+def check_beam_flags(flags: list[str] | tuple[str, ...]) -> argparse.Namespace:
+    """Command-line Beam flags (``nccurate run``'s options that are not its own), parsed as Beam
+    parses them: their values (``runner`` included, :func:`runner_path`). ConfigError naming
+    the first flag that is not a Beam option (with the nearest one) or whose value Beam rejects;
+    Beam itself would drop an unknown flag with a warning, so a typo would go unnoticed."""
+    def parse():
+        try:
+            return _beam_parser(_option_classes()).parse_known_args(list(flags))
+        except ValueError as exc:
+            raise ConfigError(f"Beam option {str(exc).removeprefix('argument ')}") from None
+
+    known, unknown = parse()
+    if known.runner:
+        runner_path(known.runner)  # a runner's module may define more options
+    if unknown:
+        _beam_flag_actions([flag.split("=", 1)[0].lstrip("-") for flag in unknown])  # imports the optional ones
+        known, unknown = parse()
+    if unknown and unknown[0].startswith("-"):
+        name = unknown[0].split("=", 1)[0].lstrip("-")
+        near = difflib.get_close_matches(name, list(_beam_flags()), n=1)
+        hint = f"; did you mean --{near[0]}?" if near else ""
+        raise ConfigError(f"option {unknown[0]}: neither an nccurate option nor a Beam pipeline option{hint}")
+    if unknown:
+        raise ConfigError(f"unexpected argument {unknown[0]!r}: options only (see --help)")
+    return known
 
 
 def _is_resource_hint(name: str, value: str) -> bool:

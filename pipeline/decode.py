@@ -314,7 +314,7 @@ def index_packets(path: str) -> PacketIndex | None:
     if codec not in _SKIPPABLE_CODECS or not stream.time_base:
         container.close()
         return None
-    extradata = stream.codec_context.extradata
+    extradata, time_base = stream.codec_context.extradata, float(stream.time_base)
     pts, end, gop, closed = [], [], [], []
     with container:
         try:
@@ -337,7 +337,7 @@ def index_packets(path: str) -> PacketIndex | None:
     if not pts:
         return None
     return PacketIndex(np.array(pts, np.int64), np.array(end, np.int64), np.array(gop, np.int64),
-                       np.array(closed + [True], bool), float(stream.time_base), int(origin))
+                       np.array(closed + [True], bool), time_base, int(origin))
 
 
 class _GaveUp(Exception):

@@ -39,7 +39,9 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     work = output if config.checkpoints else None  # where LoadVideoInputs and Realign checkpoint
     want_video, want_features = "video" in modes, "features" in modes or not modes
     if want_video and want_features:
-        feature_refs, video_refs = todo | "ByMode" >> beam.Partition(lambda ref, _: int(ref.video is not None), 2)
+        # two filters, not beam.Partition: a multi-output ParDo, whose outputs the DaskRunner mixes
+        feature_refs = todo | "FeatureRows" >> beam.Filter(lambda ref: ref.video is None)
+        video_refs = todo | "VideoRows" >> beam.Filter(lambda ref: ref.video is not None)
     else:
         feature_refs = video_refs = todo
     loaded, sides = [], {}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+from typing import NamedTuple
 
 from pipeline.config import Config
 
@@ -89,6 +91,8 @@ def _clear_outputs(output: str, keep_work: bool) -> None:
 def check_manifest(manifest: str) -> None:
     if "://" in manifest:
         return  # remote manifests are opened by the runner
+    if os.path.isdir(manifest):
+        raise RunError(f"manifest {manifest}: is a directory; expected a JSON Lines file, one video per line")
     if not os.path.isfile(manifest):
         raise RunError(f"manifest {manifest}: no such file")
     try:
@@ -98,17 +102,41 @@ def check_manifest(manifest: str) -> None:
         raise RunError(f"manifest {manifest}: cannot be read ({exc.strerror or exc})") from None
 
 
-def manifest_modes(manifest: str) -> set[str]:
-    """Which modes the manifest's rows use: a subset of ``{"video", "features"}`` (a cheap scan:
-    a row is parsed only when the text ``"video"`` or ``"features"`` occurs in it). The graph
-    holds only the branches in use; a row naming neither fails in ``ReadManifest`` anyway."""
+class ManifestScan(NamedTuple):
+    modes: set[str]  # a subset of {"video", "features"}
+    rows: int        # non-blank lines: the run's videos_in
+    sha256: str      # of the manifest's bytes (decompressed, as Beam reads it)
+
+
+def scan_manifest(manifest: str) -> ManifestScan:
+    """:func:`_scan_manifest`; RunError naming the manifest when it cannot be opened or read
+    (a remote path whose filesystem is not installed, a missing object, ...)."""
+    try:
+        return _scan_manifest(manifest)
+    except (OSError, ValueError) as exc:  # Beam's BeamIOError is an OSError
+        raise RunError(f"manifest {manifest}: cannot be read ({' '.join(str(exc).split())})") from None
+
+
+def _scan_manifest(manifest: str) -> ManifestScan:
+    """One pass over the manifest, on the driver: which modes its rows use (a row is parsed only
+    when the text ``"video"`` or ``"features"`` occurs in it, and only until both are seen),
+    how many rows it has (the progress total) and its sha256 (what checkpoints belong to). The
+    graph holds only the branches in use; a row naming neither fails in ``ReadManifest`` anyway.
+    RunError for a line that is not UTF-8 (the pipeline could not read it)."""
     from apache_beam.io.filesystems import FileSystems
 
     modes: set[str] = set()
+    rows, digest = 0, hashlib.sha256()
     with FileSystems.open(manifest) as handle:
-        for raw in handle:
-            line = raw.decode("utf-8", "replace")
-            if '"video"' not in line and '"features"' not in line:
+        for number, raw in enumerate(handle, 1):
+            digest.update(raw)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RunError(f"manifest {manifest}: line {number} is not UTF-8 text (byte {raw[exc.start]:#04x} "
+                               f"at column {exc.start + 1}); expected JSON Lines in UTF-8") from None
+            rows += bool(line.strip())  # as ReadManifest's NonBlank
+            if len(modes) == 2 or ('"video"' not in line and '"features"' not in line):
                 continue
             try:
                 row = json.loads(line)
@@ -116,9 +144,41 @@ def manifest_modes(manifest: str) -> set[str]:
                 continue  # a bad row is reported by the pipeline's failures table
             if isinstance(row, dict):
                 modes.update(mode for mode in ("video", "features") if row.get(mode) is not None)
-            if len(modes) == 2:
-                break
-    return modes
+    return ManifestScan(modes, rows, digest.hexdigest())
+
+
+def manifest_modes(manifest: str) -> set[str]:
+    """:func:`scan_manifest`'s modes."""
+    return scan_manifest(manifest).modes
+
+
+def beam_flags(config: Config, beam_args: list[str]) -> list[str]:
+    """The run's Beam flags: the config's ``beam`` section, then the caller's ``beam_args``,
+    which win. The caller's must be Beam options with values Beam accepts
+    (``pipeline.config.check_beam_flags``; the config's were checked when it was loaded), and
+    the runner must be one; a runner Beam knows by its full path only is given by that."""
+    from pipeline.config import EXTRA_RUNNERS, ConfigError, beam_args as config_beam_args, check_beam_flags, runner_path
+
+    try:
+        name, source = check_beam_flags(beam_args).runner, "--runner"
+        if not name:
+            name, source = config.beam.get("runner"), "config beam.runner"
+        path = runner_path(name, source) if name else None
+    except ConfigError as exc:
+        raise RunError(str(exc)) from None
+    return config_beam_args(config) + list(beam_args) + ([f"--runner={path}"] if path in EXTRA_RUNNERS else [])
+
+
+def make_pipeline(flags: list[str]):
+    """The Beam pipeline of ``flags``, made before anything is written: Beam checks the options
+    for the runner here (a Dataflow run without ``project``, ...); RunError with its reasons."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    try:
+        return beam.Pipeline(options=PipelineOptions(flags))
+    except ValueError as exc:
+        raise RunError(f"Beam options: {' '.join(str(exc).split())}") from None
 
 
 def check_model(config: Config) -> None:
@@ -150,39 +210,53 @@ def _raise_if_unreconciled(output: str, required: bool = True) -> dict:
 
 
 def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple[str, ...] = (),
-        overwrite: bool = False, notify=None) -> dict:
+        overwrite: bool = False, notify=None, progress=None) -> dict:
     """Run the whole pipeline; returns ``summary.json``'s content. When ``output`` already holds
     this very run (same manifest bytes and configuration) nothing is run; when it holds an
     unfinished attempt of it, the run resumes from its checkpoints; ``notify(message)`` (e.g.
-    the CLI's stderr) hears which. Raises :class:`RunError` when the inputs or output are
-    unusable, the counts do not reconcile, or the failure ratio exceeds ``max_failure_ratio``."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from pipeline.checkpoint import file_sha256, remove_work, run_identity
-    from pipeline.config import beam_args as config_beam_args
+    the CLI's stderr) hears which. ``progress``: None, or a callable that gets a
+    ``pipeline.progress.Progress`` at the start, as videos finish (seen through their result
+    checkpoints, so only with ``checkpoints: true``) and at the end, never after this returns.
+    Raises :class:`RunError` when the inputs or output are unusable, the counts do not
+    reconcile, or the failure ratio exceeds ``max_failure_ratio``."""
+    from pipeline.checkpoint import RESULTS, remove_work, run_identity, work_path
     from pipeline.graph import build_graph
+    from pipeline.progress import ResultPoller
     check_manifest(manifest)
-    modes = manifest_modes(manifest)
+    scan = scan_manifest(manifest)
+    if not scan.rows:
+        raise RunError(f"manifest {manifest}: has no rows; expected JSON Lines, one video per line (see README)")
+    modes = scan.modes
     if "video" in modes:
         check_model(config)
+    pipeline = make_pipeline(beam_flags(config, list(beam_args)))
     output = os.path.abspath(output)
-    identity = run_identity(file_sha256(manifest), config.hash())
+    identity = run_identity(scan.sha256, config.hash())
     state = prepare_output(output, identity, overwrite)
     if notify is not None and state != FRESH:
         notify(f"output {output}: already holds this run (same manifest and configuration); nothing to do"
                if state == COMPLETE else
                f"output {output}: resuming an unfinished run of this manifest and configuration from its checkpoints")
-    if state != COMPLETE:
-        options = PipelineOptions(config_beam_args(config) + list(beam_args))  # the caller's flags come last and win
+    if state == COMPLETE:
+        summary = _raise_if_unreconciled(output)
+    else:
+        poller = None if progress is None else ResultPoller(
+            work_path(output, RESULTS) if config.checkpoints else None, scan.rows, progress)
+        summary = None
         try:
-            with beam.Pipeline(options=options) as p:
-                build_graph(p, os.path.abspath(manifest), output, config, time.time(), modes,
-                            identity["manifest_sha256"], resume=state == RESUME)
-        except Exception:
-            _raise_if_unreconciled(output, required=False)  # Finalize's AccountingError arrives wrapped by the runner
-            raise
-    summary = _raise_if_unreconciled(output)
+            if poller is not None:
+                poller.start()
+            try:
+                with pipeline as p:
+                    build_graph(p, os.path.abspath(manifest), output, config, time.time(), modes,
+                                identity["manifest_sha256"], resume=state == RESUME)
+            except Exception:
+                _raise_if_unreconciled(output, required=False)  # Finalize's AccountingError arrives wrapped by the runner
+                raise
+            summary = _raise_if_unreconciled(output)
+        finally:
+            if poller is not None:
+                poller.stop(summary)  # its last line; nothing is printed after this
     remove_work(output)
     if summary["failure_ratio"] > config.max_failure_ratio:
         raise RunError(

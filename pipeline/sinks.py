@@ -1,6 +1,6 @@
 """Output transforms. Files are written from ``process`` after a ``GroupByKey`` on the shard or
 file number (never from ``finish_bundle``, which some runners drop), and ``Finalize`` runs once
-with every write's result as a side input, so ``summary.json`` and then ``shardindex.json``
+after a ``GroupByKey`` of every write's result, so ``summary.json`` and then ``shardindex.json``
 are written after all shards and index files exist."""
 
 from __future__ import annotations
@@ -36,10 +36,19 @@ class WriteShards(beam.PTransform):
         def write(idx, parts):
             return write_shard(output, idx, [s for part in parts for s in part], layout, seed)
 
-        return (samples
-                | "Assign" >> beam.FlatMap(assign, beam.pvalue.AsSingleton(self.n_shards))
-                | "ByShard" >> beam.GroupByKey()
-                | "Write" >> beam.MapTuple(write))
+        written = (samples
+                   | "Assign" >> beam.FlatMap(assign, beam.pvalue.AsSingleton(self.n_shards))
+                   | "ByShard" >> beam.GroupByKey()
+                   | "Write" >> beam.MapTuple(write))
+        # A second reader of ``samples`` that the outputs depend on (it adds no element): Beam
+        # 2.77's DaskRunner fuses a chain of single readers into one task, and evaluates a side
+        # input inside the task that reads it, from the task's own copy of the graph. Fused with
+        # ``samples``' producer, ``Assign`` would evaluate ``n_shards`` with that producer's
+        # outputs of this task left in its (never cleared) output list: counted twice.
+        second_reader = (samples | "SamplesIn" >> beam.Map(len)
+                         | "CountIn" >> beam.CombineGlobally(sum).without_defaults()
+                         | "NoShard" >> beam.FlatMap(lambda n: ()))
+        return (written, second_reader) | "Shards" >> beam.Flatten()
 
 
 class WriteIndex(beam.PTransform):
@@ -73,14 +82,31 @@ def shard_count(n_kept: int, samples_per_shard: int) -> int:
 
 
 class Finalize(beam.PTransform):
-    """Runs once: failures parquet, then ``summary.json``, then ``shardindex.json`` (last)."""
+    """Runs once: failures parquet, then ``summary.json``, then ``shardindex.json`` (last).
 
-    def __init__(self, write_run_records, **side_inputs):
+    Every input (keyword name -> PCollection of small values) reaches the writer through one
+    ``GroupByKey`` on a constant key, as ``{name: [values]}``; a ``Create`` of one marker makes
+    the group exist when every input is empty. Not side inputs: Beam 2.77's DaskRunner
+    recomputes a side input's whole upstream graph inside the task that reads it, once per
+    side input, where output lists left over from earlier executions duplicate elements."""
+
+    def __init__(self, write_run_records, **run_inputs):
         super().__init__()
-        self.write_run_records, self.run_inputs = write_run_records, side_inputs
+        self.write_run_records, self.run_inputs = write_run_records, run_inputs
 
     def expand(self, pbegin):
-        sides = {name: beam.pvalue.AsList(pc) for name, pc in self.run_inputs.items()}
-        write = self.write_run_records
-        return (pbegin | "Once" >> beam.Create([None])
-                | "Write" >> beam.Map(lambda _, **kw: write(**kw), **sides))
+        write, names = self.write_run_records, tuple(self.run_inputs)
+        named = [pbegin | "Once" >> beam.Create([(None, (None, None))])]
+        named += [pc | f"Name[{name}]" >> beam.Map(lambda value, name: (None, (name, value)), name)
+                  for name, pc in self.run_inputs.items()]
+        return (named | "Inputs" >> beam.Flatten() | "Gather" >> beam.GroupByKey()
+                | "Write" >> beam.MapTuple(lambda _, pairs: write(**_lists_by_name(pairs, names))))
+
+
+def _lists_by_name(pairs, names) -> dict:
+    """``[(name, value), ...]`` -> ``{name: [values]}`` for every name (``None`` names skipped)."""
+    lists: dict = {name: [] for name in names}
+    for name, value in pairs:
+        if name is not None:
+            lists[name].append(value)
+    return lists

@@ -4,6 +4,11 @@ one function of ``pipeline.inputs`` / ``pipeline.rows`` / ``pipeline.writers``, 
 Failures leave every stage on the ``failures`` tagged output as dicts
 ``{video_id, stage, error_class, message}``; counters are named ``total``, ``ok``,
 ``failed/<class>``, ``kept``, ``dropped/<reason>`` in a namespace per stage.
+
+Only primitives every runner executes: the manifest is read by a ``Create`` of byte ranges and a
+``FlatMap`` (Beam 2.77's DaskRunner has no translation for ``beam.io.Read``), and a DoFn with
+tagged outputs is applied through :class:`TaggedParDo` (the DaskRunner hands every output of a
+multi-output ``ParDo``, main and tagged alike, to each consumer of any one of them).
 """
 
 from __future__ import annotations
@@ -91,6 +96,108 @@ class _RejectDuplicatesFn(_StageDoFn):
                 "duplicate_video_id", f"video_id {video_id} appears on {len(refs)} manifest lines; all are failed"))
 
 
+class _TagOutputsFn(beam.DoFn):
+    """Runs ``fn`` and emits each of its outputs as ``(tag, value)`` on the main output
+    (``main`` for the untagged ones); the lifecycle methods and side inputs pass through."""
+
+    def __init__(self, fn: beam.DoFn, main: str):
+        super().__init__()
+        self.fn, self.main = fn, main
+
+    def setup(self):
+        self.fn.setup()
+
+    def start_bundle(self):
+        self.fn.start_bundle()
+
+    def process(self, element, *args, **kwargs):
+        for out in self.fn.process(element, *args, **kwargs) or ():
+            yield (out.tag, out.value) if isinstance(out, beam.pvalue.TaggedOutput) else (self.main, out)
+
+    def finish_bundle(self):
+        self.fn.finish_bundle()
+
+    def teardown(self):
+        self.fn.teardown()
+
+
+def _only(tagged, tag: str):
+    if tagged[0] == tag:
+        yield tagged[1]
+
+
+class _Outputs(dict):
+    """``{tag: PCollection}`` whose tags are attributes too, like ``with_outputs``' result."""
+
+    def __getattr__(self, tag: str):
+        try:
+            return self[tag]
+        except KeyError:
+            raise AttributeError(tag) from None
+
+
+class TaggedParDo(beam.PTransform):
+    """``beam.ParDo(fn, **side_inputs).with_outputs(*tags, main=main)``, kept apart on every
+    runner: ``fn``'s outputs travel as ``(tag, value)`` and one filter per tag splits them (the
+    DaskRunner does not separate tagged outputs). Returns ``{tag: PCollection}`` (``main``
+    included; ``out.tag`` works too). ``fn`` must not emit from ``finish_bundle`` (some runners
+    drop those elements)."""
+
+    def __init__(self, fn: beam.DoFn, *tags: str, main: str, **side_inputs):
+        super().__init__()
+        self.fn, self.tags, self.main = fn, tags, main
+        self.side = side_inputs  # not ``self.side_inputs``: PTransform has an attribute of that name
+
+    def expand(self, pcoll):
+        tagged = pcoll | "Run" >> beam.ParDo(_TagOutputsFn(self.fn, self.main), **self.side)
+        return _Outputs({tag: tagged | f"Only_{tag}" >> beam.FlatMap(_only, tag) for tag in (self.main, *self.tags)})
+
+
+#: The manifest is read in byte ranges (a ``Create`` of them): about two rows each at the least,
+#: so a small manifest still spreads over the workers of a runner that partitions only what a
+#: ``Create`` gives it (Dask, with ``--dask_npartitions``); at most 128, which bounds what the
+#: launch puts into the pipeline graph.
+MANIFEST_SPLIT_MIN_BYTES, MANIFEST_MAX_SPLITS = 256, 128
+
+
+def manifest_splits(manifest: str) -> list[tuple[str, int, int]]:
+    """``(path, start, end)`` byte ranges covering the manifest; a compressed one is one range
+    ``(path, 0, -1)``, read whole. Runs at launch, on the machine that builds the graph."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    if CompressionTypes.detect_compression_type(manifest) != CompressionTypes.UNCOMPRESSED:
+        return [(manifest, 0, -1)]
+    found = FileSystems.match([manifest])[0].metadata_list
+    if not found:
+        raise FileNotFoundError(f"manifest {manifest}: no such file")
+    size = found[0].size_in_bytes
+    n = max(1, min(MANIFEST_MAX_SPLITS, -(-size // MANIFEST_SPLIT_MIN_BYTES)))
+    bounds = [size * i // n for i in range(n + 1)]
+    return [(manifest, a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def read_manifest_split(split: tuple[str, int, int]):
+    """The lines (UTF-8, without line ends) that *start* in ``[start, end)``: every line of the
+    file belongs to exactly one split. ``end == -1``: the whole (compressed) file."""
+    from apache_beam.io.filesystems import FileSystems
+
+    path, start, end = split
+    with FileSystems.open(path) as handle:
+        if end < 0:
+            start, end = 0, float("inf")
+        elif start > 0:
+            handle.seek(start - 1)
+            start += len(handle.readline()) - 1  # the rest of a line that began before start
+        position = start
+        while position < end:
+            line = handle.readline()
+            if not line:
+                return
+            position += len(line)
+            yield line.decode("utf-8").rstrip("\r\n")
+
+
 class ReadManifest(beam.PTransform):
     """JSON Lines manifest -> ``VideoRef`` (unique, valid video_ids) + failures."""
 
@@ -102,13 +209,15 @@ class ReadManifest(beam.PTransform):
         from pipeline.inputs import resolve_path
 
         base_dir = os.path.dirname(resolve_path(self.manifest, os.getcwd()))
-        lines = (pbegin | "Read" >> beam.io.ReadFromText(self.manifest)
+        lines = (pbegin | "Splits" >> beam.Create(manifest_splits(self.manifest))
+                 | "Read" >> beam.FlatMap(read_manifest_split)
                  | "NonBlank" >> beam.Filter(lambda line: line.strip() != ""))
-        parsed = lines | "Parse" >> beam.ParDo(_ParseManifestFn(base_dir)).with_outputs(FAILURES, main="refs")
+        parsed = lines | "Parse" >> TaggedParDo(_ParseManifestFn(base_dir), FAILURES, main="refs")
         unique = (parsed.refs | "ByVideo" >> beam.GroupByKey()
-                  | "Dedupe" >> beam.ParDo(_RejectDuplicatesFn()).with_outputs(FAILURES, main="refs"))
+                  | "Dedupe" >> TaggedParDo(_RejectDuplicatesFn(), FAILURES, main="refs"))
         failures = (parsed[FAILURES], unique[FAILURES]) | "ManifestFailures" >> beam.Flatten()
-        return {"refs": unique.refs, FAILURES: failures, "rows": lines | "CountRows" >> beam.combiners.Count.Globally()}
+        n_rows = lines | "CountRows" >> beam.combiners.Count.Globally().without_defaults()  # none: no rows
+        return {"refs": unique.refs, FAILURES: failures, "rows": n_rows}
 
 
 class _LoadInputsFn(_StageDoFn):
@@ -227,9 +336,8 @@ class Realign(beam.PTransform):
 
     def expand(self, inputs):
         side = {} if self.run_prompt_value is None else {"run_prompt_value": beam.pvalue.AsSingleton(self.run_prompt_value)}
-        out = inputs | beam.ParDo(_RealignFn(self.params, self.provenance, self.clips, self.output), **side).with_outputs(
-            SAMPLES, OUTCOMES, FAILURES, main="rows")
-        return {"rows": out.rows, SAMPLES: out[SAMPLES], OUTCOMES: out[OUTCOMES], FAILURES: out[FAILURES]}
+        return inputs | TaggedParDo(_RealignFn(self.params, self.provenance, self.clips, self.output),
+                                    SAMPLES, OUTCOMES, FAILURES, main="rows", **side)
 
 
 class _ResumeFn(_StageDoFn):
@@ -264,9 +372,7 @@ class Resume(beam.PTransform):
         self.output = output
 
     def expand(self, refs):
-        out = refs | beam.ParDo(_ResumeFn(self.output)).with_outputs("rows", SAMPLES, OUTCOMES, FAILURES, HISTOGRAMS,
-                                                                     main="todo")
-        return {name: out[name] for name in ("todo", "rows", SAMPLES, OUTCOMES, FAILURES, HISTOGRAMS)}
+        return refs | TaggedParDo(_ResumeFn(self.output), "rows", SAMPLES, OUTCOMES, FAILURES, HISTOGRAMS, main="todo")
 
 
 class RunPromptValue(beam.PTransform):

@@ -15,7 +15,7 @@ import contextlib
 import apache_beam as beam
 import numpy as np
 
-from pipeline.transforms import FAILURES, _StageDoFn
+from pipeline.transforms import FAILURES, TaggedParDo, _StageDoFn
 
 META = "meta"
 
@@ -161,6 +161,22 @@ def _assemble(item, sample_fps: float):
     return VideoInputs(video_id, frames, captions, failures)
 
 
+class EmbedEach(beam.PTransform):
+    """Keyed elements -> ``RunInference`` with ``handler``, one element per call. Batching is
+    ours (a chunk of frames, one video's captions), so Beam's ``BatchElements`` is skipped: it
+    emits its last batch from ``finish_bundle``, which the DaskRunner drops (DESIGN §9)."""
+
+    def __init__(self, handler):
+        super().__init__()
+        self.handler = handler
+
+    def expand(self, keyed):
+        from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+        return (keyed | "OnePerCall" >> beam.Map(lambda item: [item])
+                | "RunInference" >> RunInference(KeyedModelHandler(self.handler).with_no_batching()))
+
+
 class DecodeAndEmbed(beam.PTransform):
     """``VideoRef`` -> ``{"emb": (video_id, (chunk, (n, D) emb)), META: ..., FAILURES: ...}``:
     decode in a child process, frames streamed in chunks straight into ``RunInference``. One
@@ -172,18 +188,16 @@ class DecodeAndEmbed(beam.PTransform):
         self.config, self.save_to = config, save_to
 
     def expand(self, refs):
-        from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-
         from pipeline.inference import FrameEmbeddingHandler, embeddings_of
 
         cfg = self.config
         spec = encoder_spec(cfg.model)
-        decoded = refs | "Decode" >> beam.ParDo(_DecodeFn(
+        decoded = refs | "Decode" >> TaggedParDo(_DecodeFn(
             spec, cfg.decode.sample_fps, cfg.decode.backend, cfg.decode_timeout_s, cfg.model.frame_batch_size,
-            cfg.resources.decode_threads, self.save_to)).with_outputs(META, FAILURES, main="frames")
+            cfg.resources.decode_threads, self.save_to), META, FAILURES, main="frames")
         handler = FrameEmbeddingHandler(spec, cfg.model.frame_batch_size, torch_threads=cfg.resources.torch_threads)
         emb = (decoded.frames
-               | "EmbedFrames" >> RunInference(KeyedModelHandler(handler))
+               | "EmbedFrames" >> EmbedEach(handler)
                | "FrameEmb" >> beam.Map(embeddings_of)
                | "ByVideo" >> beam.Map(_by_video, self.save_to))
         return {"emb": emb, META: decoded[META], FAILURES: decoded[FAILURES]}
@@ -200,8 +214,6 @@ class LoadVideoInputs(beam.PTransform):
         self.config, self.save_to, self.restore_from = config, save_to, restore_from
 
     def expand(self, refs):
-        from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-
         from pipeline.config import encoder_resource_hints
         from pipeline.inference import TextEmbeddingHandler, embeddings_of
 
@@ -209,17 +221,17 @@ class LoadVideoInputs(beam.PTransform):
         spec = encoder_spec(cfg.model)
         todo, frame_parts = refs, []
         if self.restore_from is not None:
-            restored = refs | "RestoreDecodes" >> beam.ParDo(_RestoreFramesFn(self.restore_from)).with_outputs(
-                "todo", META, FAILURES, main="emb")
+            restored = refs | "RestoreDecodes" >> TaggedParDo(_RestoreFramesFn(self.restore_from),
+                                                              "todo", META, FAILURES, main="emb")
             todo, frame_parts = restored.todo, [restored]
         hints = encoder_resource_hints(cfg)
         decoded = todo | "DecodeEmbed" >> DecodeAndEmbed(cfg, self.save_to).with_resource_hints(**hints)
-        captions = refs | "ParseCaptions" >> beam.ParDo(_CaptionsFn(cfg.io)).with_outputs(FAILURES, main="ok")
+        captions = refs | "ParseCaptions" >> TaggedParDo(_CaptionsFn(cfg.io), FAILURES, main="ok")
         text_emb = (captions.ok
                     | "NeedText" >> beam.Filter(lambda kv: kv[1].emb is None)
                     | "Texts" >> beam.Map(lambda kv: (kv[0], kv[1].text))
-                    | "EmbedCaptions" >> RunInference(KeyedModelHandler(TextEmbeddingHandler(
-                        spec, cfg.model.text_batch_size, torch_threads=cfg.resources.torch_threads))).with_resource_hints(**hints)
+                    | "EmbedCaptions" >> EmbedEach(TextEmbeddingHandler(
+                        spec, cfg.model.text_batch_size, torch_threads=cfg.resources.torch_threads)).with_resource_hints(**hints)
                     | "TextEmb" >> beam.Map(embeddings_of))
         every = refs | "Keys" >> beam.Map(lambda ref: (ref.video_id, None))  # one outcome per video
         parts = {

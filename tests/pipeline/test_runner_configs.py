@@ -383,7 +383,7 @@ def test_hints_cover_decode_and_frame_embedding_together(tmp_path, pipeline_tool
     proto = p.to_runner_api()
     env_of = {t.unique_name: t.environment_id for t in proto.components.transforms.values() if t.environment_id}
     hinted = {name for name, env in env_of.items() if proto.components.environments[env].resource_hints}
-    decode = next(name for name in env_of if name.endswith("DecodeEmbed/Decode/ParDo(_DecodeFn)"))
+    decode = next(name for name in env_of if name.endswith("DecodeEmbed/Decode/Run"))
     frames = [name for name in env_of if "DecodeEmbed/EmbedFrames" in name]
     assert frames and {env_of[decode]} == {env_of[name] for name in frames}
     assert decode in hinted and any("EmbedCaptions" in name for name in hinted)
