@@ -332,7 +332,7 @@ def bench_train(output, train_videos, eval_videos, seeds, steps, batch_size, los
 @click.option("--height", default=720, show_default=True)
 @click.option("--fps", default=25.0, show_default=True, help="Frame rate of the generated video.")
 @click.option("--model", default="nccurate-tiny", show_default=True, help="open_clip model name (random init).")
-@click.option("--backend", type=click.Choice(["decord", "pyav"]), default="decord", show_default=True)
+@click.option("--backend", type=click.Choice(["decord", "pyav"]), default="pyav", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="More config overrides for the run.")
 @click.option("--interval-s", default=0.2, show_default=True, help="RSS sampling period.")
 def bench_memory(workdir, duration_s, width, height, fps, model, backend, overrides, interval_s):
