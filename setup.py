@@ -28,6 +28,7 @@ setup(
         "open-clip-torch>=2.24",
         "decord>=0.6",
         "av>=12",
+        "matplotlib>=3.7",
     ],
     extras_require={
         # dask + distributed: the DaskRunner test runs the pipeline on a local dask.distributed cluster.

@@ -14,6 +14,7 @@ import os
 
 from pipeline.config import Config
 from pipeline.evaluate_output import score_output
+from pipeline.report import build_report
 from pipeline.run import run
 
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -43,12 +44,15 @@ def make_inputs(inputs: str, mode: str, n_videos: int, seed: int) -> tuple[str, 
 
 def demo(output: str, config: Config, n_videos: int = 24, seed: int = 0, mode: str = "video") -> str:
     """Write inputs to ``output/inputs``, curate into ``output/curated`` (replacing a previous
-    demo's outputs there); returns a report."""
+    demo's outputs there), build the HTML report of the first 8 videos in ``output/report``
+    (beside ``curated``: ``nccurate run --overwrite`` refuses files it did not write); returns
+    the printout."""
     inputs, curated = os.path.join(output, "inputs"), os.path.join(output, "curated")
     manifest, truth_path = make_inputs(inputs, mode, n_videos, seed)
     config = demo_config(config, mode)
     summary = run(manifest, curated, config, overwrite=True)
     score = score_output(curated, truth_path)
+    report = build_report(curated, 8, os.path.join(output, "report"))
     payload = config.clips.format if mode == "video" else "npy"
     scorer = (f"open_clip {config.model.name} (models/assets/{os.path.basename(DEMO_CHECKPOINT)}), decoded with {config.decode.backend}"
               if mode == "video" else "synthetic 1-fps features")
@@ -63,4 +67,5 @@ def demo(output: str, config: Config, n_videos: int = 24, seed: int = 0, mode: s
         f"recall {score['kept_recall']:.1f}%",
         f"  inputs:   {manifest}",
         f"  outputs:  {curated}/shards/*.tar, {curated}/index/*.parquet, {curated}/summary.json",
+        f"  report:   {report} (open it in a browser; `nccurate inspect {curated}` prints a summary)",
     ])
