@@ -16,7 +16,8 @@ class RunError(RuntimeError):
 
 
 #: What nccurate writes into an output directory; anything else there is the user's.
-OUTPUT_DIRS, OUTPUT_FILES = ("shards", "index", "failures"), ("summary.json", "shardindex.json")
+#: ``report`` is ``nccurate report``'s default folder: a rerun or ``--overwrite`` may replace it.
+OUTPUT_DIRS, OUTPUT_FILES = ("shards", "index", "failures", "report"), ("summary.json", "shardindex.json")
 FRESH, RESUME, COMPLETE = "fresh", "resume", "complete"
 
 

@@ -448,8 +448,11 @@ def test_overwrite_replaces_a_previous_output(main, inputs, tmp_path, pipeline_t
     shutil.copytree(main.path, out)
     stale = out / "shards" / "shard-999999.tar"
     stale.write_bytes(b"stale")
+    (out / "report").mkdir()  # nccurate report's default folder is nccurate's own: replaced, not refused
+    (out / "report" / "index.html").write_text("<html></html>")
     again = pipeline_tools.run_pipeline(manifest, str(out), BASE_OVERRIDES, overwrite=True)
     assert not stale.exists(), "overwrite must clear shards of the previous run"
+    assert not (out / "report").exists()
     assert again.summary["timings"]["started_at"] >= main.summary["timings"]["finished_at"]
     assert again.shardindex_bytes == main.shardindex_bytes
     assert [os.path.basename(f) for f in again.shard_files] == [os.path.basename(f) for f in main.shard_files]
