@@ -99,7 +99,18 @@ def _timed(fn, *args):
 
 
 def time_stages(config: Config, videos: list[str], workdir: str, backends: tuple[str, ...]) -> StageTimes:
-    """Run each stage alone over ``videos`` in this process with one decoder and one torch thread."""
+    """Run each stage alone over ``videos`` in this process with one decoder and one torch thread
+    (torch's thread count is restored after: it is process-wide, and float results depend on it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _time_stages(config, videos, workdir, backends)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_stages(config: Config, videos: list[str], workdir: str, backends: tuple[str, ...]) -> StageTimes:
     import torch
 
     from curation.records import CaptionSet, FrameFeatures

@@ -23,8 +23,11 @@ def test_inputs_are_links_to_one_video_with_captions(tmp_path):
 
 
 def test_bench_prints_ratios_scaling_and_memory(tmp_path):
+    import torch
+
     from pipeline.bench_video import bench_throughput_video
 
+    threads = torch.get_num_threads()
     text = bench_throughput_video(None, ("clips.size=32",), str(tmp_path), "nccurate-tiny", n_videos=2, duration_s=6.0,
                                   width=64, height=48, fps=8.0, workers=2, log=lambda _: None)
     assert re.search(r"decode efficiency \(rate / plain PyAV, one core\): pyav \d+\.\d\d, decord \d+\.\d\d", text)
@@ -35,3 +38,4 @@ def test_bench_prints_ratios_scaling_and_memory(tmp_path):
     with open(tmp_path / "out-2" / "summary.json", encoding="utf-8") as handle:
         summary = json.load(handle)
     assert summary["videos_ok"] == 2 and summary["captions_kept"] == summary["captions_in"] > 0
+    assert torch.get_num_threads() == threads, "the bench must not leave this process's torch on one thread"
