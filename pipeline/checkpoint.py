@@ -22,7 +22,6 @@ completes. Checkpoints are read with ``allow_pickle=False`` and JSON only.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -54,17 +53,6 @@ def _read(path: str) -> bytes | None:
             return handle.read()
     except FileNotFoundError:
         return None
-
-
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a file's bytes (the manifest a run's checkpoints belong to)."""
-    from apache_beam.io.filesystems import FileSystems
-
-    digest = hashlib.sha256()
-    with FileSystems.open(path) as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------- run identity
