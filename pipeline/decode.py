@@ -23,7 +23,6 @@ fails only its video. Heavy imports (numpy aside) happen inside functions.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -365,9 +364,9 @@ def _decode_pyav_indexed(path: str, sample_fps: float, size: int, sink: FrameSin
     if not len(targets):
         raise _GaveUp("zero duration")
     need = nearest_indices(pts_s, targets)                  # (n,) positions in presentation order
-    needed_pts = frame_pts[np.unique(need)]
-    left = np.bincount(index.gop[order][np.unique(need)], minlength=len(index.closed))  # needed frames per group
-    wanted = set(needed_pts.tolist())
+    needed = np.unique(need)
+    left = np.bincount(index.gop[order][needed], minlength=len(index.closed))  # needed frames per group
+    wanted = set(frame_pts[needed].tolist())
     crops: dict[int, np.ndarray] = {}
     next_k = 0
 
@@ -575,12 +574,20 @@ def decode_frames(path: str, sample_fps: float, size: int, backend: str = "decor
 class IsolatedDecode:
     """A video decoded by the child (:func:`decode_isolated`): ``pts_s (N,)``, ``duration_s``,
     ``sample_fps``, ``size`` and ``n_frames``; the frames stay in the child's raw file and are read
-    :meth:`in_chunks`, so the reader holds one chunk at a time."""
+    :meth:`in_chunks`, so the reader holds one chunk at a time. A context manager: leaving it
+    removes the child's temporary directory."""
 
-    def __init__(self, frames_path: str, meta: dict, pts_s: np.ndarray):
-        self.frames_path, self.pts_s = frames_path, pts_s
+    def __init__(self, tmp: str, frames_path: str, meta: dict):
+        self.tmp, self.frames_path = tmp, frames_path
+        self.pts_s = np.asarray(meta["pts_s"], np.float64)
         self.duration_s, self.sample_fps = float(meta["duration_s"]), float(meta["sample_fps"])
         self.size, self.n_frames = int(meta["size"]), int(meta["n_frames"])
+
+    def __enter__(self) -> "IsolatedDecode":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def in_chunks(self, chunk_frames: int):
         """Yield ``(n <= chunk_frames, size, size, 3)`` uint8 arrays, in sample order."""
@@ -599,11 +606,12 @@ class IsolatedDecode:
         return DecodedFrames(frames=frames, pts_s=self.pts_s, duration_s=self.duration_s, sample_fps=self.sample_fps)
 
 
-@contextlib.contextmanager
-def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float, threads: int = 0):
+def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float,
+                    threads: int = 0) -> IsolatedDecode:
     """:func:`decode_into` in a child process (``python -m pipeline.decode``) killed after
-    ``timeout_s`` seconds of wall clock; yields an :class:`IsolatedDecode` whose frames are read
-    from the child's file. The temporary directory is removed when the context exits.
+    ``timeout_s`` seconds of wall clock; returns an :class:`IsolatedDecode` whose frames are read
+    from the child's file (use it in a ``with``: leaving it removes the file). On an error the
+    temporary directory is removed here.
 
     Raises ``InputError('timeout')`` when the limit is hit; the child's own ``InputError`` with
     its class and message; ``InputError('decode_error')`` when the child dies from a signal or
@@ -620,12 +628,13 @@ def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeo
         with open(log, "wb") as stderr:
             try:
                 proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                      env=_child_env(), timeout=timeout_s, check=False)
+                                      env=child_env(), timeout=timeout_s, check=False)
             except subprocess.TimeoutExpired:  # run() has killed and reaped the child
                 raise InputError("timeout", f"decoding {path} exceeded decode_timeout_s={timeout_s}") from None
-        yield _read_child_result(path, proc.returncode, out, err, log)
-    finally:
+        return _read_child_result(path, proc.returncode, tmp, out, err, log)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def decode_frames_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float) -> DecodedFrames:
@@ -634,20 +643,19 @@ def decode_frames_isolated(path: str, sample_fps: float, size: int, backend: str
         return result.decoded()
 
 
-def _child_env() -> dict[str, str]:
-    """The environment with this package's root first on PYTHONPATH, so ``-m pipeline.decode``
-    imports this very code whatever the working directory."""
+def child_env() -> dict[str, str]:
+    """The environment with this package's root first on PYTHONPATH, so a child
+    ``python -m pipeline.<module>`` imports this very code whatever the working directory."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
 
 
-def _read_child_result(path: str, returncode: int, out: str, err: str, log: str) -> IsolatedDecode:
+def _read_child_result(path: str, returncode: int, tmp: str, out: str, err: str, log: str) -> IsolatedDecode:
     if returncode == 0 and os.path.exists(out + ".json"):
         with open(out + ".json", encoding="utf-8") as handle:
-            meta = json.load(handle)
-        return IsolatedDecode(out + ".u8", meta, np.asarray(meta["pts_s"], np.float64))
+            return IsolatedDecode(tmp, out + ".u8", json.load(handle))
     if returncode == _EXIT_INPUT_ERROR and os.path.exists(err):
         with open(err, encoding="utf-8") as handle:
             payload = json.load(handle)

@@ -10,8 +10,6 @@ whole video's frames are never held at once); what crosses the join's shuffle is
 
 from __future__ import annotations
 
-import contextlib
-
 import apache_beam as beam
 import numpy as np
 
@@ -42,17 +40,15 @@ class _DecodeFn(_StageDoFn):
         if self.size is None:  # from the model config, no weights; not in setup: feature-mode runs never get here
             self.size = input_size_of(self.spec)
         self.count("total")
-        decoding = decode_isolated(ref.video, self.sample_fps, self.size, self.backend, self.timeout_s, self.threads)
         try:
-            decoded = decoding.__enter__()
+            decoded = decode_isolated(ref.video, self.sample_fps, self.size, self.backend, self.timeout_s, self.threads)
         except Exception as exc:  # noqa: BLE001 - every decode error becomes a failures row
             row = self.failure_row(ref.video_id, exc)
             if self.output is not None:
                 save_decode_failure(self.output, ref.video_id, row)
             yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, row))
             return
-        with contextlib.ExitStack() as cleanup:
-            cleanup.push(decoding.__exit__)  # removes the child's files, however this generator ends
+        with decoded:  # removes the child's files, however this generator ends
             self.count("ok")
             self.count("frames", decoded.n_frames)
             n_chunks = -(-decoded.n_frames // self.chunk_frames)
