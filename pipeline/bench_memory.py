@@ -62,7 +62,6 @@ VIDEO_ID = "long_video"
 #: stages; a random-init model would otherwise find nothing alignable and cut no clip).
 KEEP_ALL = ("align.min_alignability=0",)
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -143,10 +142,10 @@ def make_captions(duration_s: float, every_s: float = CAPTION_EVERY_S, seed: int
     return {"start": [round(float(s), 3) for s in start], "end": [round(float(e), 3) for e in end], "text": text}
 
 
-def write_inputs(workdir: str, duration_s: float, width: int, height: int, fps: float, log=print) -> dict:
-    """The video (reused when it exists), captions and manifest under ``workdir``. Returns
-    ``{"manifest", "video", "generated", "generation_s", "video_bytes"}``; ``generation_s`` is
-    this call's encoding time, or the one recorded when the reused video was written."""
+def long_video(workdir: str, duration_s: float, width: int, height: int, fps: float, log=print) -> dict:
+    """``workdir/video-WxH-Ffps-Ds.mp4`` (:func:`write_long_video`), written once and reused.
+    Returns ``{"video", "stem", "generated", "generation_s"}``; ``generation_s`` is this call's
+    encoding time, or the one recorded when the reused video was written."""
     os.makedirs(workdir, exist_ok=True)
     stem = f"video-{width}x{height}-{fps:g}fps-{duration_s:g}s"
     video, meta = os.path.join(workdir, stem + ".mp4"), os.path.join(workdir, stem + ".json")
@@ -161,6 +160,14 @@ def write_inputs(workdir: str, duration_s: float, width: int, height: int, fps: 
     else:
         log(f"reusing {video}")
         info = json.load(open(meta, encoding="utf-8")) if os.path.exists(meta) else {"generation_s": None}
+    return {"video": video, "stem": stem, "generated": generated, "generation_s": info.get("generation_s")}
+
+
+def write_inputs(workdir: str, duration_s: float, width: int, height: int, fps: float, log=print) -> dict:
+    """The video (:func:`long_video`), captions and manifest under ``workdir``. Returns
+    ``{"manifest", "video", "generated", "generation_s", "video_bytes"}``."""
+    made = long_video(workdir, duration_s, width, height, fps, log)
+    video, stem = made["video"], made["stem"]
     captions = os.path.join(workdir, f"captions-{duration_s:g}s.json")
     with open(captions, "w", encoding="utf-8") as handle:
         json.dump(make_captions(duration_s), handle)
@@ -168,8 +175,8 @@ def write_inputs(workdir: str, duration_s: float, width: int, height: int, fps: 
     with open(manifest, "w", encoding="utf-8") as handle:
         handle.write(json.dumps({"video_id": VIDEO_ID, "video": os.path.basename(video),
                                  "captions": os.path.basename(captions)}) + "\n")
-    return {"manifest": manifest, "video": video, "generated": generated,
-            "generation_s": info.get("generation_s"), "video_bytes": os.path.getsize(video)}
+    return {"manifest": manifest, "video": video, "generated": made["generated"],
+            "generation_s": made["generation_s"], "video_bytes": os.path.getsize(video)}
 
 
 # ------------------------------------------------------------------------- process-tree memory
@@ -381,8 +388,9 @@ def bench_memory(workdir: str, duration_s: float = 3600.0, width: int = 1280, he
            "--set", f"decode.backend={backend}", "--set", f"decode_timeout_s={timeout_s:g}"]
     for item in (*KEEP_ALL, *overrides):
         cmd += ["--set", item]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    from pipeline.decode import child_env
+
+    env = child_env()
     log(f"running {' '.join(cmd[1:])} ...")
     log_path = os.path.join(workdir, f"run-{label}.log")
     returncode, wall_s, sampler = run_measured(cmd, log_path, interval_s, env)

@@ -48,18 +48,13 @@ STARTUP_VIDEO_S = 10.0
 
 def write_inputs(workdir: str, n_videos: int, duration_s: float, width: int, height: int, fps: float, log,
                  prefix: str = "v") -> dict:
-    """``{"manifest", "videos", "generation_s"}``: the long video (written once), ``n_videos``
-    hard links to it (``{prefix}000.mp4``, ...), their captions and a manifest."""
-    from pipeline.bench_memory import make_captions, write_long_video
+    """``{"manifest", "videos", "generated", "generation_s"}``: the long video
+    (:func:`pipeline.bench_memory.long_video`, written once), ``n_videos`` hard links to it
+    (``{prefix}000.mp4``, ...), their captions and a manifest."""
+    from pipeline.bench_memory import long_video, make_captions
 
-    os.makedirs(workdir, exist_ok=True)
-    master = os.path.join(workdir, f"video-{width}x{height}-{fps:g}fps-{duration_s:g}s.mp4")
-    generation_s = None
-    if not os.path.exists(master):
-        log(f"writing {master} ...")
-        start = time.perf_counter()
-        write_long_video(master, duration_s, width, height, fps)
-        generation_s = time.perf_counter() - start
+    made = long_video(workdir, duration_s, width, height, fps, log)
+    master = made["video"]
     rows, videos = [], []
     for i in range(n_videos):
         video_id = f"{prefix}{i:03d}"
@@ -75,7 +70,8 @@ def write_inputs(workdir: str, n_videos: int, duration_s: float, width: int, hei
     manifest = os.path.join(workdir, f"manifest-{prefix}{n_videos}.jsonl")
     with open(manifest, "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
-    return {"manifest": manifest, "videos": videos, "generation_s": generation_s}
+    return {"manifest": manifest, "videos": videos, "generated": made["generated"],
+            "generation_s": made["generation_s"]}
 
 
 @dataclass
@@ -127,16 +123,23 @@ def _time_stages(config: Config, videos: list[str], workdir: str, backends: tupl
     size, fps, batch = input_size_of(spec), config.decode.sample_fps, config.model.frame_batch_size
     encoder = shared_encoder(spec)
     encoder.encode_frames(np.zeros((2, size, size, 3), np.uint8), 2)  # warm-up outside the timings
-    plain = sum(_timed(plain_sequential_decode, v, fps, 1)[0] for v in videos)
 
     def decode_all(path: str, backend: str):
         with decode_isolated(path, fps, size, backend, 3600.0, threads=1) as result:
             return result.pts_s, list(result.in_chunks(batch))
 
-    decode = {b: sum(_timed(decode_all, v, b)[0] for v in videos) for b in backends}
+    # Per video, the reference and each backend back to back (load that comes and goes hits them
+    # alike); the first backend's frames are what the encoder is timed on.
+    plain, decode = 0.0, dict.fromkeys(backends, 0.0)
     encode, images, frames = 0.0, 0, []
     for v in videos:
-        pts_s, chunks = decode_all(v, backends[0])
+        plain += _timed(plain_sequential_decode, v, fps, 1)[0]
+        for b in backends:
+            seconds, decoded = _timed(decode_all, v, b)
+            decode[b] += seconds
+            if b == backends[0]:
+                pts_s, chunks = decoded
+        del decoded
         seconds, emb = _timed(lambda cs: np.concatenate([encoder.encode_frames(c, batch) for c in cs]), chunks)
         encode, images = encode + seconds, images + len(pts_s)
         frames.append(FrameFeatures(os.path.basename(v)[:-4], fps, emb, pts_s=pts_s, source=v))
@@ -164,7 +167,8 @@ def run_pipeline(manifest: str, output: str, config_path: str | None, overrides:
                  log_path: str):
     """``nccurate run`` as a child with ``workers`` DirectRunner worker processes of one thread
     each; ``(wall_s, peak_tree_rss_bytes, returncode)``."""
-    from pipeline.bench_memory import _ROOT, run_measured
+    from pipeline.bench_memory import run_measured
+    from pipeline.decode import child_env
 
     cmd = [sys.executable, "-m", "pipeline.cli", "run", "--manifest", manifest, "--output", output, "--overwrite",
            "--set", "resources.decode_threads=1", "--set", "resources.torch_threads=1", "--set", "checkpoints=false",
@@ -172,8 +176,7 @@ def run_pipeline(manifest: str, output: str, config_path: str | None, overrides:
     cmd += ["--config", config_path] if config_path else []
     for item in overrides:
         cmd += ["--set", item]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_ROOT] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    returncode, wall_s, sampler = run_measured(cmd, log_path, 0.5, env)
+    returncode, wall_s, sampler = run_measured(cmd, log_path, 0.5, child_env())
     return wall_s, sampler.peak_tree_bytes, returncode
 
 
