@@ -162,6 +162,20 @@ def save_result(output: str, video_id: str, result: dict) -> None:
     _write_atomic(result_file(output, video_id), buf.getvalue())
 
 
+def result_outcome(path: str) -> dict | None:
+    """The outcome counts of the result checkpoint at ``path`` (a :func:`result_file`), reading
+    the tar only up to ``result.json``, which :func:`save_result` writes first; None when it
+    cannot be read (gone, or not complete)."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                if member.name == "result.json":
+                    return json.loads(tar.extractfile(member).read())["outcome"]
+    except (OSError, tarfile.TarError, ValueError, KeyError):
+        pass
+    return None
+
+
 def load_result(output: str, video_id: str) -> dict | None:
     """The result :func:`save_result` wrote, or None when there is none."""
     data = _read(result_file(output, video_id))

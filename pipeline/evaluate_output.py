@@ -12,12 +12,10 @@ from curation.metrics import recall_at_1, roc_auc
 
 def read_index(output: str):
     """All of ``OUT/index/*.parquet`` as one pyarrow table, sorted by (video_id, caption_idx)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from pipeline.inspect_output import read_parquet
+    from pipeline.rows import INDEX_SCHEMA
 
-    index_dir = os.path.join(output, "index")
-    files = sorted(f for f in os.listdir(index_dir) if f.endswith(".parquet"))
-    table = pa.concat_tables([pq.read_table(os.path.join(index_dir, f)) for f in files])
+    table = read_parquet(os.path.join(output, "index", "*.parquet"), INDEX_SCHEMA)
     return table.sort_by([("video_id", "ascending"), ("caption_idx", "ascending")])
 
 

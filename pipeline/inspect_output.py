@@ -45,7 +45,7 @@ class RunOutput:
         return self.index.column(name).to_numpy(zero_copy_only=False)
 
 
-def _read_parquet(pattern: str, schema):
+def read_parquet(pattern: str, schema):
     """Every file matching ``pattern`` as one table (an empty one of ``schema`` when none)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -69,8 +69,8 @@ def read_run(output: str) -> RunOutput:
         raise OutputError(f"{path}: not an nccurate summary (no {', '.join(missing)})")
     from pipeline.rows import FAILURE_SCHEMA, INDEX_SCHEMA
 
-    index = _read_parquet(os.path.join(output, "index", "*.parquet"), INDEX_SCHEMA)
-    failures = _read_parquet(os.path.join(output, "failures", "*.parquet"), FAILURE_SCHEMA).to_pylist()
+    index = read_parquet(os.path.join(output, "index", "*.parquet"), INDEX_SCHEMA)
+    failures = read_parquet(os.path.join(output, "failures", "*.parquet"), FAILURE_SCHEMA).to_pylist()
     return RunOutput(os.path.abspath(output), summary, index, failures)
 
 

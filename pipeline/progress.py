@@ -14,10 +14,8 @@ The line text and the ETA are pure functions (:func:`format_progress`, :func:`ra
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -143,18 +141,12 @@ class StreamProgress:
 
 
 def _result_failed(path: str) -> bool | None:
-    """Whether the result checkpoint at ``path`` is a failed video (its ``result.json``
-    outcome counts ``videos_failed``); None when it cannot be read. Reads the tar only up to
-    that member, which ``pipeline.checkpoint.save_result`` writes first."""
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            for member in tar:
-                if member.name == "result.json":
-                    outcome = json.loads(tar.extractfile(member).read())["outcome"]
-                    return bool(outcome.get("videos_failed"))
-    except (OSError, tarfile.TarError, ValueError, KeyError):
-        pass
-    return None
+    """Whether the result checkpoint at ``path`` is a failed video (its outcome counts
+    ``videos_failed``); None when it cannot be read."""
+    from pipeline.checkpoint import result_outcome
+
+    outcome = result_outcome(path)
+    return None if outcome is None else bool(outcome.get("videos_failed"))
 
 
 class ResultPoller:
