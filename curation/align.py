@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation import ot, similarity, spans, timeline
+from curation import ot, similarity, spans, timeline, timing
 
-METHODS = ("norton", "s2dtw", "argmax", "asr")
+METHODS = ("posterior", "norton", "s2dtw", "argmax", "asr")
 PROMPT_MODES = ("run", "video", "fixed")
 
 
@@ -20,10 +20,11 @@ PROMPT_MODES = ("run", "video", "fixed")
 class AlignParams:
     """Every knob of realignment; ``configs/default.yaml`` documents each one."""
 
-    method: str = "norton"
+    method: str = "posterior"
     minmax: bool = True
     ncl: bool = True
-    ncl_temperature: float = 0.05
+    ncl_temperature: float = 1.0
+    ncl_relative: bool = True
     smooth_s: float = 8.0
     eps: float = 0.1
     n_iter: int = 50
@@ -45,6 +46,15 @@ class AlignParams:
             raise ValueError(f"align.method: {self.method!r} is not one of {list(METHODS)}")
         if self.prompt_mode not in PROMPT_MODES:
             raise ValueError(f"align.prompt_mode: {self.prompt_mode!r} is not one of {list(PROMPT_MODES)}")
+        if self.method == "posterior" and self.window_s is None:
+            raise ValueError("align.window_s: method 'posterior' needs a window (seconds), not null")
+
+    def ncl_tau(self, cosine: np.ndarray) -> float:
+        """NCL temperature for ``cosine: (m, T)``: ``ncl_temperature`` standard deviations of the
+        matrix when ``ncl_relative`` (the same for any encoder's cosine band), else as given."""
+        if not self.ncl_relative:
+            return self.ncl_temperature
+        return self.ncl_temperature * max(float(np.std(cosine)), 1e-6)
 
 
 def prepared_similarity(caption_emb: np.ndarray, frame_emb: np.ndarray, params: AlignParams, fps: float) -> np.ndarray:
@@ -57,7 +67,7 @@ def prepare(cosine: np.ndarray, params: AlignParams, fps: float) -> np.ndarray:
     (optional) of a cosine similarity matrix."""
     sim = spans.temporal_mean(cosine, params.smooth_s, fps)
     if params.ncl:
-        sim = similarity.ncl_normalise(sim, params.ncl_temperature)
+        sim = similarity.ncl_normalise(sim, params.ncl_tau(sim))
     return similarity.minmax_scale(sim) if params.minmax else sim
 
 
@@ -117,6 +127,56 @@ def _soft_alignment(sim: np.ndarray, asr_start_s, asr_end_s, fps, params: AlignP
     return ot.plain_plan(scored, params.eps, params.n_iter), no_bucket
 
 
+def _ncl(cosine: np.ndarray, params: AlignParams) -> np.ndarray:
+    return similarity.ncl_normalise(cosine, params.ncl_tau(cosine)) if params.ncl else np.asarray(cosine, np.float64)
+
+
+def _asr_centre_s(asr_start_s, asr_end_s) -> np.ndarray:
+    return (np.asarray(asr_start_s, dtype=np.float64) + np.asarray(asr_end_s, dtype=np.float64)) / 2.0
+
+
+def caption_evidence(cosine: np.ndarray, asr_start_s, asr_end_s, fps: float, params: AlignParams) -> timing.Evidence:
+    """Segment evidence (``curation.timing``) of every caption of one video, on the NCL-normalised
+    cosine (no temporal smoothing, no min-max: the evidence model standardises each row)."""
+    return timing.segment_evidence(_ncl(cosine, params), _asr_centre_s(asr_start_s, asr_end_s), fps, params.window_s)
+
+
+def calibration_stats(video_id: str, caption_emb, frame_emb, asr_start_s, asr_end_s, fps: float,
+                      params: AlignParams, evidence: timing.Evidence | None = None):
+    """One video's share of the run-level calibration (``curation.calibration.VideoStats``):
+    its captions' evidence statistics, their decoys' and its EM sample."""
+    from curation import calibration
+
+    sim = _ncl(similarity.cosine_similarity(caption_emb, frame_emb), params)
+    centre = _asr_centre_s(asr_start_s, asr_end_s)
+    zrow = timing.row_z(sim)
+    discount = timing.noise_discount(zrow)
+    if evidence is None:
+        evidence = timing.segment_evidence(sim, centre, fps, params.window_s, zrow=zrow, discount=discount)
+    decoy = timing.decoy_llr(sim, centre, fps, params.window_s, zrow=zrow, discount=discount)
+    return calibration.video_stats(video_id, evidence, decoy, params.window_s)
+
+
+def _align_posterior(caption_emb, frame_emb, raw: np.ndarray, asr_start_s, asr_end_s, duration_s, fps: float,
+                     params: AlignParams, run_calibration) -> spans.CaptionScores:
+    """The ``posterior`` method (``curation.timing``): alignability from the run's calibration of
+    the evidence statistic, the span centre from the posterior over offsets."""
+    from curation import calibration
+
+    evidence = caption_evidence(raw, asr_start_s, asr_end_s, fps, params)
+    if run_calibration is None:  # a lone video: calibrated on itself
+        stats = calibration_stats("video", caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params, evidence)
+        run_calibration = calibration.estimate(stats, params.window_s)
+    alignability = run_calibration.alignability(evidence.llr)
+    centre_s, concentration = timing.posterior_centre_s(evidence, run_calibration.prior, alignability, duration_s, fps)
+    start_s, end_s = spans.span_around(centre_s, duration_s, raw.shape[1] / fps)
+    in_span = timeline.span_frame_mask(start_s, end_s, raw.shape[1], fps)
+    return spans.CaptionScores(start_s=start_s, end_s=end_s, alignability=alignability,
+                               bucket_mass=1.0 - alignability,
+                               similarity=(raw * in_span).sum(axis=1) / in_span.sum(axis=1),
+                               concentration=np.clip(concentration, 0.0, 1.0))
+
+
 def align_video(
     caption_emb: np.ndarray,
     frame_emb: np.ndarray,
@@ -125,20 +185,25 @@ def align_video(
     fps: float,
     params: AlignParams,
     prompt_value: float | None = None,
+    run_calibration=None,
 ) -> spans.CaptionScores:
     """Realign every caption of one video; returns per-caption spans and scores.
 
     ``prompt_value`` is the run-level prompt (``prompt_mode: run``); with ``video`` it is the
     ``prompt_quantile`` of this video's timestamp-paired similarities, with ``fixed`` it is
-    ``params.prompt_value``. The span keeps the caption's ASR duration (at least ``min_span_s``),
+    ``params.prompt_value``. ``run_calibration`` (``curation.calibration.RunCalibration``) is
+    what method ``posterior`` learnt from the run; without it a video is calibrated on itself.
+    The span keeps the caption's ASR duration (at least ``min_span_s``),
     centred on the window of that length holding most plan mass. Alignability is
     ``1 - bucket_mass`` for bucket methods, else the mean similarity inside the span.
     """
     raw = similarity.cosine_similarity(caption_emb, frame_emb)
-    sim = prepare(raw, params, fps)
     asr_start_s = np.asarray(asr_start_s, dtype=np.float64)
     asr_end_s = np.asarray(asr_end_s, dtype=np.float64)
     duration_s = np.maximum(asr_end_s - asr_start_s, params.min_span_s)
+    if params.method == "posterior":
+        return _align_posterior(caption_emb, frame_emb, raw, asr_start_s, asr_end_s, duration_s, fps, params, run_calibration)
+    sim = prepare(raw, params, fps)
     prompt_value = resolve_prompt_value(sim, asr_start_s, asr_end_s, fps, params, prompt_value)
     plan, bucket_mass = _soft_alignment(sim, asr_start_s, asr_end_s, fps, params, prompt_value)
     video_s = sim.shape[1] / fps

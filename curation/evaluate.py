@@ -8,7 +8,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from curation.align import AlignParams, align_video, prepared_similarity, video_prompt_samples
+from curation.align import AlignParams, align_video, calibration_stats, prepared_similarity, video_prompt_samples
 from curation.metrics import recall_at_1, roc_auc
 
 
@@ -41,12 +41,24 @@ def run_prompt_value(videos: Sequence[EvalVideo], params: AlignParams) -> float:
     return float(np.quantile(np.concatenate(samples), params.prompt_quantile))
 
 
+def run_calibration(videos: Sequence[EvalVideo], params: AlignParams):
+    """Method ``posterior``'s run-level calibration over ``videos``, as a pipeline run makes it."""
+    from curation import calibration
+
+    stats = [calibration_stats(f"v{i}", v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params)
+             for i, v in enumerate(videos)]
+    return calibration.estimate(calibration.merge(stats), params.window_s)
+
+
 def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) -> MethodScore:
     """R@1 (centre of the realigned span) over alignable captions, ROC-AUC of alignability over
-    all captions, and how many of each kind ``min_alignability`` keeps."""
-    prompt = run_prompt_value(videos, params) if params.prompt_mode == "run" else None
+    all captions, and how many of each kind ``min_alignability`` keeps. ``videos_per_s`` counts
+    the run-level passes (prompt value, calibration) too."""
     start = time.perf_counter()
-    results = [align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, prompt) for v in videos]
+    prompt = run_prompt_value(videos, params) if params.prompt_mode == "run" else None
+    calib = run_calibration(videos, params) if params.method == "posterior" else None
+    results = [align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, prompt, calib)
+               for v in videos]
     elapsed = time.perf_counter() - start
     centre = np.concatenate([(r.start_s + r.end_s) / 2.0 for r in results])
     score = np.concatenate([r.alignability for r in results])

@@ -11,7 +11,8 @@ the work it saves is done:
   is not waited out twice).
 * ``_work/results/{video_id}.tar``: everything the video contributes to the outputs: its index
   rows, its kept samples (clip bytes included), its failure rows, its outcome counts and, for
-  ``align.prompt_mode=run``, its paired-similarity histogram.
+  ``align.prompt_mode=run``, its paired-similarity histogram; for ``align.method=posterior``,
+  its share of the run-level calibration (``curation.calibration.VideoStats``).
 
 Every output file (shards, index, failures, summary, shardindex) is a deterministic function of
 these per-video results, so a resumed run writes the same bytes as an uninterrupted one.
@@ -147,10 +148,13 @@ def save_result(output: str, video_id: str, result: dict) -> None:
             "samples": [{"__key__": s["__key__"], "members": sorted(k for k in s if k != "__key__")}
                         for s in result["samples"]]}
     members = [("result.json", json.dumps(meta, sort_keys=True).encode("utf-8"))]
-    if result.get("histogram") is not None:
-        from pipeline.rows import npy_bytes
+    from pipeline.rows import npy_bytes
 
+    if result.get("histogram") is not None:
         members.append(("histogram.npy", npy_bytes(result["histogram"])))
+    if result.get("calibration") is not None:
+        stats = result["calibration"]
+        members.extend((f"calibration.{name}.npy", npy_bytes(getattr(stats, name))) for name in stats._fields)
     for i, sample in enumerate(result["samples"]):
         members.extend((f"{i:05d}.{name}", sample[name]) for name in sorted(sample) if name != "__key__")
     buf = io.BytesIO()
@@ -186,8 +190,13 @@ def load_result(output: str, video_id: str) -> dict | None:
     meta = json.loads(members["result.json"])
     samples = [{"__key__": s["__key__"], **{name: members[f"{i:05d}.{name}"] for name in s["members"]}}
                for i, s in enumerate(meta["samples"])]
-    histogram = None
-    if "histogram.npy" in members:
-        histogram = np.load(io.BytesIO(members["histogram.npy"]), allow_pickle=False)
+    def array(name):
+        return np.load(io.BytesIO(members[name]), allow_pickle=False) if name in members else None
+
+    calibration = None
+    if "calibration.keys.npy" in members:
+        from curation.calibration import VideoStats
+
+        calibration = VideoStats(*(array(f"calibration.{name}.npy") for name in VideoStats._fields))
     return {"rows": meta["rows"], "samples": samples, "failures": meta["failures"],
-            "outcome": meta["outcome"], "histogram": histogram}
+            "outcome": meta["outcome"], "histogram": array("histogram.npy"), "calibration": calibration}

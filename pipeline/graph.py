@@ -8,8 +8,8 @@ from pipeline.config import Config
 from pipeline.sinks import Finalize, WriteIndex, WriteShards, shard_count
 from pipeline.summary import RunRecords
 from pipeline.video import LoadVideoInputs
-from pipeline.transforms import (FAILURES, HISTOGRAMS, OUTCOMES, SAMPLES, LoadInputs, ReadManifest, Realign, Resume,
-                                 RunPromptValue, SumCounts)
+from pipeline.transforms import (CALIBRATIONS, FAILURES, HISTOGRAMS, OUTCOMES, SAMPLES, LoadInputs, ReadManifest, Realign,
+                                 Resume, RunCalibration, RunPromptValue, SumCounts)
 
 
 def provenance(config: Config) -> dict:
@@ -55,7 +55,10 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     prompt = None
     if config.align.prompt_mode == "run":
         prompt = inputs | "RunPrompt" >> RunPromptValue(config.align, resumed[HISTOGRAMS] if resume else None)
-    fresh = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt, work)
+    calibration = None
+    if config.align.method == "posterior":
+        calibration = inputs | "RunCalibration" >> RunCalibration(config.align, resumed[CALIBRATIONS] if resume else None)
+    fresh = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt, work, calibration)
 
     def merged(tag: str, label: str):
         """Realign's output ``tag``, with the restored results' when resuming."""
@@ -72,5 +75,7 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     sides.update(stats=stats, manifest_rows=manifest_out["rows"], shards=shards, index_files=index, failures=failures)
     if prompt is not None:
         sides["prompt_value"] = prompt
+    if calibration is not None:
+        sides["calibration"] = calibration
     records = RunRecords(output, manifest, manifest_sha256, config.to_dict(), config.hash(), started_at)
     _ = p | "Finalize" >> Finalize(records, **sides)

@@ -53,7 +53,8 @@ class RunRecords:
     config_hash: str
     started_at: float
 
-    def __call__(self, stats, manifest_rows, shards, index_files, failures, prompt_value=(), decodes_resumed=()) -> dict:
+    def __call__(self, stats, manifest_rows, shards, index_files, failures, prompt_value=(), decodes_resumed=(),
+                 calibration=()) -> dict:
         counts = Counter(stats[0] if stats else {})
         failure_classes = Counter(f["error_class"] for f in failures)
         write_failures(self.output, list(failures))
@@ -71,6 +72,7 @@ class RunRecords:
             "failures": dict(sorted(failure_classes.items())),
             "failure_ratio": 1.0 - counts["videos_ok"] / videos_in if videos_in else 0.0,
             "prompt_value_run": prompt_value[0] if prompt_value else None,
+            "calibration": calibration[0].to_dict() if calibration else None,
             "resumed": {"videos": counts["videos_resumed"], "decodes": int(decodes_resumed[0]) if decodes_resumed else 0},
             "manifest": self.manifest,
             "manifest_sha256": self.manifest_sha256,

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+import numpy as np
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -26,6 +28,7 @@ FAILURES = "failures"
 OUTCOMES = "outcomes"
 SAMPLES = "samples"
 HISTOGRAMS = "histograms"
+CALIBRATIONS = "calibrations"
 
 
 def failure_dict(video_id: str, stage: str, error: Exception) -> dict:
@@ -283,7 +286,7 @@ class _RealignFn(_StageDoFn):
         super().__init__()
         self.params, self.provenance, self.clips, self.output = params, provenance, clips, output
 
-    def process(self, inputs, run_prompt_value=None):
+    def process(self, inputs, run_prompt_value=None, run_calibration=None):
         from pipeline.checkpoint import save_result
         from pipeline.rows import aligned_rows, failed_video_rows, samples_for_video
 
@@ -291,7 +294,7 @@ class _RealignFn(_StageDoFn):
         rows, ok, failures = None, inputs.ok, list(inputs.failures)
         if ok:
             try:
-                rows = aligned_rows(inputs.frames, inputs.captions, self.params, run_prompt_value)
+                rows = aligned_rows(inputs.frames, inputs.captions, self.params, run_prompt_value, run_calibration)
             except Exception as exc:  # noqa: BLE001 - recorded as a failure row, never swallowed
                 failures.append(self.failure_row(inputs.video_id, exc))
                 ok = False
@@ -307,8 +310,15 @@ class _RealignFn(_StageDoFn):
                    **{f"dropped/{k}": v for k, v in sorted(dropped.items())}}
         result = {"rows": rows, "samples": samples, "failures": failures, "outcome": outcome}
         if self.output is not None:
-            save_result(self.output, inputs.video_id, {**result, "histogram": self._histogram(inputs)})
+            save_result(self.output, inputs.video_id, {**result, "histogram": self._histogram(inputs),
+                                                       "calibration": self._calibration(inputs)})
         yield from emit_result(result)
+
+    def _calibration(self, inputs):
+        """The video's share of the run-level calibration (method ``posterior`` only)."""
+        if self.params.method != "posterior" or not _has_histogram(inputs):
+            return None
+        return video_calibration_stats(inputs, self.params)
 
     def _histogram(self, inputs):
         """The video's share of the run-level prompt value (``prompt_mode=run`` only)."""
@@ -324,18 +334,30 @@ def _has_histogram(video) -> bool:
     return video.ok and video.frames.emb.shape[1] == video.captions.emb.shape[1]
 
 
+def video_calibration_stats(video, params):
+    """``curation.calibration.VideoStats`` of one loaded video."""
+    from curation.align import calibration_stats
+
+    frames, captions = video.frames, video.captions
+    return calibration_stats(video.video_id, captions.emb, frames.emb, np.array(captions.start_s),
+                             np.array(captions.end_s), frames.fps, params)
+
+
 class Realign(beam.PTransform):
     """``VideoInputs`` -> per-video lists of index rows (every caption) and of kept samples,
     outcomes (counts) and failures (the video's load failures included). With ``output`` set,
     each video's result is checkpointed under ``OUT/_work`` before it is emitted."""
 
-    def __init__(self, params, provenance: dict, clips, run_prompt_value=None, output: str | None = None):
+    def __init__(self, params, provenance: dict, clips, run_prompt_value=None, output: str | None = None,
+                 run_calibration=None):
         super().__init__()
         self.params, self.provenance, self.clips, self.run_prompt_value = params, provenance, clips, run_prompt_value
-        self.output = output
+        self.output, self.run_calibration = output, run_calibration
 
     def expand(self, inputs):
         side = {} if self.run_prompt_value is None else {"run_prompt_value": beam.pvalue.AsSingleton(self.run_prompt_value)}
+        if self.run_calibration is not None:
+            side["run_calibration"] = beam.pvalue.AsSingleton(self.run_calibration)
         return inputs | TaggedParDo(_RealignFn(self.params, self.provenance, self.clips, self.output),
                                     SAMPLES, OUTCOMES, FAILURES, main="rows", **side)
 
@@ -360,19 +382,22 @@ class _ResumeFn(_StageDoFn):
         self.count("videos")
         if result["histogram"] is not None:
             yield beam.pvalue.TaggedOutput(HISTOGRAMS, result["histogram"])
+        if result["calibration"] is not None:
+            yield beam.pvalue.TaggedOutput(CALIBRATIONS, result["calibration"])
         yield from emit_result({**result, "outcome": {**result["outcome"], "videos_resumed": 1}}, rows_tag="rows")
 
 
 class Resume(beam.PTransform):
     """Refs -> ``{"todo": refs without a result checkpoint, "rows", SAMPLES, OUTCOMES, FAILURES,
-    HISTOGRAMS: the checkpointed results of the others}`` (see ``pipeline.checkpoint``)."""
+    HISTOGRAMS, CALIBRATIONS: the checkpointed results of the others}`` (``pipeline.checkpoint``)."""
 
     def __init__(self, output: str):
         super().__init__()
         self.output = output
 
     def expand(self, refs):
-        return refs | TaggedParDo(_ResumeFn(self.output), "rows", SAMPLES, OUTCOMES, FAILURES, HISTOGRAMS, main="todo")
+        return refs | TaggedParDo(_ResumeFn(self.output), "rows", SAMPLES, OUTCOMES, FAILURES, HISTOGRAMS, CALIBRATIONS,
+                                  main="todo")
 
 
 class RunPromptValue(beam.PTransform):
@@ -399,6 +424,50 @@ class RunPromptValue(beam.PTransform):
         return (histograms
                 | "Sum" >> beam.CombineGlobally(_SumArrays())
                 | "Quantile" >> beam.Map(histogram_quantile, params.prompt_quantile, params))
+
+
+class RunCalibration(beam.PTransform):
+    """Method ``posterior``'s run-level calibration (``curation.calibration``): every video's
+    evidence statistics, decoys and EM sample, merged (order-independent), then estimated once.
+    ``restored``: the stats of videos whose results were checkpointed by an earlier attempt."""
+
+    def __init__(self, params, restored=None):
+        super().__init__()
+        self.params, self.restored = params, restored
+
+    def expand(self, inputs):
+        from curation.calibration import estimate
+
+        params = self.params
+
+        def stats(video):
+            if _has_histogram(video):
+                yield video_calibration_stats(video, params)
+
+        parts = inputs | "Stats" >> beam.FlatMap(stats)
+        if self.restored is not None:
+            parts = (parts, self.restored) | "WithRestored" >> beam.Flatten()
+        return (parts
+                | "Merge" >> beam.CombineGlobally(_MergeStats())
+                | "Estimate" >> beam.Map(estimate, params.window_s))
+
+
+class _MergeStats(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, value):
+        from curation.calibration import merge
+
+        return merge([acc, value])
+
+    def merge_accumulators(self, accs):
+        from curation.calibration import merge
+
+        return merge(list(accs))
+
+    def extract_output(self, acc):
+        return acc
 
 
 class _SumArrays(beam.CombineFn):

@@ -1,0 +1,158 @@
+"""Run-level calibration of the ``posterior`` aligner, estimated from the run itself.
+
+Two things are learnt from every video of a run, from per-video statistics that merge exactly
+in any order (so every runner gives the same result):
+
+* **Alignability** (``P(the caption is shown near its ASR time)``). Each caption's evidence
+  statistic ``x = llr`` (``curation.timing``) is counted in a fixed-bin histogram, and so is
+  the same statistic of a *decoy* (the caption's row half a video away). The decoys show what
+  ``x`` looks like without the caption on screen, on this run's footage, noise and encoder.
+  Per coarse bin b (width 0.1 in ``asinh(x)``) with counts ``r_b`` (captions) and ``d_b``
+  (decoys), the local false-discovery rate is
+
+      lfdr_b = pi0 * (d_b + k) / (r_b + k),   pi0 = min(1, R(x < x_med) / D(x < x_med))
+
+  where ``x_med`` is the decoys' median and ``pi0`` the share of captions that are not shown
+  (Storey's estimate: below the decoys' median nearly every caption is chance), and ``k =
+  PSEUDO_COUNT`` pseudo-captions at ratio 1 keep a handful of lucky captions from looking
+  certain. ``lfdr`` is made non-increasing in x (weighted isotonic regression), and
+  ``alignability = 1 - min(1, lfdr)``: the probability that a caption with that statistic is
+  shown. A run whose footage says nothing about its captions has decoys like its captions:
+  lfdr ~ 1, and every caption is dropped.
+* **The offset prior** ``pi(d)`` (``curation.timing.fit_offset_prior``): EM over a sample of
+  the run's captions (at most ``SAMPLE_SIZE``, the smallest hashes of ``video_id/caption_idx``,
+  so the sample does not depend on order), each weighted by its alignability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from curation import timing
+
+#: Histogram of ``asinh(llr)`` over [-6, 8]: llr from about -200 to 1500, 1/200 per bin.
+X_RANGE = (-6.0, 8.0)
+N_BINS = 2800
+PSEUDO_COUNT = 5.0
+COARSE = 20  # fine bins per coarse bin
+SAMPLE_SIZE = 20000
+
+
+class VideoStats(NamedTuple):
+    """One video's share of the calibration (merged by :func:`merge`)."""
+
+    real_counts: np.ndarray   # (N_BINS,) int64 histogram of the captions' statistic
+    decoy_counts: np.ndarray  # (N_BINS,) int64 histogram of their decoys'
+    keys: np.ndarray          # (n,) uint64 sample keys (hash of video_id/caption_idx)
+    llr: np.ndarray           # (n,) float64 statistic of each sampled caption
+    on_prob: np.ndarray       # (n, 2W+1) float32 evidence at whole-second offsets
+
+
+class RunCalibration(NamedTuple):
+    """What the ``posterior`` aligner takes from the run (a side input)."""
+
+    prior: timing.OffsetPrior
+    alignability_by_bin: np.ndarray  # (N_BINS,) alignability of a statistic in each bin
+    captions: int                    # captions counted
+    sampled: int                     # captions the EM saw
+    visible_share: float             # mean alignability over the sample
+
+    def alignability(self, llr: np.ndarray) -> np.ndarray:
+        """``(m,)`` in [0, 1] for statistics ``llr: (m,)``."""
+        return self.alignability_by_bin[bin_of(llr)]
+
+    def describe(self) -> str:
+        """The offset model in words ("narration leads the action by 2.5 s, spread 8.0 s, ...")."""
+        p = self.prior
+        lead = "leads" if p.mu_s >= 0 else "lags"
+        return (f"narration {lead} the action by {abs(p.mu_s):.1f} s, spread {p.sigma_s:.1f} s, "
+                f"{100 * p.outlier_share:.0f}% outliers (within ±{p.window_s:g} s); "
+                f"{100 * self.visible_share:.0f}% of captions look visible")
+
+    def to_dict(self) -> dict:
+        """JSON-ready estimates for ``summary.json``."""
+        p = self.prior
+        return {"offset_mu_s": round(p.mu_s, 3), "offset_sigma_s": round(p.sigma_s, 3),
+                "outlier_share": round(p.outlier_share, 4), "window_s": p.window_s,
+                "visible_share": round(self.visible_share, 4), "captions": self.captions,
+                "sampled": self.sampled, "description": self.describe()}
+
+
+def bin_of(llr: np.ndarray) -> np.ndarray:
+    """Histogram bin of each statistic (clipped into the end bins)."""
+    lo, hi = X_RANGE
+    x = np.arcsinh(np.asarray(llr, dtype=np.float64))
+    return np.clip(((x - lo) / (hi - lo) * N_BINS).astype(np.int64), 0, N_BINS - 1)
+
+
+def sample_keys(video_id: str, n_captions: int) -> np.ndarray:
+    """``(n,)`` uint64: the first 8 bytes of sha256(``video_id/caption_idx``) of each caption."""
+    return np.array([int.from_bytes(hashlib.sha256(f"{video_id}/{i}".encode()).digest()[:8], "big")
+                     for i in range(n_captions)], dtype=np.uint64)
+
+
+def video_stats(video_id: str, evidence: timing.Evidence, decoy: np.ndarray, window_s: float) -> VideoStats:
+    """One video's :class:`VideoStats` from its captions' evidence and decoy statistics."""
+    counts = lambda x: np.bincount(bin_of(x), minlength=N_BINS).astype(np.int64)  # noqa: E731
+    keys = sample_keys(video_id, len(evidence.llr))
+    return _keep_smallest(VideoStats(counts(evidence.llr), counts(decoy), keys, evidence.llr.astype(np.float64),
+                                     timing.on_prob_per_second(evidence, window_s)))
+
+
+def _keep_smallest(stats: VideoStats) -> VideoStats:
+    order = np.argsort(stats.keys, kind="stable")[:SAMPLE_SIZE]
+    return stats._replace(keys=stats.keys[order], llr=stats.llr[order], on_prob=stats.on_prob[order])
+
+
+def merge(parts: Sequence[VideoStats]) -> VideoStats | None:
+    """The union of several videos' stats (histograms summed, the smallest keys kept); the same
+    whatever the order of ``parts``. None for no parts."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    return _keep_smallest(VideoStats(
+        np.sum([p.real_counts for p in parts], axis=0), np.sum([p.decoy_counts for p in parts], axis=0),
+        np.concatenate([p.keys for p in parts]), np.concatenate([p.llr for p in parts]),
+        np.concatenate([p.on_prob for p in parts])))
+
+
+def _isotonic_non_increasing(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least-squares fit of a non-increasing sequence to ``y`` (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, weight, count]
+    for yi, wi in zip(y, w):
+        blocks.append([float(yi), float(wi), 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            m2, w2, c2 = blocks.pop()
+            m1, w1, c1 = blocks.pop()
+            wt = w1 + w2
+            blocks.append([(m1 * w1 + m2 * w2) / wt if wt > 0 else (m1 + m2) / 2, wt, c1 + c2])
+    return np.concatenate([np.full(c, m) for m, _, c in blocks])
+
+
+def alignability_table(real_counts: np.ndarray, decoy_counts: np.ndarray) -> np.ndarray:
+    """``(N_BINS,)`` alignability of each bin (module docstring)."""
+    real = real_counts.reshape(-1, COARSE).sum(axis=1).astype(np.float64)
+    decoy = decoy_counts.reshape(-1, COARSE).sum(axis=1).astype(np.float64)
+    cum_decoy = np.cumsum(decoy)
+    below = int(np.searchsorted(cum_decoy, cum_decoy[-1] / 2.0))  # coarse bin of the decoys' median
+    pi0 = min(1.0, (real[:below].sum() + PSEUDO_COUNT) / (decoy[:below].sum() + PSEUDO_COUNT))
+    lfdr = pi0 * (decoy + PSEUDO_COUNT) / (real + PSEUDO_COUNT)
+    lfdr = _isotonic_non_increasing(lfdr, real + decoy)
+    return np.repeat(1.0 - np.minimum(1.0, lfdr), COARSE)
+
+
+def estimate(stats: VideoStats | None, window_s: float) -> RunCalibration:
+    """The run's calibration from its merged stats; a run with none keeps ASR times and drops
+    every caption (alignability 0, the EM's starting prior)."""
+    if stats is None or stats.real_counts.sum() == 0:
+        return RunCalibration(timing.start_prior(window_s), np.zeros(N_BINS), 0, 0, 0.0)
+    table = alignability_table(stats.real_counts, stats.decoy_counts)
+    weight = table[bin_of(stats.llr)]
+    half = int(round(window_s))
+    offsets = np.arange(-half, half + 1, dtype=np.float64)
+    prior = timing.fit_offset_prior(stats.on_prob, offsets, weight, window_s)
+    return RunCalibration(prior, table, int(stats.real_counts.sum()), int(len(stats.llr)),
+                          float(weight.mean()) if len(weight) else 0.0)

@@ -1,0 +1,242 @@
+"""Caption timing as a posterior: segment evidence near the ASR time times a run-level offset prior.
+
+Notation: m captions, T frames at ``fps``; ``sim: (m, T)`` a prepared (NCL-normalised, not
+smoothed) similarity; ``asr_centre_s: (m,)``. Every caption is looked at on its own *offset
+grid*: the K = 2 * round(window_s * fps) + 1 frames around its ASR centre frame, at offsets
+``d_k = (k - K // 2) / fps`` seconds (true time minus ASR time).
+
+1. **Evidence** (:func:`segment_evidence`). Each row is standardised by its median and MAD over
+   the whole video, ``z = (S - median) / (1.4826 MAD)`` (a caption's concept fills a small part
+   of a video, so these are its off level and noise). Single-segment model: the caption is shown
+   nowhere in its grid, or on one run of n frames (n on a geometric ladder 2 ... K, each length
+   equally likely, each start equally likely). A run's likelihood ratio against "nowhere" is
+
+       LR(run) = exp(c * delta * (sum_run z - n * delta / 2))
+
+   with ``delta`` the mean z of the caption's best run (largest ``sum z / sqrt(n)``) and
+   ``c = (1 - a) / (1 + a)`` discounting frame noise whose lag-1 autocorrelation ``a`` is
+   estimated from the video's rows, so correlated frames do not count as independent evidence.
+   ``on_prob[i, k]`` = P(cell k lies in the run | there is one): flat across an evenly shown step,
+   peaked where the footage singles a moment out. ``llr[i]`` = log of the mean LR (the Bayes
+   factor for "shown somewhere near its ASR time"), the statistic alignability is built from
+   (``curation.calibration``: against decoys, the same statistic half a video away).
+2. **Prior** over offsets, learnt from the run (:func:`fit_offset_prior`, EM):
+   ``pi(d) = (1 - rho) N(d; mu, sigma^2) + rho / (2 W)``.
+3. **Time** (:func:`posterior_centre_s`): the span centre is the argmax, over windows of the
+   caption's own duration, of ``p(d) = (1 - v) pi(d) + v on_prob(d) pi(d) / Z``, ``v`` the
+   caption's alignability. Flat evidence keeps the prior's mode (ASR + mu); evidence away from the
+   ASR time moves the caption to the evidenced frames nearest to it; peaked evidence to the peak.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+#: Ratio of the run-length ladder of the segment model.
+LENGTH_RATIO = 1.25
+
+
+class OffsetPrior(NamedTuple):
+    """``pi(d) = (1 - outlier_share) N(d; mu_s, sigma_s^2) + outlier_share / (2 window_s)`` per
+    second, ``d`` = true time minus ASR time in seconds, 0 outside ±``window_s``."""
+
+    mu_s: float
+    sigma_s: float
+    outlier_share: float
+    window_s: float
+
+    def gaussian(self, offset_s: np.ndarray) -> np.ndarray:
+        """The Gaussian part ``(1 - rho) N(d; mu, sigma^2)`` per second at ``offset_s``."""
+        d = np.asarray(offset_s, dtype=np.float64)
+        return (1.0 - self.outlier_share) * np.exp(-0.5 * ((d - self.mu_s) / self.sigma_s) ** 2) / (
+            self.sigma_s * np.sqrt(2 * np.pi))
+
+    def density(self, offset_s: np.ndarray) -> np.ndarray:
+        """``pi(d)`` per second at ``offset_s`` (any shape)."""
+        d = np.asarray(offset_s, dtype=np.float64)
+        dens = self.gaussian(d) + self.outlier_share / (2.0 * self.window_s)
+        return np.where(np.abs(d) <= self.window_s, dens, 0.0)
+
+
+#: Where EM starts, and what its pseudo-captions (``fit_offset_prior``'s ``prior_count``) hold
+#: it to when a run has no usable evidence: the ASR times as they are.
+START_OUTLIER_SHARE = 0.2
+
+
+def start_prior(window_s: float) -> OffsetPrior:
+    return OffsetPrior(0.0, window_s / 4.0, START_OUTLIER_SHARE, window_s)
+
+
+class Evidence(NamedTuple):
+    """Per-caption segment evidence on the offset grid (module docstring, step 1)."""
+
+    offset_s: np.ndarray   # (K,) seconds, true minus ASR centre
+    frame: np.ndarray      # (m, K) int frame index of each grid cell (clipped into the video)
+    valid: np.ndarray      # (m, K) bool, the cell lies inside the video
+    on_prob: np.ndarray    # (m, K) P(cell in the caption's run | it has one); 0 where not valid
+    llr: np.ndarray        # (m,) log Bayes factor "shown on some run" / "shown nowhere"
+
+
+def run_lengths(k: int, ratio: float = LENGTH_RATIO) -> list[int]:
+    """Run lengths of the segment model, frames: a geometric ladder from 2 up to ``k``."""
+    out, x = [], 2.0
+    while round(x) <= k:
+        if not out or round(x) != out[-1]:
+            out.append(int(round(x)))
+        x *= ratio
+    return out or [max(k, 1)]
+
+
+def offset_grid(asr_centre_s: np.ndarray, n_frames: int, fps: float, window_s: float):
+    """``(offset_s: (K,), frame: (m, K) int, valid: (m, K) bool)``: each caption's grid is the
+    frame holding its ASR centre and ``round(window_s * fps)`` frames either side."""
+    half = int(round(window_s * fps))
+    steps = np.arange(-half, half + 1)
+    centre = np.floor(np.asarray(asr_centre_s, dtype=np.float64) * fps).astype(int)
+    frame = centre[:, None] + steps[None, :]
+    valid = (frame >= 0) & (frame < n_frames)
+    return steps / fps, np.clip(frame, 0, n_frames - 1), valid
+
+
+def row_z(sim: np.ndarray) -> np.ndarray:
+    """``(m, T)`` rows standardised by their median and MAD (times 1.4826) over the whole video."""
+    med = np.median(sim, axis=1, keepdims=True)
+    mad = np.median(np.abs(sim - med), axis=1, keepdims=True) * 1.4826
+    return (sim - med) / np.where(mad > 1e-12, mad, 1.0)
+
+
+def noise_discount(z: np.ndarray) -> float:
+    """``c = (1 - a) / (1 + a)`` for the median over rows of the lag-1 autocorrelation ``a`` of
+    ``z: (m, T)`` (clipped to [0, 0.95]): the variance-inflation of a mean of AR(1) noise."""
+    if z.shape[1] < 3:
+        return 1.0
+    num = (z[:, 1:] * z[:, :-1]).sum(axis=1)
+    den = (z[:, 1:] ** 2).sum(axis=1)
+    rows = num[den > 0] / den[den > 0]
+    a = float(np.clip(np.median(rows), 0.0, 0.95)) if rows.size else 0.0
+    return (1.0 - a) / (1.0 + a)
+
+
+def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, window_s: float,
+                     with_on_prob: bool = True, zrow: np.ndarray | None = None,
+                     discount: float | None = None) -> Evidence:
+    """Evidence of every caption on its offset grid (module docstring, step 1). With
+    ``with_on_prob=False`` only ``llr`` is computed (``on_prob`` is zeros). ``zrow`` and
+    ``discount``, when given, are :func:`row_z` and :func:`noise_discount` of ``sim``."""
+    m, n_frames = sim.shape
+    offset_s, frame, valid = offset_grid(asr_centre_s, n_frames, fps, window_s)
+    zrow = row_z(np.asarray(sim, dtype=np.float64)) if zrow is None else zrow
+    c = noise_discount(zrow) if discount is None else discount
+    z = np.where(valid, np.take_along_axis(zrow, frame, axis=1), 0.0)
+    k = z.shape[1]
+    lengths = run_lengths(k)
+    csum = np.concatenate([np.zeros((m, 1)), np.cumsum(z, axis=1)], axis=1)
+    vsum = np.concatenate([np.zeros((m, 1), dtype=np.int64), np.cumsum(valid, axis=1)], axis=1)
+    # per length n: the sum of z over every run of n cells (-inf where a run leaves the video)
+    totals = [np.where(vsum[:, n:] - vsum[:, :-n] == n, csum[:, n:] - csum[:, :-n], -np.inf) for n in lengths]
+    best = np.full(m, -np.inf)
+    delta = np.zeros(m)
+    for n, total in zip(lengths, totals):
+        score = total.max(axis=1) / np.sqrt(n)
+        delta = np.where(score > best, score / np.sqrt(n), delta)
+        best = np.maximum(score, best)
+    delta = np.maximum(delta, 0.0)[:, None]
+    # log LR per run, with the prior 1 / (lengths * starts of that length) folded in
+    log_lr = [c * delta * (total - n * delta / 2.0) - np.log(len(lengths) * total.shape[1])
+              for n, total in zip(lengths, totals)]
+    top = np.max([lg.max(axis=1) for lg in log_lr], axis=0)
+    top = np.where(np.isfinite(top), top, 0.0)[:, None]
+    weights = [np.exp(lg - top) for lg in log_lr]
+    total_w = np.sum([w.sum(axis=1) for w in weights], axis=0)
+    llr = np.log(np.maximum(total_w, 1e-300)) + top[:, 0]
+    on_prob = np.zeros((m, k))
+    if with_on_prob:
+        # cell t lies in the runs that start at t-n+1 .. t: a run adds its weight from its first
+        # cell on and takes it off after its last, so one cumulative sum gives every coverage
+        change = np.zeros((m, k + 1))
+        for n, w in zip(lengths, weights):
+            change[:, :w.shape[1]] += w
+            change[:, n:n + w.shape[1]] -= w
+        on_prob = np.cumsum(change[:, :k], axis=1) / np.maximum(total_w[:, None], 1e-300) * valid
+    return Evidence(offset_s, frame, valid, np.clip(on_prob, 0.0, 1.0), llr)
+
+
+def decoy_llr(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, window_s: float,
+              zrow: np.ndarray | None = None, discount: float | None = None) -> np.ndarray:
+    """``(m,)`` the :func:`segment_evidence` statistic of each caption half a video away from its
+    ASR time (frames rolled by T // 2): what the statistic looks like where the caption is not
+    expected, measured on this run's own footage, noise and model."""
+    zrow = row_z(np.asarray(sim, dtype=np.float64)) if zrow is None else zrow
+    c = noise_discount(zrow) if discount is None else discount
+    rolled = np.roll(zrow, zrow.shape[1] // 2, axis=1)
+    return segment_evidence(rolled, asr_centre_s, fps, window_s, False, zrow=rolled, discount=c).llr
+
+
+def on_prob_per_second(evidence: Evidence, window_s: float) -> np.ndarray:
+    """``(m, 2 W + 1)`` float32 ``on_prob`` at whole-second offsets -W .. W (W = round(window_s)),
+    nearest grid cell: the common grid on which a run's captions are pooled for the EM."""
+    half = int(round(window_s))
+    seconds = np.arange(-half, half + 1, dtype=np.float64)
+    cell = np.clip(np.searchsorted(evidence.offset_s, seconds), 0, len(evidence.offset_s) - 1)
+    return evidence.on_prob[:, cell].astype(np.float32)
+
+
+def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarray, window_s: float,
+                     n_iter: int = 50, prior_count: float = 20.0) -> OffsetPrior:
+    """EM fit of :class:`OffsetPrior` to captions' evidence ``on_prob: (n, K)`` on the common grid
+    ``offset_s: (K,)``, caption i weighted by ``weight[i]`` (its alignability).
+
+    E-step: ``gamma_i(d) ∝ on_prob_i(d) pi(d)``, split into the Gaussian's and the outliers'
+    shares. M-step: weighted moments. ``prior_count`` pseudo-captions whose evidence is flat hold
+    the fit to :func:`start_prior` (mu 0, sigma W / 4, 20% outliers) with the weight of that many
+    captions, so a run without usable evidence keeps its ASR times instead of fitting noise; with
+    hundreds of visible captions they do not matter.
+    """
+    start = start_prior(window_s)
+    r = np.asarray(on_prob, dtype=np.float64)
+    w = np.asarray(weight, dtype=np.float64)
+    d = np.asarray(offset_s, dtype=np.float64)
+    keep = (r.sum(axis=1) > 0) & (w > 0)
+    r, w = r[keep], w[keep]
+    prior = start
+    n_all = w.sum() + prior_count
+    for _ in range(n_iter):
+        pi = prior.density(d)
+        joint = r * pi[None, :]
+        gamma = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1e-300)
+        gauss_share = prior.gaussian(d) / np.maximum(pi, 1e-300)
+        wg = (w[:, None] * gamma * gauss_share[None, :]).sum(axis=0)  # (K,) Gaussian mass per offset
+        pseudo = prior_count * (1.0 - start.outlier_share)
+        n_gauss = wg.sum() + pseudo
+        mu = float((wg * d).sum() / n_gauss)
+        var = ((wg * (d - mu) ** 2).sum() + pseudo * (start.sigma_s ** 2 + mu ** 2)) / n_gauss
+        sigma = float(np.clip(np.sqrt(var), 0.5, window_s))
+        rho = float(np.clip((n_all - n_gauss) / n_all, 1e-3, 0.999))
+        prior = OffsetPrior(mu, sigma, rho, window_s)
+    return prior
+
+
+def posterior_centre_s(evidence: Evidence, prior: OffsetPrior, visible: np.ndarray, duration_s: np.ndarray,
+                       fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(centre_s: (m,), mass: (m,))``: span centres, seconds, the argmax of the posterior
+    box-summed over each caption's own duration (module docstring, step 3; ties go to the cell
+    nearest the prior's mode), and the posterior mass in that window (each row's sums to 1).
+    ``visible: (m,)`` in [0, 1] is each caption's alignability."""
+    from curation.spans import box_smooth
+
+    pi = prior.density(evidence.offset_s)[None, :] * evidence.valid
+    pi_norm = pi / np.maximum(pi.sum(axis=1, keepdims=True), 1e-300)
+    joint = evidence.on_prob * pi
+    z = joint.sum(axis=1, keepdims=True)
+    with_evidence = np.where(z > 0, joint / np.maximum(z, 1e-300), pi_norm)
+    v = np.clip(np.asarray(visible, dtype=np.float64), 0.0, 1.0)[:, None]
+    post = (1.0 - v) * pi_norm + v * with_evidence
+    width = np.maximum(np.round(np.asarray(duration_s) * fps), 1)
+    smoothed = box_smooth(post, width)
+    best = smoothed.max(axis=1, keepdims=True)
+    near = np.abs(evidence.offset_s - prior.mu_s)[None, :]
+    k = np.argmin(np.where(smoothed >= best * (1 - 1e-9), near, np.inf), axis=1)
+    rows = np.arange(len(k))
+    return (evidence.frame[rows, k] + 0.5) / fps, smoothed[rows, k]
