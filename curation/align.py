@@ -127,33 +127,30 @@ def _soft_alignment(sim: np.ndarray, asr_start_s, asr_end_s, fps, params: AlignP
     return ot.plain_plan(scored, params.eps, params.n_iter), no_bucket
 
 
-def _ncl(cosine: np.ndarray, params: AlignParams) -> np.ndarray:
-    return similarity.ncl_normalise(cosine, params.ncl_tau(cosine)) if params.ncl else np.asarray(cosine, np.float64)
-
-
 def _asr_centre_s(asr_start_s, asr_end_s) -> np.ndarray:
     return (np.asarray(asr_start_s, dtype=np.float64) + np.asarray(asr_end_s, dtype=np.float64)) / 2.0
 
 
 def caption_evidence(cosine: np.ndarray, asr_start_s, asr_end_s, fps: float, params: AlignParams) -> timing.Evidence:
-    """Segment evidence (``curation.timing``) of every caption of one video, on the NCL-normalised
-    cosine (no temporal smoothing, no min-max: the evidence model standardises each row)."""
-    return timing.segment_evidence(_ncl(cosine, params), _asr_centre_s(asr_start_s, asr_end_s), fps, params.window_s)
+    """Segment evidence (``curation.timing``) of every caption of one video, on the plain cosine
+    (no smoothing, NCL or min-max: the evidence model standardises it by a median polish)."""
+    return timing.segment_evidence(cosine, _asr_centre_s(asr_start_s, asr_end_s), fps, params.window_s)
 
 
 def calibration_stats(video_id: str, caption_emb, frame_emb, asr_start_s, asr_end_s, fps: float,
-                      params: AlignParams, evidence: timing.Evidence | None = None):
+                      params: AlignParams, decoy_pool=None, evidence: timing.Evidence | None = None):
     """One video's share of the run-level calibration (``curation.calibration.VideoStats``):
-    its captions' evidence statistics, their decoys' and its EM sample."""
+    its captions' evidence statistics, their decoys' (captions of other videos from
+    ``decoy_pool``, a ``curation.calibration.DecoyPool``) and its EM sample."""
     from curation import calibration
 
-    sim = _ncl(similarity.cosine_similarity(caption_emb, frame_emb), params)
+    sim = similarity.cosine_similarity(caption_emb, frame_emb)
     centre = _asr_centre_s(asr_start_s, asr_end_s)
-    zrow = timing.row_z(sim)
-    discount = timing.noise_discount(zrow)
     if evidence is None:
-        evidence = timing.segment_evidence(sim, centre, fps, params.window_s, zrow=zrow, discount=discount)
-    decoy = timing.decoy_llr(sim, centre, fps, params.window_s, zrow=zrow, discount=discount)
+        evidence = timing.segment_evidence(sim, centre, fps, params.window_s)
+    decoy_emb = calibration.decoys_for(decoy_pool, video_id, len(centre), np.shape(caption_emb)[1])
+    decoy_sim = None if decoy_emb is None else similarity.cosine_similarity(decoy_emb, frame_emb)
+    decoy = timing.decoy_llr(sim, decoy_sim, centre, fps, params.window_s)
     return calibration.video_stats(video_id, evidence, decoy, params.window_s)
 
 
@@ -165,7 +162,8 @@ def _align_posterior(caption_emb, frame_emb, raw: np.ndarray, asr_start_s, asr_e
 
     evidence = caption_evidence(raw, asr_start_s, asr_end_s, fps, params)
     if run_calibration is None:  # a lone video: calibrated on itself
-        stats = calibration_stats("video", caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params, evidence)
+        stats = calibration_stats("video", caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params,
+                                  evidence=evidence)
         run_calibration = calibration.estimate(stats, params.window_s)
     alignability = run_calibration.alignability(evidence.llr)
     centre_s, concentration = timing.posterior_centre_s(evidence, run_calibration.prior, alignability, duration_s, fps)

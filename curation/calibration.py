@@ -5,8 +5,11 @@ in any order (so every runner gives the same result):
 
 * **Alignability** (``P(the caption is shown near its ASR time)``). Each caption's evidence
   statistic ``x = llr`` (``curation.timing``) is counted in a fixed-bin histogram, and so is
-  the same statistic of a *decoy* (the caption's row half a video away). The decoys show what
-  ``x`` looks like without the caption on screen, on this run's footage, noise and encoder.
+  the same statistic of a *decoy*: a caption of another video of the run, scored on this
+  video's footage on the same grid (``curation.timing.decoy_llr``). The decoys come from a
+  run-level pool (:class:`DecoyPool`: the ``POOL_SIZE`` captions with the smallest hashes of
+  ``video_id/caption_idx``); they show what ``x`` looks like for a caption that is not about
+  this footage, on this run's footage, noise and encoder.
   Per coarse bin b (width 0.1 in ``asinh(x)``) with counts ``r_b`` (captions) and ``d_b``
   (decoys), the local false-discovery rate is
 
@@ -39,6 +42,50 @@ N_BINS = 2800
 PSEUDO_COUNT = 5.0
 COARSE = 20  # fine bins per coarse bin
 SAMPLE_SIZE = 20000
+POOL_SIZE = 256
+TIE_BREAK = 1e-3
+
+
+class DecoyPool(NamedTuple):
+    """Caption embeddings of the run that serve as decoys (merged by :func:`merge_pools`)."""
+
+    keys: np.ndarray       # (n,) uint64 sample keys, ascending
+    video_ids: tuple       # (n,) the video of each caption
+    emb: np.ndarray        # (n, D) float32
+
+
+def pool_candidates(video_id: str, caption_emb: np.ndarray) -> DecoyPool:
+    """One video's candidates for the run's decoy pool: its captions with the smallest keys."""
+    keys = sample_keys(video_id, len(caption_emb))
+    order = np.argsort(keys, kind="stable")[:POOL_SIZE]
+    return DecoyPool(keys[order], (video_id,) * len(order), np.asarray(caption_emb, dtype=np.float32)[order])
+
+
+def merge_pools(parts: Sequence[DecoyPool | None]) -> DecoyPool | None:
+    """The ``POOL_SIZE`` smallest keys of several pools; the same whatever the order of ``parts``."""
+    parts = [p for p in parts if p is not None and len(p.keys)]
+    if not parts:
+        return None
+    dims = {p.emb.shape[1] for p in parts}
+    dim = max(dims, key=lambda d: (sum(len(p.keys) for p in parts if p.emb.shape[1] == d), d))
+    parts = [p for p in parts if p.emb.shape[1] == dim]  # a video of another width fails in Realign
+    keys = np.concatenate([p.keys for p in parts])
+    ids = sum((tuple(p.video_ids) for p in parts), ())
+    emb = np.concatenate([p.emb for p in parts])
+    order = np.lexsort((np.array(ids, dtype=object).astype(str), keys))[:POOL_SIZE]
+    return DecoyPool(keys[order], tuple(ids[i] for i in order), emb[order])
+
+
+def decoys_for(pool: DecoyPool | None, video_id: str, n_captions: int, dim: int) -> np.ndarray | None:
+    """``(m, D)`` one decoy embedding per caption of ``video_id``: pool captions of other videos,
+    in turn from a start the video's own hash picks; None when the pool has none of width D."""
+    if pool is None or pool.emb.shape[1] != dim:
+        return None
+    others = np.flatnonzero(np.array([v != video_id for v in pool.video_ids], dtype=bool))
+    if not len(others):
+        return None
+    start = int(sample_keys(video_id, 1)[0] % len(others))
+    return pool.emb[others[(start + np.arange(n_captions)) % len(others)]]
 
 
 class VideoStats(NamedTuple):
@@ -61,8 +108,11 @@ class RunCalibration(NamedTuple):
     visible_share: float             # mean alignability over the sample
 
     def alignability(self, llr: np.ndarray) -> np.ndarray:
-        """``(m,)`` in [0, 1] for statistics ``llr: (m,)``."""
-        return self.alignability_by_bin[bin_of(llr)]
+        """``(m,)`` in [0, 1] for statistics ``llr: (m,)``: the calibrated probability of its bin
+        (times 1 - ``TIE_BREAK``) plus ``TIE_BREAK`` times a logistic of ``asinh(llr)``, so
+        captions keep the order of their evidence where the calibrated probability is flat."""
+        x = np.arcsinh(np.asarray(llr, dtype=np.float64))
+        return (1.0 - TIE_BREAK) * self.alignability_by_bin[bin_of(llr)] + TIE_BREAK / (1.0 + np.exp(-x))
 
     def describe(self) -> str:
         """The offset model in words ("narration leads the action by 2.5 s, spread 8.0 s, ...")."""

@@ -45,7 +45,8 @@ def run_calibration(videos: Sequence[EvalVideo], params: AlignParams):
     """Method ``posterior``'s run-level calibration over ``videos``, as a pipeline run makes it."""
     from curation import calibration
 
-    stats = [calibration_stats(f"v{i}", v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params)
+    pool = calibration.merge_pools([calibration.pool_candidates(f"v{i}", v.caption_emb) for i, v in enumerate(videos)])
+    stats = [calibration_stats(f"v{i}", v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, pool)
              for i, v in enumerate(videos)]
     return calibration.estimate(calibration.merge(stats), params.window_s)
 
@@ -75,23 +76,24 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
     )
 
 
+#: The realignment default before the posterior aligner (``configs/norton-v0.yaml``).
+NORTON_V0 = AlignParams(method="norton", ncl_temperature=0.05, ncl_relative=False)
+
+
 def benchmark_methods(base: AlignParams) -> dict[str, AlignParams]:
-    """The comparison table of ``nccurate bench align``: baselines, ablations of the default."""
-    raw = dataclasses.replace(base, smooth_s=0.0, ncl=False)
+    """The rows of ``nccurate bench align``: the ASR baseline, a windowed argmax, each seed
+    method on its own, the old default and ``base`` (the configured aligner)."""
     r = dataclasses.replace
+    raw = r(NORTON_V0, smooth_s=0.0, ncl=False)
     return {
         "ASR timestamps (baseline)": r(raw, method="asr"),
-        "argmax, global, raw cosine": r(raw, method="argmax", window_s=None, prior_sigma_s=None),
         "argmax, ±window, raw cosine": r(raw, method="argmax", prior_sigma_s=None),
-        "argmax, ±window, smoothed+NCL": r(base, method="argmax", prior_sigma_s=None),
-        "Norton OT, no bucket, no window": r(base, method="norton", bucket=False, window_s=None, prior_sigma_s=None),
-        "Norton OT + bucket, no window": r(base, method="norton", window_s=None, prior_sigma_s=None),
-        "Norton OT, no bucket, ±window": r(base, method="norton", bucket=False),
-        "Norton OT + bucket + ±window, NCL off": r(base, method="norton", ncl=False),
-        "Norton OT + bucket + ±window + Gaussian prior 30 s": r(base, method="norton", prior_sigma_s=30.0),
-        "Norton OT + bucket + ±window, run-level p": r(base, method="norton", prompt_mode="run"),
-        "S2DTW (VT-TWINS)": r(base, method="s2dtw"),
-        "default config": base,
+        "NCL + argmax, ±window (Park et al.)": r(NORTON_V0, method="argmax", smooth_s=0.0, ncl_relative=True,
+                                               ncl_temperature=1.0),
+        "Norton OT + bucket, ±window (Lin et al.)": r(NORTON_V0, smooth_s=0.0, ncl=False),
+        "S2DTW (VT-TWINS, Ko et al.)": r(NORTON_V0, method="s2dtw"),
+        "old default (norton-v0: smoothed, NCL, OT + bucket)": NORTON_V0,
+        f"this config ({base.method})": base,
     }
 
 
@@ -101,4 +103,17 @@ def format_table(scores: Sequence[MethodScore], title: str) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for s in scores:
         lines.append(f"| {s.name} | {s.r_at_1:.1f} | {s.auc:.1f} | {s.kept_alignable:.1f} | {s.kept_other:.1f} | {s.videos_per_s:.1f} |")
+    return "\n".join(lines)
+
+
+def format_world_table(scores: dict[str, dict[str, MethodScore]], asr_row: str, title: str) -> str:
+    """Markdown: rows = methods, columns = worlds, cells ``R@1 / AUC``, and each method's worst
+    R@1 margin over the ``asr_row`` method across the worlds."""
+    worlds = list(next(iter(scores.values())))
+    lines = [title, "", "| method | " + " | ".join(worlds) + " | worst R@1 − ASR |",
+             "|---|" + "---:|" * (len(worlds) + 1)]
+    for name, by_world in scores.items():
+        cells = [f"{s.r_at_1:.1f} / {s.auc:.1f}" for s in by_world.values()]
+        worst = min(by_world[w].r_at_1 - scores[asr_row][w].r_at_1 for w in worlds)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {worst:+.1f} |")
     return "\n".join(lines)

@@ -1,13 +1,13 @@
 """Caption timing as a posterior: segment evidence near the ASR time times a run-level offset prior.
 
-Notation: m captions, T frames at ``fps``; ``sim: (m, T)`` a prepared (NCL-normalised, not
-smoothed) similarity; ``asr_centre_s: (m,)``. Every caption is looked at on its own *offset
+Notation: m captions, T frames at ``fps``; ``sim: (m, T)`` caption-frame cosine similarity;
+``asr_centre_s: (m,)``. Every caption is looked at on its own *offset
 grid*: the K = 2 * round(window_s * fps) + 1 frames around its ASR centre frame, at offsets
 ``d_k = (k - K // 2) / fps`` seconds (true time minus ASR time).
 
-1. **Evidence** (:func:`segment_evidence`). Each row is standardised by its median and MAD over
-   the whole video, ``z = (S - median) / (1.4826 MAD)`` (a caption's concept fills a small part
-   of a video, so these are its off level and noise). Single-segment model: the caption is shown
+1. **Evidence** (:func:`segment_evidence`). ``sim`` is the plain cosine; :func:`standardise`
+   turns it into z by a median polish (frame medians, then caption medians removed; one noise
+   scale per video). Single-segment model: the caption is shown
    nowhere in its grid, or on one run of n frames (n on a geometric ladder 2 ... K, each length
    equally likely, each start equally likely). A run's likelihood ratio against "nowhere" is
 
@@ -100,22 +100,49 @@ def offset_grid(asr_centre_s: np.ndarray, n_frames: int, fps: float, window_s: f
     return steps / fps, np.clip(frame, 0, n_frames - 1), valid
 
 
-def row_z(sim: np.ndarray) -> np.ndarray:
-    """``(m, T)`` rows standardised by their median and MAD (times 1.4826) over the whole video."""
-    med = np.median(sim, axis=1, keepdims=True)
-    mad = np.median(np.abs(sim - med), axis=1, keepdims=True) * 1.4826
-    return (sim - med) / np.where(mad > 1e-12, mad, 1.0)
+class Polish(NamedTuple):
+    """A median polish of one video's ``sim: (m, T)`` (:func:`polish`)."""
+
+    z: np.ndarray           # (m, T) standardised similarity
+    frame_median: np.ndarray  # (T,) each frame's median over the captions
+    scale: float            # the video's noise scale
 
 
-def noise_discount(z: np.ndarray) -> float:
-    """``c = (1 - a) / (1 + a)`` for the median over rows of the lag-1 autocorrelation ``a`` of
-    ``z: (m, T)`` (clipped to [0, 0.95]): the variance-inflation of a mean of AR(1) noise."""
+def polish(sim: np.ndarray) -> Polish:
+    """z of a similarity matrix by a median polish: minus each frame's median over the captions
+    (a hub frame, similar to every caption, is no evidence for any), then minus each caption's
+    median over the frames (its off level), over one noise scale for the whole video (1.4826
+    times the median absolute value), so rows keep their strengths relative to one another: a
+    caption that matches nothing fluctuates less than one whose concept is on screen. Invariant
+    to an affine change of the cosines: an encoder's cosine band does not matter."""
+    sim = np.asarray(sim, dtype=np.float64)
+    frame_median = np.median(sim, axis=0)
+    centred = sim - frame_median[None, :]
+    centred = centred - np.median(centred, axis=1, keepdims=True)
+    mad = float(np.median(np.abs(centred))) * 1.4826
+    scale = mad if mad > 1e-12 else 1.0
+    return Polish(centred / scale, frame_median, scale)
+
+
+def standardise(sim: np.ndarray) -> np.ndarray:
+    """``(m, T)``: the z of :func:`polish`."""
+    return polish(sim).z
+
+
+def noise_lag1(z: np.ndarray) -> float:
+    """Median over rows of the lag-1 autocorrelation of ``z: (m, T)``, clipped to [0, 0.95]."""
     if z.shape[1] < 3:
-        return 1.0
+        return 0.0
     num = (z[:, 1:] * z[:, :-1]).sum(axis=1)
     den = (z[:, 1:] ** 2).sum(axis=1)
     rows = num[den > 0] / den[den > 0]
-    a = float(np.clip(np.median(rows), 0.0, 0.95)) if rows.size else 0.0
+    return float(np.clip(np.median(rows), 0.0, 0.95)) if rows.size else 0.0
+
+
+def noise_discount(z: np.ndarray) -> float:
+    """``c = (1 - a) / (1 + a)`` for ``a`` = :func:`noise_lag1` of ``z``: the inverse of the
+    variance inflation of a mean of AR(1) noise."""
+    a = noise_lag1(z)
     return (1.0 - a) / (1.0 + a)
 
 
@@ -124,10 +151,10 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
                      discount: float | None = None) -> Evidence:
     """Evidence of every caption on its offset grid (module docstring, step 1). With
     ``with_on_prob=False`` only ``llr`` is computed (``on_prob`` is zeros). ``zrow`` and
-    ``discount``, when given, are :func:`row_z` and :func:`noise_discount` of ``sim``."""
+    ``discount``, when given, are :func:`standardise` and :func:`noise_discount` of ``sim``."""
     m, n_frames = sim.shape
     offset_s, frame, valid = offset_grid(asr_centre_s, n_frames, fps, window_s)
-    zrow = row_z(np.asarray(sim, dtype=np.float64)) if zrow is None else zrow
+    zrow = standardise(sim) if zrow is None else zrow
     c = noise_discount(zrow) if discount is None else discount
     z = np.where(valid, np.take_along_axis(zrow, frame, axis=1), 0.0)
     k = z.shape[1]
@@ -163,15 +190,23 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     return Evidence(offset_s, frame, valid, np.clip(on_prob, 0.0, 1.0), llr)
 
 
-def decoy_llr(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, window_s: float,
-              zrow: np.ndarray | None = None, discount: float | None = None) -> np.ndarray:
-    """``(m,)`` the :func:`segment_evidence` statistic of each caption half a video away from its
-    ASR time (frames rolled by T // 2): what the statistic looks like where the caption is not
-    expected, measured on this run's own footage, noise and model."""
-    zrow = row_z(np.asarray(sim, dtype=np.float64)) if zrow is None else zrow
-    c = noise_discount(zrow) if discount is None else discount
-    rolled = np.roll(zrow, zrow.shape[1] // 2, axis=1)
-    return segment_evidence(rolled, asr_centre_s, fps, window_s, False, zrow=rolled, discount=c).llr
+def decoy_llr(sim: np.ndarray, decoy_sim: np.ndarray | None, asr_centre_s: np.ndarray, fps: float,
+              window_s: float) -> np.ndarray:
+    """``(m,)`` the :func:`segment_evidence` statistic of *decoy* captions on caption i's grid:
+    ``decoy_sim: (m, T)`` holds the cosines of m captions of other videos against this video's
+    frames, standardised as this video's own rows are (its frame medians and noise scale, each
+    decoy row's own median). A decoy is a caption that is not about this footage: its statistic
+    is what chance gives on this footage, this noise and this encoder. Without decoys
+    (``decoy_sim`` None: a run of one video) the video's own rows are used half a video away
+    (frames rolled by T // 2)."""
+    own = polish(sim)
+    discount = noise_discount(own.z)
+    if decoy_sim is None:
+        z = np.roll(own.z, own.z.shape[1] // 2, axis=1)
+    else:
+        centred = np.asarray(decoy_sim, dtype=np.float64) - own.frame_median[None, :]
+        z = (centred - np.median(centred, axis=1, keepdims=True)) / own.scale
+    return segment_evidence(z, asr_centre_s, fps, window_s, False, zrow=z, discount=discount).llr
 
 
 def on_prob_per_second(evidence: Evidence, window_s: float) -> np.ndarray:

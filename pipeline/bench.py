@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from curation.evaluate import EvalVideo, benchmark_methods, format_table, score_method
+from curation.evaluate import EvalVideo, benchmark_methods, format_table, format_world_table, score_method
 from curation.synth import SynthVideo, WorldParams, make_corpus
 from pipeline.config import Config
 
@@ -51,20 +51,63 @@ def load_truth_videos(manifest: str, truth_path: str, config: Config) -> list[Ev
     return videos
 
 
-def bench_align(config: Config, n_videos: int = 100, seed: int = 0, manifest: str | None = None,
-                truth: str | None = None) -> str:
-    """The method table on the synthetic world (or on a user's HTM-Align-format truth)."""
+def video_world(config: Config, n_videos: int, seed: int, workdir: str) -> list[EvalVideo]:
+    """The video demo's world as the demo runs it: its H.264 corpus written to ``workdir``,
+    decoded at ``decode.sample_fps`` and embedded by the shipped tiny model."""
+    from pipeline.demo import demo_config, make_inputs
+    from pipeline.report import SimilarityMatrices
+
+    manifest, truth_path = make_inputs(workdir, "video", n_videos, seed)
+    cfg = demo_config(config, "video")
+    with open(truth_path, encoding="utf-8") as handle:
+        truth = json.load(handle)
+    source = SimilarityMatrices({"config": cfg.to_dict(), "manifest": manifest})
+    videos = []
+    for video_id in sorted(truth):
+        caption_emb, frame_emb, fps, caps = source.embeddings_of(video_id)
+        rows = truth[video_id]
+        videos.append(EvalVideo(caption_emb, frame_emb, fps, np.array(caps.start_s), np.array(caps.end_s),
+                                np.array([bool(r[0]) for r in rows]),
+                                np.array([float(r[1]) if r[0] else np.nan for r in rows]),
+                                np.array([float(r[2]) if r[0] else np.nan for r in rows])))
+    return videos
+
+
+def _world_table(worlds: dict[str, list[EvalVideo]], config: Config, title: str) -> str:
+    methods = benchmark_methods(config.align)
+    scores = {name: {w: score_method(name, videos, params) for w, videos in worlds.items()}
+              for name, params in methods.items()}
+    return format_world_table(scores, next(iter(methods)), title)
+
+
+def bench_align(config: Config, n_videos: int = 40, seed: int = 0, manifest: str | None = None,
+                truth: str | None = None, held_out: bool = True, video: bool = True) -> str:
+    """The method tables (``curation.evaluate.benchmark_methods``) on the benchmark family of
+    worlds (``curation.worlds``), or on a user's HTM-Align-format truth.
+
+    Tables: the named worlds at ``seed`` (plus the video demo's world, ``video``); with
+    ``held_out``, the same worlds at seeds ``seed + 1`` and ``seed + 2`` pooled, and five
+    worlds whose knobs are drawn at random (``curation.worlds.random_world``) on seeds
+    ``seed + 100 ...``: the seeds the method was never looked at on while it was designed."""
+    from curation.worlds import WORLDS, random_world
+
     if truth:
         videos = load_truth_videos(manifest, truth, config)
-        title = f"Alignment on {truth}: {len(videos)} videos"
-    else:
-        videos = [eval_video_of(v) for v in make_corpus(n_videos, seed)]
-        n_caps = sum(len(v.alignable) for v in videos)
-        share = 100.0 * sum(int(v.alignable.sum()) for v in videos) / n_caps
-        title = (f"Alignment on the synthetic world: {n_videos} videos (seed {seed}), {n_caps} captions, "
-                 f"{share:.0f}% alignable; R@1 and AUC in %, window ±{config.align.window_s} s")
-    scores = [score_method(name, videos, params) for name, params in benchmark_methods(config.align).items()]
-    return format_table(scores, title)
+        scores = [score_method(name, videos, params) for name, params in benchmark_methods(config.align).items()]
+        return format_table(scores, f"Alignment on {truth}: {len(videos)} videos")
+    corpus = lambda params, s: [eval_video_of(v) for v in make_corpus(n_videos, s, params)]  # noqa: E731
+    worlds = {name: corpus(params, seed) for name, params in WORLDS.items()}
+    if video:
+        with tempfile.TemporaryDirectory() as tmp:
+            worlds["video demo"] = video_world(config, 24, seed, tmp)
+    note = f"R@1 / AUC in %; {n_videos} videos per synthetic world, window ±{config.align.window_s} s"
+    tables = [_world_table(worlds, config, f"Worlds at seed {seed} ({note})")]
+    if held_out:
+        fresh = {name: corpus(params, seed + 1) + corpus(params, seed + 2) for name, params in WORLDS.items()}
+        tables.append(_world_table(fresh, config, f"Held-out seeds {seed + 1} and {seed + 2}, pooled ({note})"))
+        drawn = {f"random {seed + 100 + i}": corpus(random_world(seed + 100 + i), seed + 100 + i) for i in range(5)}
+        tables.append(_world_table(drawn, config, f"Worlds drawn at random (curation.worlds.random_world) ({note})"))
+    return "\n\n".join(tables)
 
 
 def _time_per_video(fn, items) -> float:

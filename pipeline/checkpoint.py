@@ -12,7 +12,8 @@ the work it saves is done:
 * ``_work/results/{video_id}.tar``: everything the video contributes to the outputs: its index
   rows, its kept samples (clip bytes included), its failure rows, its outcome counts and, for
   ``align.prompt_mode=run``, its paired-similarity histogram; for ``align.method=posterior``,
-  its share of the run-level calibration (``curation.calibration.VideoStats``).
+  its share of the run-level calibration (``curation.calibration.VideoStats``) and its
+  candidates for the run's decoy pool.
 
 Every output file (shards, index, failures, summary, shardindex) is a deterministic function of
 these per-video results, so a resumed run writes the same bytes as an uninterrupted one.
@@ -155,6 +156,9 @@ def save_result(output: str, video_id: str, result: dict) -> None:
     if result.get("calibration") is not None:
         stats = result["calibration"]
         members.extend((f"calibration.{name}.npy", npy_bytes(getattr(stats, name))) for name in stats._fields)
+    if result.get("decoys") is not None:
+        pool = result["decoys"]
+        members.extend([("decoys.keys.npy", npy_bytes(pool.keys)), ("decoys.emb.npy", npy_bytes(pool.emb))])
     for i, sample in enumerate(result["samples"]):
         members.extend((f"{i:05d}.{name}", sample[name]) for name in sorted(sample) if name != "__key__")
     buf = io.BytesIO()
@@ -198,5 +202,11 @@ def load_result(output: str, video_id: str) -> dict | None:
         from curation.calibration import VideoStats
 
         calibration = VideoStats(*(array(f"calibration.{name}.npy") for name in VideoStats._fields))
-    return {"rows": meta["rows"], "samples": samples, "failures": meta["failures"],
-            "outcome": meta["outcome"], "histogram": array("histogram.npy"), "calibration": calibration}
+    decoys = None
+    if "decoys.keys.npy" in members:
+        from curation.calibration import DecoyPool
+
+        keys = array("decoys.keys.npy")
+        decoys = DecoyPool(keys, (video_id,) * len(keys), array("decoys.emb.npy"))
+    return {"rows": meta["rows"], "samples": samples, "failures": meta["failures"], "outcome": meta["outcome"],
+            "histogram": array("histogram.npy"), "calibration": calibration, "decoys": decoys}

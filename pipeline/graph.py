@@ -8,8 +8,8 @@ from pipeline.config import Config
 from pipeline.sinks import Finalize, WriteIndex, WriteShards, shard_count
 from pipeline.summary import RunRecords
 from pipeline.video import LoadVideoInputs
-from pipeline.transforms import (CALIBRATIONS, FAILURES, HISTOGRAMS, OUTCOMES, SAMPLES, LoadInputs, ReadManifest, Realign,
-                                 Resume, RunCalibration, RunPromptValue, SumCounts)
+from pipeline.transforms import (CALIBRATIONS, DECOYS, FAILURES, HISTOGRAMS, OUTCOMES, SAMPLES, DecoyPool, LoadInputs,
+                                 ReadManifest, Realign, Resume, RunCalibration, RunPromptValue, SumCounts)
 
 
 def provenance(config: Config) -> dict:
@@ -55,10 +55,12 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     prompt = None
     if config.align.prompt_mode == "run":
         prompt = inputs | "RunPrompt" >> RunPromptValue(config.align, resumed[HISTOGRAMS] if resume else None)
-    calibration = None
+    calibration = pool = None
     if config.align.method == "posterior":
-        calibration = inputs | "RunCalibration" >> RunCalibration(config.align, resumed[CALIBRATIONS] if resume else None)
-    fresh = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt, work, calibration)
+        pool = inputs | "DecoyPool" >> DecoyPool(resumed[DECOYS] if resume else None)
+        calibration = inputs | "RunCalibration" >> RunCalibration(config.align, pool,
+                                                                  resumed[CALIBRATIONS] if resume else None)
+    fresh = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt, work, calibration, pool)
 
     def merged(tag: str, label: str):
         """Realign's output ``tag``, with the restored results' when resuming."""

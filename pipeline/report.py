@@ -140,6 +140,13 @@ class SimilarityMatrices:
         """``(sim (m, T), fps)``; ValueError/OSError with a one-line reason when the inputs are
         gone or unusable."""
         from curation.align import prepared_similarity
+
+        caption_emb, frame_emb, fps, _ = self.embeddings_of(video_id)
+        return prepared_similarity(caption_emb, frame_emb, self.config.align, fps), fps
+
+    def embeddings_of(self, video_id: str):
+        """``(caption_emb (m, D), frame_emb (T, D), fps, CaptionSet)`` of one video, as the run
+        computed them."""
         from pipeline.inputs import load_caption_set, load_frame_features
 
         cfg = self.config
@@ -159,7 +166,7 @@ class SimilarityMatrices:
         caption_emb = captions.emb
         if caption_emb is None:
             caption_emb = self.encoder.encode_texts(list(captions.text), cfg.model.text_batch_size)
-        return prepared_similarity(caption_emb, frame_emb, cfg.align, fps), fps
+        return caption_emb, frame_emb, fps, captions
 
 
 def _thumbnails(shards_dir: str, kept_rows: list[dict]) -> dict[str, object]:

@@ -29,6 +29,7 @@ OUTCOMES = "outcomes"
 SAMPLES = "samples"
 HISTOGRAMS = "histograms"
 CALIBRATIONS = "calibrations"
+DECOYS = "decoys"
 
 
 def failure_dict(video_id: str, stage: str, error: Exception) -> dict:
@@ -286,7 +287,7 @@ class _RealignFn(_StageDoFn):
         super().__init__()
         self.params, self.provenance, self.clips, self.output = params, provenance, clips, output
 
-    def process(self, inputs, run_prompt_value=None, run_calibration=None):
+    def process(self, inputs, run_prompt_value=None, run_calibration=None, decoy_pool=None):
         from pipeline.checkpoint import save_result
         from pipeline.rows import aligned_rows, failed_video_rows, samples_for_video
 
@@ -311,14 +312,18 @@ class _RealignFn(_StageDoFn):
         result = {"rows": rows, "samples": samples, "failures": failures, "outcome": outcome}
         if self.output is not None:
             save_result(self.output, inputs.video_id, {**result, "histogram": self._histogram(inputs),
-                                                       "calibration": self._calibration(inputs)})
+                                                       **self._calibration(inputs, decoy_pool)})
         yield from emit_result(result)
 
-    def _calibration(self, inputs):
-        """The video's share of the run-level calibration (method ``posterior`` only)."""
+    def _calibration(self, inputs, decoy_pool) -> dict:
+        """The video's shares of the run-level calibration and of the decoy pool (method
+        ``posterior`` only), for a resumed run to restore."""
         if self.params.method != "posterior" or not _has_histogram(inputs):
-            return None
-        return video_calibration_stats(inputs, self.params)
+            return {}
+        from curation.calibration import pool_candidates
+
+        return {"calibration": video_calibration_stats(inputs, self.params, decoy_pool),
+                "decoys": pool_candidates(inputs.video_id, inputs.captions.emb)}
 
     def _histogram(self, inputs):
         """The video's share of the run-level prompt value (``prompt_mode=run`` only)."""
@@ -334,13 +339,13 @@ def _has_histogram(video) -> bool:
     return video.ok and video.frames.emb.shape[1] == video.captions.emb.shape[1]
 
 
-def video_calibration_stats(video, params):
+def video_calibration_stats(video, params, decoy_pool):
     """``curation.calibration.VideoStats`` of one loaded video."""
     from curation.align import calibration_stats
 
     frames, captions = video.frames, video.captions
     return calibration_stats(video.video_id, captions.emb, frames.emb, np.array(captions.start_s),
-                             np.array(captions.end_s), frames.fps, params)
+                             np.array(captions.end_s), frames.fps, params, decoy_pool)
 
 
 class Realign(beam.PTransform):
@@ -349,15 +354,16 @@ class Realign(beam.PTransform):
     each video's result is checkpointed under ``OUT/_work`` before it is emitted."""
 
     def __init__(self, params, provenance: dict, clips, run_prompt_value=None, output: str | None = None,
-                 run_calibration=None):
+                 run_calibration=None, decoy_pool=None):
         super().__init__()
         self.params, self.provenance, self.clips, self.run_prompt_value = params, provenance, clips, run_prompt_value
-        self.output, self.run_calibration = output, run_calibration
+        self.output, self.run_calibration, self.decoy_pool = output, run_calibration, decoy_pool
 
     def expand(self, inputs):
         side = {} if self.run_prompt_value is None else {"run_prompt_value": beam.pvalue.AsSingleton(self.run_prompt_value)}
         if self.run_calibration is not None:
             side["run_calibration"] = beam.pvalue.AsSingleton(self.run_calibration)
+            side["decoy_pool"] = beam.pvalue.AsSingleton(self.decoy_pool)
         return inputs | TaggedParDo(_RealignFn(self.params, self.provenance, self.clips, self.output),
                                     SAMPLES, OUTCOMES, FAILURES, main="rows", **side)
 
@@ -384,12 +390,14 @@ class _ResumeFn(_StageDoFn):
             yield beam.pvalue.TaggedOutput(HISTOGRAMS, result["histogram"])
         if result["calibration"] is not None:
             yield beam.pvalue.TaggedOutput(CALIBRATIONS, result["calibration"])
+        if result["decoys"] is not None:
+            yield beam.pvalue.TaggedOutput(DECOYS, result["decoys"])
         yield from emit_result({**result, "outcome": {**result["outcome"], "videos_resumed": 1}}, rows_tag="rows")
 
 
 class Resume(beam.PTransform):
     """Refs -> ``{"todo": refs without a result checkpoint, "rows", SAMPLES, OUTCOMES, FAILURES,
-    HISTOGRAMS, CALIBRATIONS: the checkpointed results of the others}`` (``pipeline.checkpoint``)."""
+    HISTOGRAMS, CALIBRATIONS, DECOYS: the checkpointed results of the others}`` (``pipeline.checkpoint``)."""
 
     def __init__(self, output: str):
         super().__init__()
@@ -397,7 +405,7 @@ class Resume(beam.PTransform):
 
     def expand(self, refs):
         return refs | TaggedParDo(_ResumeFn(self.output), "rows", SAMPLES, OUTCOMES, FAILURES, HISTOGRAMS, CALIBRATIONS,
-                                  main="todo")
+                                  DECOYS, main="todo")
 
 
 class RunPromptValue(beam.PTransform):
@@ -426,45 +434,73 @@ class RunPromptValue(beam.PTransform):
                 | "Quantile" >> beam.Map(histogram_quantile, params.prompt_quantile, params))
 
 
+class DecoyPool(beam.PTransform):
+    """The run's decoy captions (``curation.calibration.DecoyPool``): every video's candidates
+    merged (order-independent); ``restored``: the candidates of checkpointed videos."""
+
+    def __init__(self, restored=None):
+        super().__init__()
+        self.restored = restored
+
+    def expand(self, inputs):
+        def candidates(video):
+            from curation.calibration import pool_candidates
+
+            if _has_histogram(video):
+                yield pool_candidates(video.video_id, video.captions.emb)
+
+        parts = inputs | "Candidates" >> beam.FlatMap(candidates)
+        if self.restored is not None:
+            parts = (parts, self.restored) | "WithRestored" >> beam.Flatten()
+        return parts | "Merge" >> beam.CombineGlobally(_Merge("merge_pools"))
+
+
 class RunCalibration(beam.PTransform):
     """Method ``posterior``'s run-level calibration (``curation.calibration``): every video's
-    evidence statistics, decoys and EM sample, merged (order-independent), then estimated once.
-    ``restored``: the stats of videos whose results were checkpointed by an earlier attempt."""
+    evidence statistics against decoys from ``decoy_pool`` (a singleton), merged
+    (order-independent), then estimated once. ``restored``: the stats of videos whose results
+    were checkpointed by an earlier attempt."""
 
-    def __init__(self, params, restored=None):
+    def __init__(self, params, decoy_pool, restored=None):
         super().__init__()
-        self.params, self.restored = params, restored
+        self.params, self.decoy_pool, self.restored = params, decoy_pool, restored
 
     def expand(self, inputs):
         from curation.calibration import estimate
 
         params = self.params
 
-        def stats(video):
+        def stats(video, pool):
             if _has_histogram(video):
-                yield video_calibration_stats(video, params)
+                yield video_calibration_stats(video, params, pool)
 
-        parts = inputs | "Stats" >> beam.FlatMap(stats)
+        parts = inputs | "Stats" >> beam.FlatMap(stats, beam.pvalue.AsSingleton(self.decoy_pool))
         if self.restored is not None:
             parts = (parts, self.restored) | "WithRestored" >> beam.Flatten()
         return (parts
-                | "Merge" >> beam.CombineGlobally(_MergeStats())
+                | "Merge" >> beam.CombineGlobally(_Merge("merge"))
                 | "Estimate" >> beam.Map(estimate, params.window_s))
 
 
-class _MergeStats(beam.CombineFn):
+class _Merge(beam.CombineFn):
+    """Combines with ``curation.calibration.<name>`` (a merge that is the same in any order)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def _merge(self, parts):
+        from curation import calibration
+
+        return getattr(calibration, self.name)(parts)
+
     def create_accumulator(self):
         return None
 
     def add_input(self, acc, value):
-        from curation.calibration import merge
-
-        return merge([acc, value])
+        return self._merge([acc, value])
 
     def merge_accumulators(self, accs):
-        from curation.calibration import merge
-
-        return merge(list(accs))
+        return self._merge(list(accs))
 
     def extract_output(self, acc):
         return acc
