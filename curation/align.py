@@ -144,12 +144,12 @@ def calibration_stats(video_id: str, caption_emb, frame_emb, asr_start_s, asr_en
     ``decoy_pool``, a ``curation.calibration.DecoyPool``) and its EM sample."""
     from curation import calibration
 
-    sim = similarity.cosine_similarity(caption_emb, frame_emb)
+    sim = similarity.cosine_similarity(caption_emb, frame_emb, np.float32)
     centre = _asr_centre_s(asr_start_s, asr_end_s)
     if evidence is None:
         evidence = timing.segment_evidence(sim, centre, fps, params.window_s)
     decoy_emb = calibration.decoys_for(decoy_pool, video_id, len(centre), np.shape(caption_emb)[1])
-    decoy_sim = None if decoy_emb is None else similarity.cosine_similarity(decoy_emb, frame_emb)
+    decoy_sim = None if decoy_emb is None else similarity.cosine_similarity(decoy_emb, frame_emb, np.float32)
     decoy = timing.decoy_llr(sim, decoy_sim, centre, fps, params.window_s)
     return calibration.video_stats(video_id, evidence, decoy, params.window_s)
 
@@ -160,7 +160,8 @@ def _align_posterior(caption_emb, frame_emb, raw: np.ndarray, asr_start_s, asr_e
     the evidence statistic, the span centre from the posterior over offsets."""
     from curation import calibration
 
-    evidence = caption_evidence(raw, asr_start_s, asr_end_s, fps, params)
+    evidence = caption_evidence(similarity.cosine_similarity(caption_emb, frame_emb, np.float32), asr_start_s,
+                                asr_end_s, fps, params)
     if run_calibration is None:  # a lone video: calibrated on itself
         stats = calibration_stats("video", caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params,
                                   evidence=evidence)

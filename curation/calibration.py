@@ -1,7 +1,9 @@
 """Run-level calibration of the ``posterior`` aligner, estimated from the run itself.
 
-Two things are learnt from every video of a run, from per-video statistics that merge exactly
-in any order (so every runner gives the same result):
+Two things are learnt from a sample of the run's captions: the ``SAMPLE_SIZE`` captions (and
+as many decoys) with the smallest hashes of ``video_id/caption_idx``. Per-video statistics
+merge exactly in any order and are immune to a runner delivering an element twice (merges keep
+each hash once), so every runner gives the same result:
 
 * **Alignability** (``P(the caption is shown near its ASR time)``). Each caption's evidence
   statistic ``x = llr`` (``curation.timing``) is counted in a fixed-bin histogram, and so is
@@ -10,21 +12,21 @@ in any order (so every runner gives the same result):
   run-level pool (:class:`DecoyPool`: the ``POOL_SIZE`` captions with the smallest hashes of
   ``video_id/caption_idx``); they show what ``x`` looks like for a caption that is not about
   this footage, on this run's footage, noise and encoder.
-  Per coarse bin b (width 0.1 in ``asinh(x)``) with counts ``r_b`` (captions) and ``d_b``
-  (decoys), the local false-discovery rate is
+  Over a block B of coarse bins (width 0.1 in ``asinh(x)``) with counts ``R_B`` (captions)
+  and ``D_B`` (decoys, one per caption), the local false-discovery rate is
 
-      lfdr_b = pi0 * (d_b + k) / (r_b + k),   pi0 = min(1, R(x < x_med) / D(x < x_med))
+      lfdr_B = pi0 * (D_B + k) / (R_B + k),   pi0 = min(1, R(x < x_med) / D(x < x_med))
 
   where ``x_med`` is the decoys' median and ``pi0`` the share of captions that are not shown
   (Storey's estimate: below the decoys' median nearly every caption is chance), and ``k =
   PSEUDO_COUNT`` pseudo-captions at ratio 1 keep a handful of lucky captions from looking
-  certain. ``lfdr`` is made non-increasing in x (weighted isotonic regression), and
+  certain. The counts are pooled over the blocks of a non-increasing (isotonic) fit of the
+  decoys' share to x first, so sparse bins borrow from their neighbours, and
   ``alignability = 1 - min(1, lfdr)``: the probability that a caption with that statistic is
   shown. A run whose footage says nothing about its captions has decoys like its captions:
   lfdr ~ 1, and every caption is dropped.
-* **The offset prior** ``pi(d)`` (``curation.timing.fit_offset_prior``): EM over a sample of
-  the run's captions (at most ``SAMPLE_SIZE``, the smallest hashes of ``video_id/caption_idx``,
-  so the sample does not depend on order), each weighted by its alignability.
+* **The offset prior** ``pi(d)`` (``curation.timing.fit_offset_prior``): EM over the sampled
+  captions, each weighted by its alignability.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 
 from curation import timing
 
-#: Histogram of ``asinh(llr)`` over [-6, 8]: llr from about -200 to 1500, 1/200 per bin.
+#: Bins of ``asinh(llr)`` over [-6, 8] (llr from about -200 to 1500, 1/200 per bin).
 X_RANGE = (-6.0, 8.0)
 N_BINS = 2800
 PSEUDO_COUNT = 5.0
@@ -57,12 +59,13 @@ class DecoyPool(NamedTuple):
 def pool_candidates(video_id: str, caption_emb: np.ndarray) -> DecoyPool:
     """One video's candidates for the run's decoy pool: its captions with the smallest keys."""
     keys = sample_keys(video_id, len(caption_emb))
-    order = np.argsort(keys, kind="stable")[:POOL_SIZE]
+    order = np.argsort(keys)[:POOL_SIZE]
     return DecoyPool(keys[order], (video_id,) * len(order), np.asarray(caption_emb, dtype=np.float32)[order])
 
 
 def merge_pools(parts: Sequence[DecoyPool | None]) -> DecoyPool | None:
-    """The ``POOL_SIZE`` smallest keys of several pools; the same whatever the order of ``parts``."""
+    """The ``POOL_SIZE`` smallest keys of several pools, each once; the same whatever the order of
+    ``parts`` and however often one of them is repeated."""
     parts = [p for p in parts if p is not None and len(p.keys)]
     if not parts:
         return None
@@ -72,7 +75,8 @@ def merge_pools(parts: Sequence[DecoyPool | None]) -> DecoyPool | None:
     keys = np.concatenate([p.keys for p in parts])
     ids = sum((tuple(p.video_ids) for p in parts), ())
     emb = np.concatenate([p.emb for p in parts])
-    order = np.lexsort((np.array(ids, dtype=object).astype(str), keys))[:POOL_SIZE]
+    _, first = np.unique(keys, return_index=True)  # each caption once, by key
+    order = first[:POOL_SIZE]
     return DecoyPool(keys[order], tuple(ids[i] for i in order), emb[order])
 
 
@@ -89,13 +93,13 @@ def decoys_for(pool: DecoyPool | None, video_id: str, n_captions: int, dim: int)
 
 
 class VideoStats(NamedTuple):
-    """One video's share of the calibration (merged by :func:`merge`)."""
+    """One video's share of the calibration, or several videos' merged (:func:`merge`)."""
 
-    real_counts: np.ndarray   # (N_BINS,) int64 histogram of the captions' statistic
-    decoy_counts: np.ndarray  # (N_BINS,) int64 histogram of their decoys'
-    keys: np.ndarray          # (n,) uint64 sample keys (hash of video_id/caption_idx)
-    llr: np.ndarray           # (n,) float64 statistic of each sampled caption
-    on_prob: np.ndarray       # (n, 2W+1) float32 evidence at whole-second offsets
+    keys: np.ndarray          # (n,) uint64 sample keys of captions, ascending
+    llr: np.ndarray           # (n,) float64 their evidence statistic
+    on_prob: np.ndarray       # (n, 2W+1) float32 their evidence at whole-second offsets
+    decoy_keys: np.ndarray    # (k,) uint64 keys of the captions whose grids decoys were scored on
+    decoy_llr: np.ndarray     # (k,) float64 the decoys' statistic
 
 
 class RunCalibration(NamedTuple):
@@ -103,8 +107,8 @@ class RunCalibration(NamedTuple):
 
     prior: timing.OffsetPrior
     alignability_by_bin: np.ndarray  # (N_BINS,) alignability of a statistic in each bin
-    captions: int                    # captions counted
-    sampled: int                     # captions the EM saw
+    sampled: int                     # captions in the sample
+    decoys: int                      # decoys in the sample
     visible_share: float             # mean alignability over the sample
 
     def alignability(self, llr: np.ndarray) -> np.ndarray:
@@ -127,8 +131,8 @@ class RunCalibration(NamedTuple):
         p = self.prior
         return {"offset_mu_s": round(p.mu_s, 3), "offset_sigma_s": round(p.sigma_s, 3),
                 "outlier_share": round(p.outlier_share, 4), "window_s": p.window_s,
-                "visible_share": round(self.visible_share, 4), "captions": self.captions,
-                "sampled": self.sampled, "description": self.describe()}
+                "visible_share": round(self.visible_share, 4), "sampled": self.sampled,
+                "decoys": self.decoys, "description": self.describe()}
 
 
 def bin_of(llr: np.ndarray) -> np.ndarray:
@@ -145,64 +149,75 @@ def sample_keys(video_id: str, n_captions: int) -> np.ndarray:
 
 
 def video_stats(video_id: str, evidence: timing.Evidence, decoy: np.ndarray, window_s: float) -> VideoStats:
-    """One video's :class:`VideoStats` from its captions' evidence and decoy statistics."""
-    counts = lambda x: np.bincount(bin_of(x), minlength=N_BINS).astype(np.int64)  # noqa: E731
+    """One video's :class:`VideoStats` from its captions' evidence and the statistics ``decoy``
+    of the decoys scored on their grids (one each)."""
     keys = sample_keys(video_id, len(evidence.llr))
-    return _keep_smallest(VideoStats(counts(evidence.llr), counts(decoy), keys, evidence.llr.astype(np.float64),
-                                     timing.on_prob_per_second(evidence, window_s)))
+    return _keep_smallest(VideoStats(keys, evidence.llr.astype(np.float64), timing.on_prob_per_second(evidence, window_s),
+                                     keys, np.asarray(decoy, dtype=np.float64)))
+
+
+def _smallest_unique(keys: np.ndarray) -> np.ndarray:
+    """Indices of the ``SAMPLE_SIZE`` smallest distinct keys (the first copy of each)."""
+    _, first = np.unique(keys, return_index=True)  # sorted by key
+    return first[:SAMPLE_SIZE]
 
 
 def _keep_smallest(stats: VideoStats) -> VideoStats:
-    order = np.argsort(stats.keys, kind="stable")[:SAMPLE_SIZE]
-    return stats._replace(keys=stats.keys[order], llr=stats.llr[order], on_prob=stats.on_prob[order])
+    c, d = _smallest_unique(stats.keys), _smallest_unique(stats.decoy_keys)
+    return VideoStats(stats.keys[c], stats.llr[c], stats.on_prob[c], stats.decoy_keys[d], stats.decoy_llr[d])
 
 
-def merge(parts: Sequence[VideoStats]) -> VideoStats | None:
-    """The union of several videos' stats (histograms summed, the smallest keys kept); the same
-    whatever the order of ``parts``. None for no parts."""
+def merge(parts: Sequence[VideoStats | None]) -> VideoStats | None:
+    """The sample of several videos' stats: the smallest keys, each once; the same whatever the
+    order of ``parts`` and however often one of them is repeated. None for no parts."""
     parts = [p for p in parts if p is not None]
     if not parts:
         return None
-    return _keep_smallest(VideoStats(
-        np.sum([p.real_counts for p in parts], axis=0), np.sum([p.decoy_counts for p in parts], axis=0),
-        np.concatenate([p.keys for p in parts]), np.concatenate([p.llr for p in parts]),
-        np.concatenate([p.on_prob for p in parts])))
+    return _keep_smallest(VideoStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in VideoStats._fields)))
 
 
-def _isotonic_non_increasing(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted least-squares fit of a non-increasing sequence to ``y`` (pool adjacent violators)."""
-    blocks: list[list[float]] = []  # [mean, weight, count]
-    for yi, wi in zip(y, w):
-        blocks.append([float(yi), float(wi), 1])
-        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
-            m2, w2, c2 = blocks.pop()
-            m1, w1, c1 = blocks.pop()
+def _isotonic_blocks(y: np.ndarray, w: np.ndarray) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]``: the blocks of the weighted least-squares non-increasing fit to
+    ``y`` (pool adjacent violators; zero-weight entries join their neighbours)."""
+    blocks: list[list[float]] = []  # [mean, weight, start, stop]
+    for i, (yi, wi) in enumerate(zip(y, w)):
+        blocks.append([float(yi), float(wi), i, i + 1])
+        while len(blocks) > 1 and (blocks[-1][1] == 0 or blocks[-2][1] == 0 or blocks[-2][0] < blocks[-1][0]):
+            m2, w2, _, stop = blocks.pop()
+            m1, w1, start, _ = blocks.pop()
             wt = w1 + w2
-            blocks.append([(m1 * w1 + m2 * w2) / wt if wt > 0 else (m1 + m2) / 2, wt, c1 + c2])
-    return np.concatenate([np.full(c, m) for m, _, c in blocks])
+            blocks.append([(m1 * w1 + m2 * w2) / wt if wt > 0 else 0.0, wt, start, stop])
+    return [(int(b[2]), int(b[3])) for b in blocks]
 
 
 def alignability_table(real_counts: np.ndarray, decoy_counts: np.ndarray) -> np.ndarray:
-    """``(N_BINS,)`` alignability of each bin (module docstring)."""
+    """``(N_BINS,)`` alignability of each bin (module docstring): the decoys' share is fitted
+    non-increasing in x by isotonic regression, and each block of the fit gets
+    ``lfdr = pi0 (D + k) / (R + k)`` from its summed counts."""
     real = real_counts.reshape(-1, COARSE).sum(axis=1).astype(np.float64)
     decoy = decoy_counts.reshape(-1, COARSE).sum(axis=1).astype(np.float64)
+    decoy *= real.sum() / max(decoy.sum(), 1.0)  # a sample may hold a few more of one kind
     cum_decoy = np.cumsum(decoy)
     below = int(np.searchsorted(cum_decoy, cum_decoy[-1] / 2.0))  # coarse bin of the decoys' median
     pi0 = min(1.0, (real[:below].sum() + PSEUDO_COUNT) / (decoy[:below].sum() + PSEUDO_COUNT))
-    lfdr = pi0 * (decoy + PSEUDO_COUNT) / (real + PSEUDO_COUNT)
-    lfdr = _isotonic_non_increasing(lfdr, real + decoy)
+    total = real + decoy
+    share = np.divide(decoy, total, out=np.zeros_like(total), where=total > 0)
+    lfdr = np.ones_like(real)
+    for start, stop in _isotonic_blocks(share, total):
+        lfdr[start:stop] = pi0 * (decoy[start:stop].sum() + PSEUDO_COUNT) / (real[start:stop].sum() + PSEUDO_COUNT)
+    lfdr = np.minimum.accumulate(lfdr)  # the pseudo-counts may bend the fit: keep it non-increasing
     return np.repeat(1.0 - np.minimum(1.0, lfdr), COARSE)
 
 
 def estimate(stats: VideoStats | None, window_s: float) -> RunCalibration:
     """The run's calibration from its merged stats; a run with none keeps ASR times and drops
     every caption (alignability 0, the EM's starting prior)."""
-    if stats is None or stats.real_counts.sum() == 0:
+    if stats is None or len(stats.keys) == 0:
         return RunCalibration(timing.start_prior(window_s), np.zeros(N_BINS), 0, 0, 0.0)
-    table = alignability_table(stats.real_counts, stats.decoy_counts)
+    counts = lambda x: np.bincount(bin_of(x), minlength=N_BINS)  # noqa: E731
+    table = alignability_table(counts(stats.llr), counts(stats.decoy_llr))
     weight = table[bin_of(stats.llr)]
     half = int(round(window_s))
     offsets = np.arange(-half, half + 1, dtype=np.float64)
     prior = timing.fit_offset_prior(stats.on_prob, offsets, weight, window_s)
-    return RunCalibration(prior, table, int(stats.real_counts.sum()), int(len(stats.llr)),
-                          float(weight.mean()) if len(weight) else 0.0)
+    return RunCalibration(prior, table, int(len(stats.keys)), int(len(stats.decoy_keys)), float(weight.mean()))

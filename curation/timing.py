@@ -192,13 +192,13 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
 
 def decoy_llr(sim: np.ndarray, decoy_sim: np.ndarray | None, asr_centre_s: np.ndarray, fps: float,
               window_s: float) -> np.ndarray:
-    """``(m,)`` the :func:`segment_evidence` statistic of *decoy* captions on caption i's grid:
-    ``decoy_sim: (m, T)`` holds the cosines of m captions of other videos against this video's
-    frames, standardised as this video's own rows are (its frame medians and noise scale, each
-    decoy row's own median). A decoy is a caption that is not about this footage: its statistic
-    is what chance gives on this footage, this noise and this encoder. Without decoys
-    (``decoy_sim`` None: a run of one video) the video's own rows are used half a video away
-    (frames rolled by T // 2)."""
+    """``(m,)`` the :func:`segment_evidence` statistic of m *decoy* captions, decoy i on caption
+    i's grid: ``decoy_sim: (m, T)`` holds the cosines of captions of other videos against this
+    video's frames, standardised as this video's own rows ``sim: (m, T)`` are (its frame medians
+    and noise scale, each decoy row's own median). A decoy is a caption that is not about this
+    footage: its statistic is what chance gives on this footage, noise and encoder. Without
+    decoys (``decoy_sim`` None: a run of one video) the video's own rows serve, half a video
+    away (frames rolled by T // 2)."""
     own = polish(sim)
     discount = noise_discount(own.z)
     if decoy_sim is None:
@@ -227,7 +227,9 @@ def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarr
     shares. M-step: weighted moments. ``prior_count`` pseudo-captions whose evidence is flat hold
     the fit to :func:`start_prior` (mu 0, sigma W / 4, 20% outliers) with the weight of that many
     captions, so a run without usable evidence keeps its ASR times instead of fitting noise; with
-    hundreds of visible captions they do not matter.
+    hundreds of visible captions they do not matter. Finally mu is shrunk toward 0 by two of its
+    standard errors (``sigma / sqrt(Gaussian weight)``): a bias the sample cannot tell from zero
+    is not applied.
     """
     start = start_prior(window_s)
     r = np.asarray(on_prob, dtype=np.float64)
@@ -250,7 +252,11 @@ def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarr
         sigma = float(np.clip(np.sqrt(var), 0.5, window_s))
         rho = float(np.clip((n_all - n_gauss) / n_all, 1e-3, 0.999))
         prior = OffsetPrior(mu, sigma, rho, window_s)
-    return prior
+    # a bias is only believed beyond two standard errors (the rest is the sample's noise):
+    # a run whose evidence cannot place its captions keeps its ASR times unshifted
+    standard_error = prior.sigma_s / np.sqrt(max(n_gauss, 1.0))
+    mu = float(np.sign(prior.mu_s) * max(0.0, abs(prior.mu_s) - 2.0 * standard_error))
+    return prior._replace(mu_s=mu)
 
 
 def posterior_centre_s(evidence: Evidence, prior: OffsetPrior, visible: np.ndarray, duration_s: np.ndarray,

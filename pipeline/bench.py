@@ -110,6 +110,38 @@ def bench_align(config: Config, n_videos: int = 40, seed: int = 0, manifest: str
     return "\n\n".join(tables)
 
 
+def aligner_cost(videos: list[EvalVideo], new, old, rounds: int = 3) -> dict:
+    """Seconds per video of the ``new`` aligner (method ``posterior``: its run-level calibration
+    pass plus realignment) and of the ``old`` one, measured interleaved (old, new, old, new, ...)
+    on the same videos in this process; the medians over ``rounds`` and their ratio."""
+    from curation.align import align_video
+    from curation.evaluate import run_calibration
+
+    def old_pass():
+        for v in videos:
+            align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, old)
+
+    def new_calibration():
+        return run_calibration(videos, new) if new.method == "posterior" else None
+
+    times: dict[str, list[float]] = {"old": [], "calibrate": [], "realign": []}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        old_pass()
+        times["old"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        calib = new_calibration()
+        times["calibrate"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for v in videos:
+            align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, new, None, calib)
+        times["realign"].append(time.perf_counter() - start)
+    per_video = {k: float(np.median(t)) / len(videos) for k, t in times.items()}
+    per_video["new"] = per_video["calibrate"] + per_video["realign"]
+    per_video["ratio"] = per_video["new"] / per_video["old"]
+    return per_video
+
+
 def _time_per_video(fn, items) -> float:
     start = time.perf_counter()
     for item in items:
@@ -140,6 +172,9 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
         t_load = _time_per_video(lambda r: load_frame_features(r, None), refs)
         t_caps = _time_per_video(lambda r: load_caption_set(r, None), refs)
         t_align = _time_per_video(lambda fc: aligned_rows(fc[0], fc[1], params, None), pairs)
+        from curation.evaluate import NORTON_V0
+
+        cost = aligner_cost([eval_video_of(v) for v in videos[:60]], params, NORTON_V0)
         rows = [(fc[0], aligned_rows(fc[0], fc[1], params, None)) for fc in pairs[:50]]
         t_sample = _time_per_video(lambda fr: [sample_for_row(r, fr[0], {}, config.clips) for r in fr[1] if r["kept"]], rows)
         samples = [[sample_for_row(r, f, {}, config.clips) for r in rs if r["kept"]] for f, rs in rows]
@@ -179,6 +214,10 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
         f"pipeline efficiency = end-to-end / slowest stage alone = {slowest / t_e2e:.2f}; "
         f"all stages back to back would give {1 / sum((t_load, t_caps, t_align, t_sample, t_tar, t_parquet)):.1f} videos/s, "
         f"so the rest ({(t_e2e - sum((t_load, t_caps, t_align, t_sample, t_tar, t_parquet))) * 1000:.1f} ms/video) is Beam",
+        f"aligner cost, in process, interleaved on the same 60 videos: {params.method} "
+        f"{cost['new'] * 1000:.1f} ms/video (run-level calibration pass {cost['calibrate'] * 1000:.1f} + "
+        f"realign {cost['realign'] * 1000:.1f}) vs the old default (norton-v0) {cost['old'] * 1000:.1f} ms/video: "
+        f"ratio {cost['ratio']:.2f}",
         f"HowTo100M (1.22 M videos) at the realign-alone rate: {1.22e6 * t_align / 3600:.1f} core-hours",
         f"kept {summary['captions_kept']} of {summary['captions_in']} captions",
         "",

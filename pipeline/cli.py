@@ -250,19 +250,25 @@ def bench():
 
 
 @bench.command("align")
-@click.option("--videos", default=100, show_default=True, type=click.IntRange(min=1), help="Synthetic videos to score.")
+@click.option("--videos", default=40, show_default=True, type=click.IntRange(min=1),
+              help="Synthetic videos per world.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--manifest", default=None, help="With --truth: a feature-mode manifest of the truth's videos.")
 @click.option("--truth", default=None, help="HTM-Align-format truth {vid: [[alignable, start, end, text], ...]}.")
+@click.option("--held-out/--no-held-out", default=True, show_default=True,
+              help="Also the tables on held-out seeds and on randomly drawn worlds.")
+@click.option("--video-world/--no-video-world", default=True, show_default=True,
+              help="Also the video demo's world (writes and embeds 24 short videos, ~30 s).")
 @config_options
-def bench_align(videos, seed, manifest, truth, config_path, overrides):
-    """Alignment table (R@1, ROC-AUC): baselines and Norton/S2DTW/NCL variants."""
+def bench_align(videos, seed, manifest, truth, held_out, video_world, config_path, overrides):
+    """Alignment tables (R@1 / ROC-AUC per world): ASR times, argmax, the seed methods, the old
+    default and the configured aligner, on the benchmark family of synthetic worlds."""
     from pipeline.bench import bench_align as run_bench
 
     if bool(truth) != bool(manifest):
         _fail("--truth and --manifest go together")
     try:
-        click.echo(run_bench(_config(config_path, overrides), videos, seed, manifest, truth))
+        click.echo(run_bench(_config(config_path, overrides), videos, seed, manifest, truth, held_out, video_world))
     except (ValueError, OSError) as exc:
         _fail(_reason(exc))
 

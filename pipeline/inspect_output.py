@@ -149,6 +149,8 @@ def inspect_text(output: str) -> str:
         f"videos    {s['videos_in']} in, {s['videos_ok']} ok, {s['videos_failed']} failed",
         f"captions  {s['captions_in']} in, {s['captions_kept']} kept, {sum(s['captions_dropped'].values())} dropped",
         f"samples   {s['samples_written']} in {s['shards']} shard(s)",
+        *([f"timing    {s['calibration']['description']} (learnt from {s['calibration']['sampled']} captions)"]
+          if s.get("calibration") else []),
         "",
         "captions by outcome (index)",
     ]

@@ -392,6 +392,8 @@ def _front_page(run: RunOutput, histograms, rows_by_video: dict[str, list[dict]]
         ("config hash", s.get("config_hash")),
         ("method", f"{align.get('method')} (prompt {align.get('prompt_mode')}, min alignability "
                    f"{align.get('min_alignability')})"),
+        *([("timing, learnt from the run", f"{s['calibration']['description']} (from {s['calibration']['sampled']} "
+                                            "captions)")] if s.get("calibration") else []),
         ("model", f"{model.get('name')} ({model.get('pretrained')})"),
         ("manifest", s.get("manifest")),
         ("wall time", f"{s.get('timings', {}).get('wall_s')} s"),

@@ -76,16 +76,16 @@ def test_params_reject_unknown_choices(field, value):
 def test_run_mode_needs_and_uses_run_value(corpus):
     v = corpus[2]
     with pytest.raises(ValueError):
-        _run(v, AlignParams(prompt_mode="run"))
-    run = _run(v, AlignParams(prompt_mode="run"), prompt_value=0.45)
-    fixed = _run(v, AlignParams(prompt_mode="fixed", prompt_value=0.45))
+        _run(v, AlignParams(method="norton", prompt_mode="run"))
+    run = _run(v, AlignParams(method="norton", prompt_mode="run"), prompt_value=0.45)
+    fixed = _run(v, AlignParams(method="norton", prompt_mode="fixed", prompt_value=0.45))
     for x, y in zip(run, fixed):
         np.testing.assert_array_equal(x, y)
 
 
 def test_fixed_mode_uses_params_prompt_value(corpus):
     v = corpus[0]
-    masses = [_run(v, AlignParams(prompt_mode="fixed", prompt_value=p), prompt_value=0.99).bucket_mass.mean()
+    masses = [_run(v, AlignParams(method="norton", prompt_mode="fixed", prompt_value=p), prompt_value=0.99).bucket_mass.mean()
               for p in (0.2, 0.4, 0.6, 0.8)]
     # a more attractive bucket absorbs more mass; the run-level value is ignored in fixed mode
     assert np.all(np.diff(masses) > 0.01), masses
@@ -93,7 +93,7 @@ def test_fixed_mode_uses_params_prompt_value(corpus):
 
 def test_video_mode_is_quantile_of_paired_similarity(corpus):
     v = corpus[3]
-    params = AlignParams(prompt_quantile=0.4)
+    params = AlignParams(method="norton", prompt_quantile=0.4)
     sim = align.prepared_similarity(v.caption_emb, v.frames, params, v.fps)
     p = float(np.quantile(timeline.paired_similarity(sim, v.asr_start_s, v.asr_end_s, v.fps), 0.4))
     fixed = _run(v, dataclasses.replace(params, prompt_mode="fixed", prompt_value=p))
@@ -126,3 +126,30 @@ def test_smoothing_window_is_in_seconds():
                       dataclasses.replace(params, method="asr", min_span_s=0.1))
     assert abs(got[0, 20] - 1.0 / (smooth_s * fps)) < 1e-12
     assert abs(res.alignability[0] - 1.0 / (smooth_s * fps)) < 1e-12, (got[0, 20], res.alignability)
+
+
+def test_relative_ncl_temperature_does_not_depend_on_the_cosine_band():
+    """With ``ncl_relative`` the prepared similarity of a squeezed, shifted cosine matrix (a
+    CLIP's narrow band) is that of the original; the absolute temperature's is not."""
+    rng = np.random.default_rng(0)
+    cos = rng.normal(0.0, 0.1, (12, 90))
+    rel = AlignParams(method="norton", ncl_relative=True, ncl_temperature=1.0)
+    np.testing.assert_allclose(align.prepare(0.2 * cos + 0.7, rel, 1.0), align.prepare(cos, rel, 1.0), atol=1e-9)
+    absolute = AlignParams(method="norton", ncl_relative=False, ncl_temperature=0.05)
+    assert np.abs(align.prepare(0.2 * cos + 0.7, absolute, 1.0) - align.prepare(cos, absolute, 1.0)).max() > 1e-3
+
+
+def test_posterior_needs_a_window():
+    with pytest.raises(ValueError, match="align.window_s"):
+        AlignParams(method="posterior", window_s=None)
+
+
+def test_posterior_improves_on_asr_times_and_ranks_alignable_captions_first(corpus):
+    """On the project's world, with the run calibrated over the corpus as a pipeline run does."""
+    from curation.evaluate import EvalVideo, score_method
+
+    videos = [EvalVideo(v.caption_emb, v.frames, v.fps, v.asr_start_s, v.asr_end_s, v.alignable, v.true_start_s,
+                        v.true_end_s) for v in corpus]
+    new = score_method("posterior", videos, AlignParams())
+    asr = score_method("asr", videos, AlignParams(method="asr"))
+    assert new.r_at_1 > asr.r_at_1 + 10 and new.auc > 75

@@ -71,15 +71,24 @@ def test_missing_manifest_and_nonempty_output(manifest, tmp_path):
     assert (busy / "mine.txt").read_text() == "precious"
 
 
-def test_bench_align_prints_table():
-    result = invoke("bench", "align", "--videos", "4", "--seed", "3")
+def test_bench_align_prints_a_table_of_worlds():
+    from curation.worlds import WORLDS
+
+    result = invoke("bench", "align", "--videos", "2", "--seed", "3", "--no-held-out", "--no-video-world")
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if line.startswith("| ")]
-    names = [r.split("|")[1].strip() for r in rows[1:]]
-    assert names[0] == "ASR timestamps (baseline)" and "default config" in names and "S2DTW (VT-TWINS)" in names
-    for row in rows[1:]:
-        r_at_1, auc = (float(x) for x in row.split("|")[2:4])
-        assert 0.0 <= r_at_1 <= 100.0 and 0.0 <= auc <= 100.0
+    rows = [line.split("|")[1:-1] for line in result.output.splitlines() if line.startswith("| ")]
+    header, body = [c.strip() for c in rows[0]], rows[1:]
+    assert header[1:-1] == list(WORLDS) and header[-1] == "worst R@1 − ASR"
+    names = [r[0].strip() for r in body]
+    assert names[0] == "ASR timestamps (baseline)" and "this config (posterior)" in names
+    assert any(n.startswith("old default") for n in names) and any(n.startswith("S2DTW") for n in names)
+    asr = [float(c.split("/")[0]) for c in body[0][1:-1]]
+    for row in body:
+        cells = [tuple(float(x) for x in c.split("/")) for c in row[1:-1]]
+        assert all(0.0 <= r <= 100.0 and (auc != auc or 0.0 <= auc <= 100.0) for r, auc in cells)
+        # the last column is the worst margin over the ASR row, recomputed here
+        assert abs(float(row[-1]) - min(r - a for (r, _), a in zip(cells, asr))) < 0.11
+    assert float(body[0][-1]) == 0.0
 
 
 def test_bench_align_with_truth_file(tmp_path):

@@ -1,0 +1,113 @@
+"""The posterior aligner's pieces: segment evidence, the offset-prior EM, the time rule."""
+
+import numpy as np
+import pytest
+
+from curation import timing
+
+W = 60.0
+
+
+def _planted_offsets(rng, n, mu, sigma, rho):
+    outlier = rng.random(n) < rho
+    return np.where(outlier, rng.uniform(-W, W, n), rng.normal(mu, sigma, n)).clip(-W, W)
+
+
+def _grid():
+    return np.arange(-int(W), int(W) + 1, dtype=np.float64)
+
+
+@pytest.mark.parametrize("evidence", ["peaked", "flat-steps"])
+def test_em_recovers_a_planted_offset_distribution(evidence):
+    """mu within 0.5 s, sigma within 15%, outlier share within 0.05 (issue 14, point 5)."""
+    rng = np.random.default_rng(7)
+    mu, sigma, rho, n = 2.5, 6.0, 0.2, 4000
+    d = _planted_offsets(rng, n, mu, sigma, rho)
+    grid = _grid()
+    if evidence == "peaked":  # each caption's evidence is a 3-s run around its true offset
+        lo, hi = d - 1.5, d + 1.5
+    else:  # the caption is somewhere in a step of 4-12 s that contains its true offset
+        length = rng.uniform(4, 12, n)
+        lo = d - rng.uniform(0, 1, n) * length
+        hi = lo + length
+    on_prob = ((grid[None, :] >= lo[:, None]) & (grid[None, :] <= hi[:, None])).astype(float)
+    on_prob += 1e-3  # a little evidence everywhere, as noise leaves
+    prior = timing.fit_offset_prior(on_prob, grid, np.ones(n), W)
+    assert abs(prior.mu_s - mu) < 0.5
+    assert abs(prior.sigma_s - sigma) / sigma < 0.15
+    assert abs(prior.outlier_share - rho) < 0.05
+
+
+def test_em_without_usable_evidence_keeps_the_asr_times():
+    """Captions whose weights are ~0 (nothing visible) leave the prior at mu = 0."""
+    rng = np.random.default_rng(1)
+    on_prob = rng.random((500, len(_grid())))
+    prior = timing.fit_offset_prior(on_prob, _grid(), np.full(500, 1e-4), W)
+    assert abs(prior.mu_s) < 0.1
+
+
+def _evidence(on_prob_row: np.ndarray, asr_centre_s: float, n_frames: int = 400) -> timing.Evidence:
+    offset_s, frame, valid = timing.offset_grid(np.array([asr_centre_s]), n_frames, 1.0, W)
+    return timing.Evidence(offset_s, frame, valid, on_prob_row[None, :] * valid, np.zeros(1))
+
+
+def test_flat_evidence_keeps_asr_plus_mu():
+    """The caption's step covers 100-180 s evenly; its ASR time 140 s is inside: the span
+    centre goes to ASR + mu, not anywhere in the step."""
+    asr, mu = 140.5, 3.0
+    offsets = _grid()
+    on = ((asr + offsets >= 100) & (asr + offsets < 180)).astype(float)
+    on /= on.sum()
+    prior = timing.OffsetPrior(mu, 8.0, 0.2, W)
+    centre, mass = timing.posterior_centre_s(_evidence(on, asr), prior, np.ones(1), np.array([3.0]), 1.0)
+    assert abs(centre[0] - (asr + mu)) <= 1.0
+    assert 0 < mass[0] <= 1
+
+
+def test_asr_time_outside_the_evidence_moves_to_the_nearest_evidenced_frames():
+    asr = 140.5
+    offsets = _grid()
+    on = ((asr + offsets >= 160) & (asr + offsets < 200)).astype(float)
+    on /= on.sum()
+    prior = timing.OffsetPrior(0.0, 8.0, 0.2, W)
+    centre, _ = timing.posterior_centre_s(_evidence(on, asr), prior, np.ones(1), np.array([3.0]), 1.0)
+    assert 160 <= centre[0] <= 164  # inside the evidence, at its end nearest the ASR time
+
+
+def test_an_invisible_caption_keeps_its_prior_mode():
+    asr = 140.5
+    on = np.zeros(len(_grid()))
+    on[100] = 1.0  # a spike of evidence 39 s away
+    prior = timing.OffsetPrior(-2.0, 5.0, 0.2, W)
+    centre, _ = timing.posterior_centre_s(_evidence(on, asr), prior, np.zeros(1), np.array([3.0]), 1.0)
+    assert abs(centre[0] - (asr - 2.0)) <= 1.0
+
+
+def test_segment_evidence_finds_a_planted_run_and_is_flat_inside_it():
+    rng = np.random.default_rng(3)
+    m, t = 20, 400
+    sim = rng.normal(0.0, 1.0, (m, t))
+    sim[0, 200:240] += 1.5  # caption 0 is shown evenly over 200-240 s
+    ev = timing.segment_evidence(sim, np.full(m, 230.0), 1.0, W)
+    near = (ev.frame[0] >= 195) & (ev.frame[0] < 245)  # run lengths step by 25%: edges blur a little
+    assert ev.on_prob[0, near].sum() > 0.95 * ev.on_prob[0].sum()
+    core = ev.on_prob[0, (ev.frame[0] >= 205) & (ev.frame[0] < 235)]
+    assert core.min() > 0.6 * core.max()  # flat: no spurious peak inside an evenly shown step
+    assert ev.llr[0] > np.max(ev.llr[1:]) + 5
+
+
+def test_polish_is_invariant_to_the_encoders_cosine_band():
+    rng = np.random.default_rng(0)
+    cos = rng.normal(0.0, 0.05, (30, 200))
+    np.testing.assert_allclose(timing.standardise(0.3 * cos + 0.9), timing.standardise(cos), atol=1e-9)
+
+
+def test_correlated_noise_is_discounted():
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal((50, 500))
+    smooth = np.empty_like(white)
+    smooth[:, 0] = white[:, 0]
+    for k in range(1, 500):
+        smooth[:, k] = 0.8 * smooth[:, k - 1] + 0.6 * white[:, k]
+    assert timing.noise_discount(white) > 0.9
+    assert abs(timing.noise_discount(smooth) - 0.2 / 1.8) < 0.05
