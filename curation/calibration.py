@@ -41,7 +41,7 @@ from curation import timing
 #: Bins of ``asinh(llr)`` over [-6, 8] (llr from about -200 to 1500, 1/200 per bin).
 X_RANGE = (-6.0, 8.0)
 N_BINS = 2800
-PSEUDO_COUNT = 5.0
+PSEUDO_COUNT = 3.0
 COARSE = 20  # fine bins per coarse bin
 SAMPLE_SIZE = 20000
 POOL_SIZE = 256

@@ -161,18 +161,19 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     lengths = run_lengths(k)
     csum = np.concatenate([np.zeros((m, 1)), np.cumsum(z, axis=1)], axis=1)
     vsum = np.concatenate([np.zeros((m, 1), dtype=np.int64), np.cumsum(valid, axis=1)], axis=1)
-    # per length n: the sum of z over every run of n cells (-inf where a run leaves the video)
-    totals = [np.where(vsum[:, n:] - vsum[:, :-n] == n, csum[:, n:] - csum[:, :-n], -np.inf) for n in lengths]
+    # per length n: the sum of z over every run of n cells, and whether the run lies in the video
+    totals = [csum[:, n:] - csum[:, :-n] for n in lengths]
+    inside = [vsum[:, n:] - vsum[:, :-n] == n for n in lengths]
     best = np.full(m, -np.inf)
     delta = np.zeros(m)
-    for n, total in zip(lengths, totals):
-        score = total.max(axis=1) / np.sqrt(n)
+    for n, total, ok in zip(lengths, totals, inside):
+        score = np.where(ok, total, -np.inf).max(axis=1) / np.sqrt(n)
         delta = np.where(score > best, score / np.sqrt(n), delta)
         best = np.maximum(score, best)
     delta = np.maximum(delta, 0.0)[:, None]
     # log LR per run, with the prior 1 / (lengths * starts of that length) folded in
-    log_lr = [c * delta * (total - n * delta / 2.0) - np.log(len(lengths) * total.shape[1])
-              for n, total in zip(lengths, totals)]
+    log_lr = [np.where(ok, c * delta * (total - n * delta / 2.0), -np.inf) - np.log(len(lengths) * total.shape[1])
+              for n, total, ok in zip(lengths, totals, inside)]
     top = np.max([lg.max(axis=1) for lg in log_lr], axis=0)
     top = np.where(np.isfinite(top), top, 0.0)[:, None]
     weights = [np.exp(lg - top) for lg in log_lr]

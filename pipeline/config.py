@@ -316,6 +316,9 @@ def build_config(values: dict[str, Any]) -> Config:
             sections.setdefault(section, {})[leaf] = value
         else:
             top[key] = value
+    if sections.get("align", {}).get("window_s", 0) is None and sections["align"].get("method", AlignParams.method) == "posterior":
+        raise ConfigError("config align.window_s: null is not allowed with align.method 'posterior' (its evidence grid "
+                          "and offset prior span ±window_s); give seconds, e.g. 60", "align.window_s")
     hints = get_type_hints(Config)
     return Config(**top, beam=_check_beam(beam), **{name: hints[name](**fields) for name, fields in sections.items()})
 

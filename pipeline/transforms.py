@@ -474,12 +474,21 @@ class RunCalibration(beam.PTransform):
             if _has_histogram(video):
                 yield video_calibration_stats(video, params, pool)
 
-        parts = inputs | "Stats" >> beam.FlatMap(stats, beam.pvalue.AsSingleton(self.decoy_pool))
-        if self.restored is not None:
-            parts = (parts, self.restored) | "WithRestored" >> beam.Flatten()
-        return (parts
-                | "Merge" >> beam.CombineGlobally(_Merge("merge"))
-                | "Estimate" >> beam.Map(estimate, params.window_s))
+        fresh = (inputs | "Stats" >> beam.FlatMap(stats, beam.pvalue.AsSingleton(self.decoy_pool))
+                 | "Merge" >> beam.CombineGlobally(_Merge("merge")))
+        if self.restored is None:
+            return fresh | "Estimate" >> beam.Map(estimate, params.window_s)
+        # merged apart and joined as a side input: a Flatten of the restored stats with Stats
+        # (which waits for the decoy pool, which waits for the Resume stage) never ran on the
+        # DirectRunner
+        restored = self.restored | "MergeRestored" >> beam.CombineGlobally(_Merge("merge"))
+
+        def estimate_all(merged, earlier):
+            from curation.calibration import merge
+
+            return estimate(merge([merged, earlier]), params.window_s)
+
+        return fresh | "Estimate" >> beam.Map(estimate_all, beam.pvalue.AsSingleton(restored))
 
 
 class _Merge(beam.CombineFn):

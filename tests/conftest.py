@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 #: Small videos keep one DirectRunner run at a few seconds.
-SMALL_WORLD = dict(dim=32, duration_s=(120, 180))
+SMALL_WORLD = dict(dim=512, duration_s=(120, 180))
 
 
 def small_corpus(n_videos: int, seed: int):

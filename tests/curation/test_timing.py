@@ -111,3 +111,13 @@ def test_correlated_noise_is_discounted():
         smooth[:, k] = 0.8 * smooth[:, k - 1] + 0.6 * white[:, k]
     assert timing.noise_discount(white) > 0.9
     assert abs(timing.noise_discount(smooth) - 0.2 / 1.8) < 0.05
+
+
+def test_a_caption_with_no_positive_evidence_gets_finite_scores():
+    """A row below its median everywhere near the ASR time (best run mean <= 0) and grids that
+    leave the video must not turn into NaN."""
+    sim = np.zeros((3, 30))
+    sim[0, :] = -1.0
+    sim[0, 25:] = 1.0  # caption 0's only positive frames lie outside its grid
+    ev = timing.segment_evidence(sim, np.array([2.0, 15.0, 29.5]), 1.0, 10.0)
+    assert np.all(np.isfinite(ev.llr)) and np.all(np.isfinite(ev.on_prob))

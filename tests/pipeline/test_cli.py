@@ -15,7 +15,7 @@ from curation.synth import WorldParams, make_corpus
 from pipeline.cli import main
 from pipeline.synth_io import write_corpus
 
-SMALL = WorldParams(dim=32, duration_s=(120, 150))
+SMALL = WorldParams(dim=512, duration_s=(120, 150))
 
 
 @pytest.fixture(scope="module")

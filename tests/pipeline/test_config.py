@@ -4,6 +4,7 @@ config hash recorded in every sample."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import typing
 
@@ -65,7 +66,22 @@ def test_default_config_loads_with_the_yaml_values():
         for part in key.split("."):
             value = value[part]
         assert _get(config, key) == value, key
-    assert config.align.method == "norton" and config.output.layout == "grouped"
+    assert config.align.method == "posterior" and config.output.layout == "grouped"
+
+
+def test_the_old_default_stays_selectable():
+    """``configs/norton-v0.yaml``: the realignment default before ``posterior``."""
+    from curation.evaluate import NORTON_V0
+
+    path = os.path.join(os.path.dirname(DEFAULT_CONFIG), "norton-v0.yaml")
+    assert load_config(path).align == NORTON_V0
+
+
+def test_posterior_needs_a_window_and_the_error_names_the_key():
+    with pytest.raises(ConfigError, match="align.window_s") as info:
+        load_config(None, ["align.window_s=null"])
+    assert "posterior" in str(info.value) and "--set align.window_s=null" in str(info.value)
+    assert load_config(None, ["align.method=norton", "align.window_s=null"]).align.window_s is None
 
 
 def test_default_yaml_and_config_fields_have_the_same_keys():
@@ -98,7 +114,6 @@ def test_config_is_frozen():
     ("model.name=s3d", "model.name", "s3d", str),
     ("model.pretrained=howto100m", "model.pretrained", "howto100m", str),
     ("features.dim=512", "features.dim", 512, int),
-    ("align.window_s=null", "align.window_s", None, type(None)),
     ("align.prior_sigma_s=20", "align.prior_sigma_s", 20.0, float),
     ("seed=3", "seed", 3, int),
     (" align.method = s2dtw", "align.method", "s2dtw", str),
@@ -170,7 +185,7 @@ def test_unknown_key_in_a_file_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("override, key, allowed", [
     ("output.layout=sideways", "output.layout", ("grouped", "shuffled")),
-    ("align.method=magic", "align.method", ("norton", "s2dtw", "argmax", "asr")),
+    ("align.method=magic", "align.method", ("posterior", "norton", "s2dtw", "argmax", "asr")),
     ("align.prompt_mode=always", "align.prompt_mode", ("run", "video", "fixed")),
 ])
 def test_bad_enum_value_names_field_and_allowed_values(override, key, allowed):
@@ -201,7 +216,8 @@ def test_out_of_range_values_name_the_field(override, key):
 
 @pytest.mark.parametrize("key", sorted(NULLABLE))
 def test_null_is_allowed_where_documented(key):
-    assert _get(load_config(None, [f"{key}=null"]), key) is None
+    extra = ["align.method=norton"] if key == "align.window_s" else []  # posterior needs a window
+    assert _get(load_config(None, [*extra, f"{key}=null"]), key) is None
 
 
 @pytest.mark.parametrize("key", sorted(set(ALL_KEYS) - NULLABLE))
@@ -246,7 +262,7 @@ def test_hash_is_stable_and_short_hex():
 
 @pytest.mark.parametrize("override", [
     "align.eps=0.11", "seed=1", "output.layout=shuffled", "model.name=s3d", "model.pretrained=x",
-    "features.dim=32", "align.window_s=null", "align.ncl=false", "output.samples_per_shard=999",
+    "features.dim=32", "align.window_s=90", "align.ncl=false", "output.samples_per_shard=999",
     "max_failure_ratio=0.2",
 ])
 def test_hash_changes_when_a_value_changes(override):

@@ -34,8 +34,8 @@ CLUSTER_STOP_S = 30
 #: outputs Beam 2.77's DaskRunner does not keep apart).
 BAD_ROWS = {"features": ["not json", json.dumps({"video_id": "bad id!", "features": "x.npy", "captions": "x.json"})],
             "video": ["not json", json.dumps({"video_id": "bad id!", "video": "x.mp4", "captions": "x.json"})]}
-FEATURE_SETTINGS = ("align.prompt_mode=run", "output.samples_per_shard=10", "max_failure_ratio=1.0")
-VIDEO_SETTINGS = ("model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
+FEATURE_SETTINGS = ("output.samples_per_shard=10", "max_failure_ratio=1.0")
+VIDEO_SETTINGS = ("align.method=norton", "model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
                   "output.samples_per_shard=4", "max_failure_ratio=1.0")
 #: summary.json fields that differ between two runs of the same inputs by design.
 VOLATILE = ("timings", "output")
@@ -198,7 +198,7 @@ def features(dask_cluster, tmp_path_factory, pipeline_tools):
     from pipeline.synth_io import write_corpus
 
     root = tmp_path_factory.mktemp("features")
-    manifest, _ = write_corpus(str(root / "inputs"), pipeline_tools.small_corpus(4, 11), caption_format=("json", "vtt"))
+    manifest, _ = write_corpus(str(root / "inputs"), pipeline_tools.small_corpus(8, 11), caption_format=("json", "vtt"))
     return _direct_and_dask(_with_bad_rows(manifest, "features"), root, FEATURE_SETTINGS, dask_cluster, pipeline_tools)
 
 

@@ -19,7 +19,7 @@ def out(tmp_path_factory, pipeline_tools):
     """Three good videos, one whose features file is gone (its captions parse: video_failed
     rows) and one with an invalid video_id."""
     root = tmp_path_factory.mktemp("inspect")
-    manifest, _ = write_corpus(str(root / "in"), pipeline_tools.small_corpus(3, 5))
+    manifest, _ = write_corpus(str(root / "in"), pipeline_tools.small_corpus(8, 5))
     with open(manifest, encoding="utf-8") as handle:
         first = json.loads(handle.readline())
     with open(manifest, "a", encoding="utf-8") as handle:

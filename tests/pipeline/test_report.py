@@ -25,7 +25,7 @@ from tests.videos import make_video
 
 EVIL = "fish & chips <script>alert(1)</script>"
 ESCAPED = "fish &amp; chips &lt;script&gt;alert(1)&lt;/script&gt;"
-VIDEO_RUN = ("model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
+VIDEO_RUN = ("align.method=norton", "model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
              "decode_timeout_s=20", "align.min_alignability=0.0")
 
 
@@ -92,7 +92,7 @@ def test_feature_report_pages_and_links(feature_out, feature_report):
     video_ids = sorted({r["video_id"] for r in feature_out.index})
     assert set(feature_report) == {"index.html", *(f"videos/{v}.html" for v in video_ids)}
     front = feature_report["index.html"]
-    for needle in (feature_out.summary["config_hash"], "norton", "alignability.png", "weight.png", "shift.png",
+    for needle in (feature_out.summary["config_hash"], "posterior", "timing, learnt from the run", "alignability.png", "weight.png", "shift.png",
                    f"{feature_out.summary['captions_in']} in, {feature_out.summary['captions_kept']} kept"):
         assert needle in front
     for v in video_ids:

@@ -28,7 +28,9 @@ from pipeline.run import RunError, run
 from pipeline.synth_io import write_corpus
 from tests.videos import make_video
 
-VIDEO_MODEL = ("model.name=nccurate-tiny", "model.pretrained=null", "max_failure_ratio=1.0",
+#: random-init encoder, noise videos: no visual signal, so norton (which keeps some captions
+#: whatever the evidence) gives the video checkpoints and clips something to resume
+VIDEO_MODEL = ("align.method=norton", "model.name=nccurate-tiny", "model.pretrained=null", "max_failure_ratio=1.0",
                "clips.size=48", "clips.fps=4", "decode_timeout_s=20", "output.samples_per_shard=8")
 FEATURE_OVERRIDES = ("output.samples_per_shard=10", "max_failure_ratio=1.0")
 
@@ -166,10 +168,12 @@ def _finished_with_checkpoints(manifest, output, overrides, monkeypatch, pipelin
         return pipeline_tools.run_pipeline(manifest, output, overrides)
 
 
-@pytest.mark.parametrize("prompt_mode", ["video", "run"])
+@pytest.mark.parametrize("aligner", [(), ("align.method=norton", "align.prompt_mode=run")], ids=["posterior", "norton-run"])
 def test_crash_after_any_subset_of_videos_resumes_identically(feature_inputs, tmp_path, monkeypatch, pipeline_tools,
-                                                              prompt_mode):
-    overrides = (*FEATURE_OVERRIDES, f"align.prompt_mode={prompt_mode}")
+                                                              aligner):
+    """Both run-level side inputs (posterior's calibration and decoy pool; norton's run-level
+    prompt) are rebuilt from the checkpoints of the videos that finished."""
+    overrides = (*FEATURE_OVERRIDES, *aligner)
     reference = _finished_with_checkpoints(feature_inputs, str(tmp_path / "ref"), overrides, monkeypatch, pipeline_tools)
     results = sorted(glob.glob(work_path(reference.path, "results/*.tar")))
     assert len(results) == 11, "every video, the failed one included, has a result checkpoint"

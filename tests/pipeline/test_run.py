@@ -23,7 +23,7 @@ from pipeline.synth_io import write_corpus
 
 SEED = 7
 N_VIDEOS = 6
-SAMPLES_PER_SHARD = 20
+SAMPLES_PER_SHARD = 3
 BASE_OVERRIDES = (f"output.samples_per_shard={SAMPLES_PER_SHARD}",)
 SAMPLE_EXTS = {"npy", "txt", "json"}
 
@@ -67,16 +67,16 @@ def shuffled(inputs, tmp_path_factory, pipeline_tools):
 def prompt_run(inputs, tmp_path_factory, pipeline_tools):
     manifest, _ = inputs
     return pipeline_tools.run_pipeline(manifest, str(tmp_path_factory.mktemp("prompt") / "out"),
-                                       BASE_OVERRIDES + ("align.prompt_mode=run",))
+                                       BASE_OVERRIDES + ("align.method=norton", "align.prompt_mode=run"))
 
 
 @pytest.fixture(scope="module")
 def formats_run(corpus, tmp_path_factory, pipeline_tools):
-    """The first four videos again, two with WebVTT and two with SRT captions, in one manifest
-    whose rows point into two sub-directories."""
+    """The same videos again (the run-level calibration sees the same run), half with WebVTT
+    and half with SRT captions, in one manifest whose rows point into two sub-directories."""
     root = tmp_path_factory.mktemp("formats")
-    vtt_manifest, _ = write_corpus(str(root / "vtt"), corpus[:2], caption_format="vtt")
-    srt_manifest, _ = write_corpus(str(root / "srt"), corpus[2:4], caption_format="srt")
+    vtt_manifest, _ = write_corpus(str(root / "vtt"), corpus[:3], caption_format="vtt")
+    srt_manifest, _ = write_corpus(str(root / "srt"), corpus[3:], caption_format="srt")
     manifest = pipeline_tools.merge_manifests(str(root), {"vtt": vtt_manifest, "srt": srt_manifest})
     return pipeline_tools.run_pipeline(manifest, str(root / "out"), BASE_OVERRIDES)
 
@@ -153,7 +153,7 @@ def test_scores_are_in_range_and_weight_zero_unless_kept(main):
         assert 0.0 <= r["weight"] <= 1.0, r
         assert 0.0 <= r["bucket_mass"] <= 1.0, r
         assert math.isfinite(r["similarity"]), r
-        # default method norton with a bucket: alignability = 1 - bucket mass
+        # posterior: bucket_mass is the chance share 1 - alignability (norton: 1 - bucket mass)
         assert r["alignability"] == pytest.approx(1.0 - r["bucket_mass"], abs=1e-9)
         assert r["kept"] == (r["alignability"] >= min_alignability), r
         assert r["alignable"] == r["kept"], r
@@ -257,7 +257,7 @@ def test_sample_members_agree_with_the_index(main):
         assert meta["span"] == [row["start"], row["end"]]
         assert meta["asr_span"] == [row["asr_start"], row["asr_end"]]
         assert meta["config_hash"] == main.summary["config_hash"]
-        assert meta["method"] == "norton"
+        assert meta["method"] == main.summary["config"]["align"]["method"] == "posterior"
         assert meta["model"] == main.summary["config"]["model"]["name"]
         assert meta["pretrained"] == main.summary["config"]["model"]["pretrained"]
 
@@ -351,7 +351,7 @@ def test_prompt_mode_run_records_and_uses_the_run_level_prompt(prompt_run, main,
     from curation.prompt import histogram_quantile, paired_histogram
     from curation.records import CaptionSet, FrameFeatures
 
-    params = load_config(None, list(BASE_OVERRIDES) + ["align.prompt_mode=run"]).align
+    params = load_config(None, list(BASE_OVERRIDES) + ["align.method=norton", "align.prompt_mode=run"]).align
     p = prompt_run.summary["prompt_value_run"]
     assert isinstance(p, float) and 0.0 <= p <= 1.0
     assert prompt_run.summary["config"]["align"]["prompt_mode"] == "run"
@@ -379,8 +379,8 @@ def test_prompt_mode_run_records_and_uses_the_run_level_prompt(prompt_run, main,
 
 
 def test_vtt_and_srt_captions_give_the_same_rows_as_json(formats_run, main, corpus):
-    videos = corpus[:4]
-    assert formats_run.summary["videos_ok"] == 4 and formats_run.failures == []
+    videos = corpus
+    assert formats_run.summary["videos_ok"] == len(corpus) and formats_run.failures == []
     assert len(formats_run.index) == sum(len(v.texts) for v in videos)
     compare = ("text", "asr_start", "asr_end", "start", "end", "alignable", "alignability",
                "similarity", "bucket_mass", "weight", "kept", "key")
@@ -507,3 +507,23 @@ def test_realignment_moves_alignable_captions_into_their_true_step(quality_run):
     assert len(asr_hits) >= 20
     assert np.mean(new_hits) > np.mean(asr_hits) + 0.1
     assert np.mean(good) > np.mean(other) + 0.05
+
+
+def test_posterior_records_and_uses_the_run_level_calibration(main, corpus):
+    """summary.json's calibration is the one estimated in process from the same videos (the Beam
+    side inputs are exact), and every video was realigned with it."""
+    from curation import calibration
+    from curation.align import align_video, calibration_stats
+
+    params = load_config(None, list(BASE_OVERRIDES)).align
+    pool = calibration.merge_pools([calibration.pool_candidates(v.video_id, v.caption_emb) for v in corpus])
+    stats = calibration.merge([calibration_stats(v.video_id, v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s,
+                                                 v.fps, params, pool) for v in corpus])
+    expected = calibration.estimate(stats, params.window_s)
+    assert main.summary["calibration"] == expected.to_dict()
+    assert expected.sampled == sum(len(v.texts) for v in corpus)
+    for v in corpus:
+        scores = align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, None, expected)
+        rows = main.rows_of(v.video_id)
+        np.testing.assert_allclose([r["alignability"] for r in rows], scores.alignability, rtol=0, atol=1e-12)
+        np.testing.assert_allclose([r["start"] for r in rows], np.round(scores.start_s, 3), atol=1e-9)

@@ -336,7 +336,7 @@ def test_sdist_holds_configs_and_model_assets_and_installs(tmp_path):
     with tarfile.open(sdist) as tar:
         members = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     for name in ("setup.py", "README.md", "models/configs/nccurate-tiny.json", "models/assets/nccurate-demo-tiny.pt",
-                 *(f"configs/{n}.yaml" for n in ("default",) + RUNNERS)):
+                 *(f"configs/{n}.yaml" for n in ("default", "norton-v0") + RUNNERS)):
         assert name in members, name
 
     # pip builds the sdist into a wheel as on a worker (this venv's setuptools; nothing is
@@ -360,7 +360,7 @@ def test_sdist_holds_configs_and_model_assets_and_installs(tmp_path):
                              "print(json.dumps([c.DEFAULT_CONFIG, pipeline.__file__]))"], str(outside), env=clean_env))
     configs = os.path.join(str(env), "share", "nccurate", "configs")
     assert shown[0] == os.path.join(configs, "default.yaml") and shown[1].startswith(site), shown
-    assert sorted(os.listdir(configs)) == sorted(f"{n}.yaml" for n in ("default",) + RUNNERS)
+    assert sorted(os.listdir(configs)) == sorted(f"{n}.yaml" for n in ("default", "norton-v0") + RUNNERS)
     loaded = _run([python, "-c", "import pipeline.config as c; print(c.load_config(c.DEFAULT_CONFIG.replace("
                    "'default', 'dataflow')).beam['runner'])"], str(outside), env=clean_env)
     assert loaded.strip().splitlines()[-1] == "DataflowRunner"
