@@ -131,37 +131,41 @@ def _asr_centre_s(asr_start_s, asr_end_s) -> np.ndarray:
     return (np.asarray(asr_start_s, dtype=np.float64) + np.asarray(asr_end_s, dtype=np.float64)) / 2.0
 
 
-def caption_evidence(cosine: np.ndarray, asr_start_s, asr_end_s, fps: float, params: AlignParams) -> timing.Evidence:
+def caption_evidence(caption_emb, frame_emb, asr_start_s, asr_end_s, fps: float, params: AlignParams) -> timing.Evidence:
     """Segment evidence (``curation.timing``) of every caption of one video, on the plain cosine
-    (no smoothing, NCL or min-max: the evidence model standardises it by a median polish)."""
-    return timing.segment_evidence(cosine, _asr_centre_s(asr_start_s, asr_end_s), fps, params.window_s)
+    (no smoothing, NCL or min-max: the evidence model standardises it by a median polish). It
+    feeds both the run-level calibration and realignment, so a pipeline computes it once."""
+    sim = similarity.cosine_similarity(caption_emb, frame_emb, np.float32)
+    return timing.segment_evidence(sim, _asr_centre_s(asr_start_s, asr_end_s), fps, params.window_s)
 
 
 def calibration_stats(video_id: str, caption_emb, frame_emb, asr_start_s, asr_end_s, fps: float,
                       params: AlignParams, decoy_pool=None, evidence: timing.Evidence | None = None):
     """One video's share of the run-level calibration (``curation.calibration.VideoStats``):
-    its captions' evidence statistics, their decoys' (captions of other videos from
-    ``decoy_pool``, a ``curation.calibration.DecoyPool``) and its EM sample."""
+    its captions' evidence statistics (``evidence``, :func:`caption_evidence`, made when not
+    given), their decoys' (captions of other videos from ``decoy_pool``, a
+    ``curation.calibration.DecoyPool``) and its EM sample."""
     from curation import calibration
 
-    sim = similarity.cosine_similarity(caption_emb, frame_emb, np.float32)
     centre = _asr_centre_s(asr_start_s, asr_end_s)
     if evidence is None:
-        evidence = timing.segment_evidence(sim, centre, fps, params.window_s)
+        evidence = caption_evidence(caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params)
     decoy_emb = calibration.decoys_for(decoy_pool, video_id, len(centre), np.shape(caption_emb)[1])
     decoy_sim = None if decoy_emb is None else similarity.cosine_similarity(decoy_emb, frame_emb, np.float32)
-    decoy = timing.decoy_llr(sim, decoy_sim, centre, fps, params.window_s)
+    sim = similarity.cosine_similarity(caption_emb, frame_emb, np.float32) if decoy_emb is None else None
+    decoy = timing.decoy_llr(evidence, sim, decoy_sim, centre, fps, params.window_s)
     return calibration.video_stats(video_id, evidence, decoy, params.window_s)
 
 
-def _align_posterior(caption_emb, frame_emb, raw: np.ndarray, asr_start_s, asr_end_s, duration_s, fps: float,
-                     params: AlignParams, run_calibration) -> spans.CaptionScores:
+def _align_posterior(caption_emb, frame_emb, asr_start_s, asr_end_s, duration_s, fps: float,
+                     params: AlignParams, run_calibration, evidence) -> spans.CaptionScores:
     """The ``posterior`` method (``curation.timing``): alignability from the run's calibration of
     the evidence statistic, the span centre from the posterior over offsets."""
     from curation import calibration
 
-    evidence = caption_evidence(similarity.cosine_similarity(caption_emb, frame_emb, np.float32), asr_start_s,
-                                asr_end_s, fps, params)
+    raw = similarity.cosine_similarity(caption_emb, frame_emb, np.float32)
+    if evidence is None:
+        evidence = timing.segment_evidence(raw, _asr_centre_s(asr_start_s, asr_end_s), fps, params.window_s)
     if run_calibration is None:  # a lone video: calibrated on itself
         stats = calibration_stats("video", caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params,
                                   evidence=evidence)
@@ -185,23 +189,26 @@ def align_video(
     params: AlignParams,
     prompt_value: float | None = None,
     run_calibration=None,
+    evidence: timing.Evidence | None = None,
 ) -> spans.CaptionScores:
     """Realign every caption of one video; returns per-caption spans and scores.
 
     ``prompt_value`` is the run-level prompt (``prompt_mode: run``); with ``video`` it is the
     ``prompt_quantile`` of this video's timestamp-paired similarities, with ``fixed`` it is
     ``params.prompt_value``. ``run_calibration`` (``curation.calibration.RunCalibration``) is
-    what method ``posterior`` learnt from the run; without it a video is calibrated on itself.
+    what method ``posterior`` learnt from the run; without it a video is calibrated on itself;
+    ``evidence``: the video's :func:`caption_evidence`, when the calibration pass already made it.
     The span keeps the caption's ASR duration (at least ``min_span_s``),
     centred on the window of that length holding most plan mass. Alignability is
     ``1 - bucket_mass`` for bucket methods, else the mean similarity inside the span.
     """
-    raw = similarity.cosine_similarity(caption_emb, frame_emb)
     asr_start_s = np.asarray(asr_start_s, dtype=np.float64)
     asr_end_s = np.asarray(asr_end_s, dtype=np.float64)
     duration_s = np.maximum(asr_end_s - asr_start_s, params.min_span_s)
     if params.method == "posterior":
-        return _align_posterior(caption_emb, frame_emb, raw, asr_start_s, asr_end_s, duration_s, fps, params, run_calibration)
+        return _align_posterior(caption_emb, frame_emb, asr_start_s, asr_end_s, duration_s, fps, params,
+                                run_calibration, evidence)
+    raw = similarity.cosine_similarity(caption_emb, frame_emb)
     sim = prepare(raw, params, fps)
     prompt_value = resolve_prompt_value(sim, asr_start_s, asr_end_s, fps, params, prompt_value)
     plan, bucket_mass = _soft_alignment(sim, asr_start_s, asr_end_s, fps, params, prompt_value)

@@ -31,6 +31,7 @@ each hash once), so every runner gives the same result:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import NamedTuple, Sequence
 
@@ -142,10 +143,14 @@ def bin_of(llr: np.ndarray) -> np.ndarray:
     return np.clip(((x - lo) / (hi - lo) * N_BINS).astype(np.int64), 0, N_BINS - 1)
 
 
+@functools.lru_cache(maxsize=1024)
 def sample_keys(video_id: str, n_captions: int) -> np.ndarray:
-    """``(n,)`` uint64: the first 8 bytes of sha256(``video_id/caption_idx``) of each caption."""
-    return np.array([int.from_bytes(hashlib.sha256(f"{video_id}/{i}".encode()).digest()[:8], "big")
+    """``(n,)`` uint64 (read-only): the first 8 bytes of sha256(``video_id/caption_idx``) of each
+    caption (cached: a video's calibration asks three times)."""
+    keys = np.array([int.from_bytes(hashlib.sha256(f"{video_id}/{i}".encode()).digest()[:8], "big")
                      for i in range(n_captions)], dtype=np.uint64)
+    keys.setflags(write=False)
+    return keys
 
 
 def video_stats(video_id: str, evidence: timing.Evidence, decoy: np.ndarray, window_s: float) -> VideoStats:

@@ -8,7 +8,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from curation.align import AlignParams, align_video, calibration_stats, prepared_similarity, video_prompt_samples
+from curation.align import (AlignParams, align_video, calibration_stats, caption_evidence, prepared_similarity,
+                            video_prompt_samples)
 from curation.metrics import recall_at_1, roc_auc
 
 
@@ -41,13 +42,20 @@ def run_prompt_value(videos: Sequence[EvalVideo], params: AlignParams) -> float:
     return float(np.quantile(np.concatenate(samples), params.prompt_quantile))
 
 
-def run_calibration(videos: Sequence[EvalVideo], params: AlignParams):
-    """Method ``posterior``'s run-level calibration over ``videos``, as a pipeline run makes it."""
+def evidence_of(videos: Sequence[EvalVideo], params: AlignParams) -> list:
+    """Every video's ``curation.align.caption_evidence`` (method ``posterior``)."""
+    return [caption_evidence(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params) for v in videos]
+
+
+def run_calibration(videos: Sequence[EvalVideo], params: AlignParams, evidence: Sequence | None = None):
+    """Method ``posterior``'s run-level calibration over ``videos``, as a pipeline run makes it
+    (``evidence``: :func:`evidence_of` the videos, when already made)."""
     from curation import calibration
 
+    evidence = evidence_of(videos, params) if evidence is None else evidence
     pool = calibration.merge_pools([calibration.pool_candidates(f"v{i}", v.caption_emb) for i, v in enumerate(videos)])
-    stats = [calibration_stats(f"v{i}", v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, pool)
-             for i, v in enumerate(videos)]
+    stats = [calibration_stats(f"v{i}", v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, pool, e)
+             for i, (v, e) in enumerate(zip(videos, evidence))]
     return calibration.estimate(calibration.merge(stats), params.window_s)
 
 
@@ -57,9 +65,10 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
     the run-level passes (prompt value, calibration) too."""
     start = time.perf_counter()
     prompt = run_prompt_value(videos, params) if params.prompt_mode == "run" else None
-    calib = run_calibration(videos, params) if params.method == "posterior" else None
-    results = [align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, prompt, calib)
-               for v in videos]
+    evidence = evidence_of(videos, params) if params.method == "posterior" else [None] * len(videos)
+    calib = run_calibration(videos, params, evidence) if params.method == "posterior" else None
+    results = [align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, prompt, calib, e)
+               for v, e in zip(videos, evidence)]
     elapsed = time.perf_counter() - start
     centre = np.concatenate([(r.start_s + r.end_s) / 2.0 for r in results])
     score = np.concatenate([r.alignability for r in results])

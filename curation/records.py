@@ -67,6 +67,7 @@ class VideoInputs:
     frames: FrameFeatures | None
     captions: CaptionSet | None
     failures: tuple[dict, ...] = ()
+    evidence: object = None  # curation.timing.Evidence, attached once for method posterior
 
     @property
     def ok(self) -> bool:

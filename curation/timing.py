@@ -30,12 +30,13 @@ grid*: the K = 2 * round(window_s * fps) + 1 frames around its ASR centre frame,
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
 
 #: Ratio of the run-length ladder of the segment model.
-LENGTH_RATIO = 1.25
+LENGTH_RATIO = 1.5
 
 
 class OffsetPrior(NamedTuple):
@@ -77,6 +78,9 @@ class Evidence(NamedTuple):
     valid: np.ndarray      # (m, K) bool, the cell lies inside the video
     on_prob: np.ndarray    # (m, K) P(cell in the caption's run | it has one); 0 where not valid
     llr: np.ndarray        # (m,) log Bayes factor "shown on some run" / "shown nowhere"
+    frame_median: np.ndarray | None = None  # (T,) the polish's frame medians (None for decoys)
+    scale: float = 1.0     # the polish's noise scale
+    discount: float = 1.0  # the noise discount c used
 
 
 def run_lengths(k: int, ratio: float = LENGTH_RATIO) -> list[int]:
@@ -146,6 +150,21 @@ def noise_discount(z: np.ndarray) -> float:
     return (1.0 - a) / (1.0 + a)
 
 
+@functools.lru_cache(maxsize=16)
+def _ladder(k: int):
+    """Every run of the segment model on a grid of ``k`` cells, flattened over lengths:
+    ``(start: (J,), end: (J,), length: (J,) float, log_prior: (J,), cover: (J, k) float)``,
+    ``cover[j, t]`` = 1 where run j covers cell t. Each length is equally likely, and each start
+    of a length."""
+    lengths = run_lengths(k)
+    start = np.concatenate([np.arange(k - n + 1) for n in lengths])
+    length = np.concatenate([np.full(k - n + 1, n) for n in lengths])
+    log_prior = np.concatenate([np.full(k - n + 1, -np.log(len(lengths) * (k - n + 1))) for n in lengths])
+    cells = np.arange(k)[None, :]
+    cover = ((cells >= start[:, None]) & (cells < (start + length)[:, None])).astype(np.float64)
+    return start, start + length, length.astype(np.float64), log_prior, cover
+
+
 def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, window_s: float,
                      with_on_prob: bool = True, zrow: np.ndarray | None = None,
                      discount: float | None = None) -> Evidence:
@@ -154,60 +173,48 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     ``discount``, when given, are :func:`standardise` and :func:`noise_discount` of ``sim``."""
     m, n_frames = sim.shape
     offset_s, frame, valid = offset_grid(asr_centre_s, n_frames, fps, window_s)
-    zrow = standardise(sim) if zrow is None else zrow
+    own = polish(sim) if zrow is None else None
+    zrow = own.z if zrow is None else zrow
     c = noise_discount(zrow) if discount is None else discount
     z = np.where(valid, np.take_along_axis(zrow, frame, axis=1), 0.0)
     k = z.shape[1]
-    lengths = run_lengths(k)
+    start, end, length, log_prior, cover = _ladder(k)
     csum = np.concatenate([np.zeros((m, 1)), np.cumsum(z, axis=1)], axis=1)
-    vsum = np.concatenate([np.zeros((m, 1), dtype=np.int64), np.cumsum(valid, axis=1)], axis=1)
-    # per length n: the sum of z over every run of n cells, and whether the run lies in the video
-    totals = [csum[:, n:] - csum[:, :-n] for n in lengths]
-    inside = [vsum[:, n:] - vsum[:, :-n] == n for n in lengths]
-    best = np.full(m, -np.inf)
-    delta = np.zeros(m)
-    for n, total, ok in zip(lengths, totals, inside):
-        score = np.where(ok, total, -np.inf).max(axis=1) / np.sqrt(n)
-        delta = np.where(score > best, score / np.sqrt(n), delta)
-        best = np.maximum(score, best)
-    delta = np.maximum(delta, 0.0)[:, None]
-    # log LR per run, with the prior 1 / (lengths * starts of that length) folded in
-    log_lr = [np.where(ok, c * delta * (total - n * delta / 2.0), -np.inf) - np.log(len(lengths) * total.shape[1])
-              for n, total, ok in zip(lengths, totals, inside)]
-    top = np.max([lg.max(axis=1) for lg in log_lr], axis=0)
-    top = np.where(np.isfinite(top), top, 0.0)[:, None]
-    weights = [np.exp(lg - top) for lg in log_lr]
-    total_w = np.sum([w.sum(axis=1) for w in weights], axis=0)
+    vsum = np.concatenate([np.zeros((m, 1)), np.cumsum(valid, axis=1, dtype=np.float64)], axis=1)
+    total = csum[:, end] - csum[:, start]                    # (m, J) sum of z over each run
+    inside = (vsum[:, end] - vsum[:, start]) == length       # the run lies in the video
+    best = np.argmax(np.where(inside, total / np.sqrt(length), -np.inf), axis=1)
+    rows = np.arange(m)
+    delta = np.maximum(total[rows, best] / length[best], 0.0)[:, None]
+    log_lr = np.where(inside, c * delta * (total - length * delta / 2.0), -np.inf) + log_prior
+    top = log_lr.max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    weight = np.exp(log_lr - top)
+    total_w = weight.sum(axis=1)
     llr = np.log(np.maximum(total_w, 1e-300)) + top[:, 0]
     on_prob = np.zeros((m, k))
-    if with_on_prob:
-        # cell t lies in the runs that start at t-n+1 .. t: a run adds its weight from its first
-        # cell on and takes it off after its last, so one cumulative sum gives every coverage
-        change = np.zeros((m, k + 1))
-        for n, w in zip(lengths, weights):
-            change[:, :w.shape[1]] += w
-            change[:, n:n + w.shape[1]] -= w
-        on_prob = np.cumsum(change[:, :k], axis=1) / np.maximum(total_w[:, None], 1e-300) * valid
-    return Evidence(offset_s, frame, valid, np.clip(on_prob, 0.0, 1.0), llr)
+    if with_on_prob:  # P(cell t in the run) = the weight of the runs covering t
+        on_prob = (weight @ cover) / np.maximum(total_w[:, None], 1e-300) * valid
+    return Evidence(offset_s, frame.astype(np.int32), valid, np.clip(on_prob, 0.0, 1.0), llr,
+                    None if own is None else own.frame_median, 1.0 if own is None else own.scale, c)
 
 
-def decoy_llr(sim: np.ndarray, decoy_sim: np.ndarray | None, asr_centre_s: np.ndarray, fps: float,
-              window_s: float) -> np.ndarray:
+def decoy_llr(evidence: Evidence, sim: np.ndarray, decoy_sim: np.ndarray | None, asr_centre_s: np.ndarray,
+              fps: float, window_s: float) -> np.ndarray:
     """``(m,)`` the :func:`segment_evidence` statistic of m *decoy* captions, decoy i on caption
     i's grid: ``decoy_sim: (m, T)`` holds the cosines of captions of other videos against this
-    video's frames, standardised as this video's own rows ``sim: (m, T)`` are (its frame medians
-    and noise scale, each decoy row's own median). A decoy is a caption that is not about this
-    footage: its statistic is what chance gives on this footage, noise and encoder. Without
-    decoys (``decoy_sim`` None: a run of one video) the video's own rows serve, half a video
-    away (frames rolled by T // 2)."""
-    own = polish(sim)
-    discount = noise_discount(own.z)
+    video's frames, standardised as this video's own rows ``sim: (m, T)`` were for ``evidence``
+    (their frame medians and noise scale, each decoy row's own median; the same noise discount).
+    A decoy is a caption that is not about this footage: its statistic is what chance gives on
+    this footage, noise and encoder. Without decoys (``decoy_sim`` None: a run of one video) the
+    video's own rows serve, half a video away (frames rolled by T // 2)."""
     if decoy_sim is None:
-        z = np.roll(own.z, own.z.shape[1] // 2, axis=1)
+        z = polish(sim).z
+        z = np.roll(z, z.shape[1] // 2, axis=1)
     else:
-        centred = np.asarray(decoy_sim, dtype=np.float64) - own.frame_median[None, :]
-        z = (centred - np.median(centred, axis=1, keepdims=True)) / own.scale
-    return segment_evidence(z, asr_centre_s, fps, window_s, False, zrow=z, discount=discount).llr
+        centred = np.asarray(decoy_sim, dtype=np.float64) - evidence.frame_median[None, :]
+        z = (centred - np.median(centred, axis=1, keepdims=True)) / evidence.scale
+    return segment_evidence(z, asr_centre_s, fps, window_s, False, zrow=z, discount=evidence.discount).llr
 
 
 def on_prob_per_second(evidence: Evidence, window_s: float) -> np.ndarray:
@@ -225,7 +232,8 @@ def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarr
     ``offset_s: (K,)``, caption i weighted by ``weight[i]`` (its alignability).
 
     E-step: ``gamma_i(d) ∝ on_prob_i(d) pi(d)``, split into the Gaussian's and the outliers'
-    shares. M-step: weighted moments. ``prior_count`` pseudo-captions whose evidence is flat hold
+    shares. M-step: weighted moments. At most ``n_iter`` rounds; stops once an update moves mu
+    and sigma by < 1 ms and rho by < 1e-4. ``prior_count`` pseudo-captions whose evidence is flat hold
     the fit to :func:`start_prior` (mu 0, sigma W / 4, 20% outliers) with the weight of that many
     captions, so a run without usable evidence keeps its ASR times instead of fitting noise; with
     hundreds of visible captions they do not matter. Finally mu is shrunk toward 0 by two of its
@@ -252,7 +260,10 @@ def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarr
         var = ((wg * (d - mu) ** 2).sum() + pseudo * (start.sigma_s ** 2 + mu ** 2)) / n_gauss
         sigma = float(np.clip(np.sqrt(var), 0.5, window_s))
         rho = float(np.clip((n_all - n_gauss) / n_all, 1e-3, 0.999))
+        done = abs(mu - prior.mu_s) < 1e-3 and abs(sigma - prior.sigma_s) < 1e-3 and abs(rho - prior.outlier_share) < 1e-4
         prior = OffsetPrior(mu, sigma, rho, window_s)
+        if done:  # converged (to well below what the estimates are reported to)
+            break
     # a bias is only believed beyond two standard errors (the rest is the sample's noise):
     # a run whose evidence cannot place its captions keeps its ASR times unshifted
     standard_error = prior.sigma_s / np.sqrt(max(n_gauss, 1.0))

@@ -11,9 +11,10 @@ the work it saves is done:
   is not waited out twice).
 * ``_work/results/{video_id}.tar``: everything the video contributes to the outputs: its index
   rows, its kept samples (clip bytes included), its failure rows, its outcome counts and, for
-  ``align.prompt_mode=run``, its paired-similarity histogram; for ``align.method=posterior``,
-  its share of the run-level calibration (``curation.calibration.VideoStats``) and its
-  candidates for the run's decoy pool.
+  ``align.prompt_mode=run``, its paired-similarity histogram.
+* ``_work/calibration/{video_id}.npz`` (``align.method=posterior``): the video's share of the
+  run-level calibration (``curation.calibration.VideoStats``) and its candidates for the run's
+  decoy pool, written by the calibration pass, so before the video's result.
 
 Every output file (shards, index, failures, summary, shardindex) is a deterministic function of
 these per-video results, so a resumed run writes the same bytes as an uninterrupted one.
@@ -34,7 +35,7 @@ import numpy as np
 
 WORK_DIR = "_work"
 RUN_FILE = "run.json"
-FRAMES, RESULTS = "frames", "results"
+FRAMES, RESULTS, CALIBRATION = "frames", "results", "calibration"
 
 
 def work_path(output: str, *parts: str) -> str:
@@ -149,16 +150,10 @@ def save_result(output: str, video_id: str, result: dict) -> None:
             "samples": [{"__key__": s["__key__"], "members": sorted(k for k in s if k != "__key__")}
                         for s in result["samples"]]}
     members = [("result.json", json.dumps(meta, sort_keys=True).encode("utf-8"))]
-    from pipeline.rows import npy_bytes
-
     if result.get("histogram") is not None:
+        from pipeline.rows import npy_bytes
+
         members.append(("histogram.npy", npy_bytes(result["histogram"])))
-    if result.get("calibration") is not None:
-        stats = result["calibration"]
-        members.extend((f"calibration.{name}.npy", npy_bytes(getattr(stats, name))) for name in stats._fields)
-    if result.get("decoys") is not None:
-        pool = result["decoys"]
-        members.extend([("decoys.keys.npy", npy_bytes(pool.keys)), ("decoys.emb.npy", npy_bytes(pool.emb))])
     for i, sample in enumerate(result["samples"]):
         members.extend((f"{i:05d}.{name}", sample[name]) for name in sorted(sample) if name != "__key__")
     buf = io.BytesIO()
@@ -194,19 +189,36 @@ def load_result(output: str, video_id: str) -> dict | None:
     meta = json.loads(members["result.json"])
     samples = [{"__key__": s["__key__"], **{name: members[f"{i:05d}.{name}"] for name in s["members"]}}
                for i, s in enumerate(meta["samples"])]
-    def array(name):
-        return np.load(io.BytesIO(members[name]), allow_pickle=False) if name in members else None
+    histogram = None
+    if "histogram.npy" in members:
+        histogram = np.load(io.BytesIO(members["histogram.npy"]), allow_pickle=False)
+    return {"rows": meta["rows"], "samples": samples, "failures": meta["failures"],
+            "outcome": meta["outcome"], "histogram": histogram}
 
-    calibration = None
-    if "calibration.keys.npy" in members:
-        from curation.calibration import VideoStats
 
-        calibration = VideoStats(*(array(f"calibration.{name}.npy") for name in VideoStats._fields))
-    decoys = None
-    if "decoys.keys.npy" in members:
-        from curation.calibration import DecoyPool
+# ------------------------------------------------------------------------- run-level calibration
 
-        keys = array("decoys.keys.npy")
-        decoys = DecoyPool(keys, (video_id,) * len(keys), array("decoys.emb.npy"))
-    return {"rows": meta["rows"], "samples": samples, "failures": meta["failures"], "outcome": meta["outcome"],
-            "histogram": array("histogram.npy"), "calibration": calibration, "decoys": decoys}
+
+def calibration_file(output: str, video_id: str) -> str:
+    return work_path(output, CALIBRATION, f"{video_id}.npz")
+
+
+def save_calibration(output: str, video_id: str, stats, pool) -> None:
+    """Checkpoint a video's ``curation.calibration.VideoStats`` and decoy-pool candidates."""
+    buf = io.BytesIO()
+    np.savez(buf, **{f"stats_{name}": getattr(stats, name) for name in stats._fields},
+             pool_keys=pool.keys, pool_emb=pool.emb)
+    _write_atomic(calibration_file(output, video_id), buf.getvalue())
+
+
+def load_calibration(output: str, video_id: str):
+    """``(VideoStats, DecoyPool)`` that :func:`save_calibration` wrote, or None."""
+    from curation.calibration import DecoyPool, VideoStats
+
+    data = _read(calibration_file(output, video_id))
+    if data is None:
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        stats = VideoStats(*(arrays[f"stats_{name}"] for name in VideoStats._fields))
+        keys = arrays["pool_keys"]
+        return stats, DecoyPool(keys, (video_id,) * len(keys), arrays["pool_emb"])

@@ -8,8 +8,9 @@ from pipeline.config import Config
 from pipeline.sinks import Finalize, WriteIndex, WriteShards, shard_count
 from pipeline.summary import RunRecords
 from pipeline.video import LoadVideoInputs
-from pipeline.transforms import (CALIBRATIONS, DECOYS, FAILURES, HISTOGRAMS, OUTCOMES, SAMPLES, DecoyPool, LoadInputs,
-                                 ReadManifest, Realign, Resume, RunCalibration, RunPromptValue, SumCounts)
+from pipeline.transforms import (CALIBRATIONS, DECOYS, FAILURES, HISTOGRAMS, OUTCOMES, SAMPLES, AttachEvidence,
+                                 DecoyPool, LoadInputs, ReadManifest, Realign, Resume, RunCalibration, RunPromptValue,
+                                 SumCounts)
 
 
 def provenance(config: Config) -> dict:
@@ -34,7 +35,7 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
     hold the stages that look for its checkpoints (a fresh run has none to find)."""
     manifest_out = p | "ReadManifest" >> ReadManifest(manifest)
     refs = manifest_out["refs"] | "Reshuffle" >> beam.Reshuffle()
-    resumed = refs | "Resume" >> Resume(output) if resume else None
+    resumed = refs | "Resume" >> Resume(output, config.align.method == "posterior") if resume else None
     todo = resumed["todo"] if resume else refs
     work = output if config.checkpoints else None  # where LoadVideoInputs and Realign checkpoint
     want_video, want_features = "video" in modes, "features" in modes or not modes
@@ -57,10 +58,11 @@ def build_graph(p: beam.Pipeline, manifest: str, output: str, config: Config, st
         prompt = inputs | "RunPrompt" >> RunPromptValue(config.align, resumed[HISTOGRAMS] if resume else None)
     calibration = pool = None
     if config.align.method == "posterior":
+        inputs = inputs | "Evidence" >> AttachEvidence(config.align)
         pool = inputs | "DecoyPool" >> DecoyPool(resumed[DECOYS] if resume else None)
         calibration = inputs | "RunCalibration" >> RunCalibration(config.align, pool,
-                                                                  resumed[CALIBRATIONS] if resume else None)
-    fresh = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt, work, calibration, pool)
+                                                                  resumed[CALIBRATIONS] if resume else None, work)
+    fresh = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt, work, calibration)
 
     def merged(tag: str, label: str):
         """Realign's output ``tag``, with the restored results' when resuming."""

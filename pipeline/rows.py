@@ -50,14 +50,14 @@ def failed_video_rows(captions: CaptionSet) -> list[dict]:
 
 
 def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParams,
-                 run_prompt_value: float | None, run_calibration=None) -> list[dict]:
+                 run_prompt_value: float | None, run_calibration=None, evidence=None) -> list[dict]:
     """Align one video and return one index row per caption (``shard`` filled in later);
-    ``run_calibration``: method ``posterior``'s run-level estimates."""
+    ``run_calibration``: method ``posterior``'s run-level estimates, ``evidence`` the video's."""
     if captions.emb.shape[1] != frames.emb.shape[1]:
         raise InputError("dim_mismatch", f"video {captions.video_id}: caption_features width "
                                          f"{captions.emb.shape[1]} != features width {frames.emb.shape[1]}")
     scores = align_video(captions.emb, frames.emb, np.array(captions.start_s), np.array(captions.end_s),
-                         frames.fps, params, run_prompt_value, run_calibration)
+                         frames.fps, params, run_prompt_value, run_calibration, evidence)
     kept = scores.alignability >= params.min_alignability
     weight = confidence_weight(scores.alignability, scores.concentration, kept)
     return [

@@ -287,7 +287,7 @@ class _RealignFn(_StageDoFn):
         super().__init__()
         self.params, self.provenance, self.clips, self.output = params, provenance, clips, output
 
-    def process(self, inputs, run_prompt_value=None, run_calibration=None, decoy_pool=None):
+    def process(self, inputs, run_prompt_value=None, run_calibration=None):
         from pipeline.checkpoint import save_result
         from pipeline.rows import aligned_rows, failed_video_rows, samples_for_video
 
@@ -295,7 +295,8 @@ class _RealignFn(_StageDoFn):
         rows, ok, failures = None, inputs.ok, list(inputs.failures)
         if ok:
             try:
-                rows = aligned_rows(inputs.frames, inputs.captions, self.params, run_prompt_value, run_calibration)
+                rows = aligned_rows(inputs.frames, inputs.captions, self.params, run_prompt_value, run_calibration,
+                                    inputs.evidence)
             except Exception as exc:  # noqa: BLE001 - recorded as a failure row, never swallowed
                 failures.append(self.failure_row(inputs.video_id, exc))
                 ok = False
@@ -311,19 +312,8 @@ class _RealignFn(_StageDoFn):
                    **{f"dropped/{k}": v for k, v in sorted(dropped.items())}}
         result = {"rows": rows, "samples": samples, "failures": failures, "outcome": outcome}
         if self.output is not None:
-            save_result(self.output, inputs.video_id, {**result, "histogram": self._histogram(inputs),
-                                                       **self._calibration(inputs, decoy_pool)})
+            save_result(self.output, inputs.video_id, {**result, "histogram": self._histogram(inputs)})
         yield from emit_result(result)
-
-    def _calibration(self, inputs, decoy_pool) -> dict:
-        """The video's shares of the run-level calibration and of the decoy pool (method
-        ``posterior`` only), for a resumed run to restore."""
-        if self.params.method != "posterior" or not _has_histogram(inputs):
-            return {}
-        from curation.calibration import pool_candidates
-
-        return {"calibration": video_calibration_stats(inputs, self.params, decoy_pool),
-                "decoys": pool_candidates(inputs.video_id, inputs.captions.emb)}
 
     def _histogram(self, inputs):
         """The video's share of the run-level prompt value (``prompt_mode=run`` only)."""
@@ -340,12 +330,38 @@ def _has_histogram(video) -> bool:
 
 
 def video_calibration_stats(video, params, decoy_pool):
-    """``curation.calibration.VideoStats`` of one loaded video."""
+    """``curation.calibration.VideoStats`` of one loaded video (with its attached evidence)."""
     from curation.align import calibration_stats
 
     frames, captions = video.frames, video.captions
     return calibration_stats(video.video_id, captions.emb, frames.emb, np.array(captions.start_s),
-                             np.array(captions.end_s), frames.fps, params, decoy_pool)
+                             np.array(captions.end_s), frames.fps, params, decoy_pool, video.evidence)
+
+
+class AttachEvidence(beam.PTransform):
+    """``VideoInputs`` -> the same with ``evidence`` (``curation.align.caption_evidence``) for
+    method ``posterior``: made once, read by the run-level calibration and by realignment."""
+
+    def __init__(self, params):
+        super().__init__()
+        self.params = params
+
+    def expand(self, inputs):
+        params = self.params
+
+        def attach(video):
+            import dataclasses
+
+            from curation.align import caption_evidence
+
+            if not _has_histogram(video):
+                return video
+            frames, captions = video.frames, video.captions
+            evidence = caption_evidence(captions.emb, frames.emb, np.array(captions.start_s),
+                                        np.array(captions.end_s), frames.fps, params)
+            return dataclasses.replace(video, evidence=evidence)
+
+        return inputs | beam.Map(attach)
 
 
 class Realign(beam.PTransform):
@@ -354,16 +370,15 @@ class Realign(beam.PTransform):
     each video's result is checkpointed under ``OUT/_work`` before it is emitted."""
 
     def __init__(self, params, provenance: dict, clips, run_prompt_value=None, output: str | None = None,
-                 run_calibration=None, decoy_pool=None):
+                 run_calibration=None):
         super().__init__()
         self.params, self.provenance, self.clips, self.run_prompt_value = params, provenance, clips, run_prompt_value
-        self.output, self.run_calibration, self.decoy_pool = output, run_calibration, decoy_pool
+        self.output, self.run_calibration = output, run_calibration
 
     def expand(self, inputs):
         side = {} if self.run_prompt_value is None else {"run_prompt_value": beam.pvalue.AsSingleton(self.run_prompt_value)}
         if self.run_calibration is not None:
             side["run_calibration"] = beam.pvalue.AsSingleton(self.run_calibration)
-            side["decoy_pool"] = beam.pvalue.AsSingleton(self.decoy_pool)
         return inputs | TaggedParDo(_RealignFn(self.params, self.provenance, self.clips, self.output),
                                     SAMPLES, OUTCOMES, FAILURES, main="rows", **side)
 
@@ -374,37 +389,39 @@ class _ResumeFn(_StageDoFn):
 
     stage = "resume"
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, calibrated: bool):
         super().__init__()
-        self.output = output
+        self.output, self.calibrated = output, calibrated
 
     def process(self, ref):
-        from pipeline.checkpoint import load_result
+        from pipeline.checkpoint import load_calibration, load_result
 
         result = load_result(self.output, ref.video_id)
-        if result is None:
-            yield ref
+        calibration = load_calibration(self.output, ref.video_id) if self.calibrated and result is not None else None
+        if result is None or (self.calibrated and calibration is None and result["outcome"].get("videos_ok")):
+            yield ref  # nothing to restore (a finished video of method posterior has both files)
             return
         self.count("videos")
         if result["histogram"] is not None:
             yield beam.pvalue.TaggedOutput(HISTOGRAMS, result["histogram"])
-        if result["calibration"] is not None:
-            yield beam.pvalue.TaggedOutput(CALIBRATIONS, result["calibration"])
-        if result["decoys"] is not None:
-            yield beam.pvalue.TaggedOutput(DECOYS, result["decoys"])
+        if calibration is not None:
+            yield beam.pvalue.TaggedOutput(CALIBRATIONS, calibration[0])
+            yield beam.pvalue.TaggedOutput(DECOYS, calibration[1])
         yield from emit_result({**result, "outcome": {**result["outcome"], "videos_resumed": 1}}, rows_tag="rows")
 
 
 class Resume(beam.PTransform):
     """Refs -> ``{"todo": refs without a result checkpoint, "rows", SAMPLES, OUTCOMES, FAILURES,
-    HISTOGRAMS, CALIBRATIONS, DECOYS: the checkpointed results of the others}`` (``pipeline.checkpoint``)."""
+    HISTOGRAMS, CALIBRATIONS, DECOYS: the checkpointed results of the others}`` (``pipeline.checkpoint``).
+    ``calibrated``: the run's method learns from the run (``posterior``), so a finished video is
+    restored only with its calibration checkpoint."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, calibrated: bool = False):
         super().__init__()
-        self.output = output
+        self.output, self.calibrated = output, calibrated
 
     def expand(self, refs):
-        return refs | TaggedParDo(_ResumeFn(self.output), "rows", SAMPLES, OUTCOMES, FAILURES, HISTOGRAMS, CALIBRATIONS,
+        return refs | TaggedParDo(_ResumeFn(self.output, self.calibrated), "rows", SAMPLES, OUTCOMES, FAILURES, HISTOGRAMS, CALIBRATIONS,
                                   DECOYS, main="todo")
 
 
@@ -459,20 +476,27 @@ class RunCalibration(beam.PTransform):
     """Method ``posterior``'s run-level calibration (``curation.calibration``): every video's
     evidence statistics against decoys from ``decoy_pool`` (a singleton), merged
     (order-independent), then estimated once. ``restored``: the stats of videos whose results
-    were checkpointed by an earlier attempt."""
+    were checkpointed by an earlier attempt. With ``output``, each video's stats and decoy-pool
+    candidates are checkpointed (``pipeline.checkpoint.save_calibration``) for a resumed run."""
 
-    def __init__(self, params, decoy_pool, restored=None):
+    def __init__(self, params, decoy_pool, restored=None, output: str | None = None):
         super().__init__()
-        self.params, self.decoy_pool, self.restored = params, decoy_pool, restored
+        self.params, self.decoy_pool, self.restored, self.output = params, decoy_pool, restored, output
 
     def expand(self, inputs):
         from curation.calibration import estimate
 
-        params = self.params
+        params, output = self.params, self.output
 
         def stats(video, pool):
             if _has_histogram(video):
-                yield video_calibration_stats(video, params, pool)
+                from curation.calibration import pool_candidates
+                from pipeline.checkpoint import save_calibration
+
+                result = video_calibration_stats(video, params, pool)
+                if output is not None:
+                    save_calibration(output, video.video_id, result, pool_candidates(video.video_id, video.captions.emb))
+                yield result
 
         fresh = (inputs | "Stats" >> beam.FlatMap(stats, beam.pvalue.AsSingleton(self.decoy_pool))
                  | "Merge" >> beam.CombineGlobally(_Merge("merge")))

@@ -91,8 +91,8 @@ def test_segment_evidence_finds_a_planted_run_and_is_flat_inside_it():
     ev = timing.segment_evidence(sim, np.full(m, 230.0), 1.0, W)
     near = (ev.frame[0] >= 195) & (ev.frame[0] < 245)  # run lengths step by 25%: edges blur a little
     assert ev.on_prob[0, near].sum() > 0.95 * ev.on_prob[0].sum()
-    core = ev.on_prob[0, (ev.frame[0] >= 205) & (ev.frame[0] < 235)]
-    assert core.min() > 0.6 * core.max()  # flat: no spurious peak inside an evenly shown step
+    core = ev.on_prob[0, (ev.frame[0] >= 210) & (ev.frame[0] < 230)]  # 10 s from the edges, which blur
+    assert core.min() > 0.8 * core.max()  # flat: no spurious peak inside an evenly shown step
     assert ev.llr[0] > np.max(ev.llr[1:]) + 5
 
 
