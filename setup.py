@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="nccurate",
-    version="0.1.0",
+    version="0.2.0",
     description="Realign, filter and weight noisy ASR captions of narrated videos; write WebDataset shards.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

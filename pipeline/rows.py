@@ -22,7 +22,7 @@ from curation.spans import confidence_weight
 from curation.timeline import span_frame_mask
 from pipeline.shards import sample_key, shard_name
 
-PIPELINE_VERSION = "0.1.0"
+PIPELINE_VERSION = "0.2.0"
 DROP_REASONS = ("unalignable", "video_failed", "clip_failed")
 
 INDEX_SCHEMA = pa.schema([
@@ -49,6 +49,12 @@ def failed_video_rows(captions: CaptionSet) -> list[dict]:
     ]
 
 
+def _score(x) -> float:
+    """A score as the index and samples store it: rounded to 1e-9, far below any meaning, so the
+    last bits in which two processes' float reductions may differ do not reach the outputs."""
+    return round(float(x), 9)
+
+
 def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParams,
                  run_prompt_value: float | None, run_calibration=None, evidence=None) -> list[dict]:
     """Align one video and return one index row per caption (``shard`` filled in later);
@@ -64,9 +70,9 @@ def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParam
         {"video_id": captions.video_id, "caption_idx": i, "text": text,
          "asr_start": captions.start_s[i], "asr_end": captions.end_s[i],
          "start": round(float(scores.start_s[i]), 3), "end": round(float(scores.end_s[i]), 3),
-         "alignable": bool(kept[i]), "alignability": float(scores.alignability[i]),
-         "similarity": float(scores.similarity[i]), "bucket_mass": float(scores.bucket_mass[i]),
-         "concentration": float(scores.concentration[i]), "weight": float(weight[i]),
+         "alignable": bool(kept[i]), "alignability": _score(scores.alignability[i]),
+         "similarity": _score(scores.similarity[i]), "bucket_mass": _score(scores.bucket_mass[i]),
+         "concentration": _score(scores.concentration[i]), "weight": _score(weight[i]),
          "kept": bool(kept[i]), "drop_reason": None if kept[i] else "unalignable",
          "shard": None, "key": sample_key(captions.video_id, i) if kept[i] else None}
         for i, text in enumerate(captions.text)

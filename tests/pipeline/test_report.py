@@ -25,7 +25,7 @@ from tests.videos import make_video
 
 EVIL = "fish & chips <script>alert(1)</script>"
 ESCAPED = "fish &amp; chips &lt;script&gt;alert(1)&lt;/script&gt;"
-VIDEO_RUN = ("align.method=norton", "model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
+VIDEO_RUN = ("align.method=norton", "align.ncl_relative=false", "align.ncl_temperature=0.05", "model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
              "decode_timeout_s=20", "align.min_alignability=0.0")
 
 
