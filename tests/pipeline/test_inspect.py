@@ -48,6 +48,8 @@ def test_totals_equal_summary(out, printed):
         s["captions_in"], s["captions_kept"], sum(s["captions_dropped"].values()))
     assert _ints(r"^samples +(\d+) in (\d+) shard", printed) == (s["samples_written"], s["shards"])
     assert s["videos_failed"] == 2 and s["config_hash"] in printed
+    calib = s["calibration"]  # the timing model the run learnt, in words
+    assert f"timing    {calib['description']} (learnt from {calib['sampled']} captions)" in printed.splitlines()
 
 
 def test_outcome_counts_equal_index(out, printed):
