@@ -61,6 +61,9 @@ class OffsetPrior(NamedTuple):
         return np.where(np.abs(d) <= self.window_s, dens, 0.0)
 
 
+#: Captions below this alignability are left out of the EM (their weight would add nothing).
+MIN_EM_WEIGHT = 0.01
+
 #: Where EM starts, and what its pseudo-captions (``fit_offset_prior``'s ``prior_count``) hold
 #: it to when a run has no usable evidence: the ASR times as they are.
 START_OUTLIER_SHARE = 0.2
@@ -153,16 +156,18 @@ def noise_discount(z: np.ndarray) -> float:
 @functools.lru_cache(maxsize=16)
 def _ladder(k: int):
     """Every run of the segment model on a grid of ``k`` cells, flattened over lengths:
-    ``(start: (J,), end: (J,), length: (J,) float, log_prior: (J,), cover: (J, k) float)``,
-    ``cover[j, t]`` = 1 where run j covers cell t. Each length is equally likely, and each start
-    of a length."""
+    ``(start: (J,), end: (J,), length: (J,) float, log_prior: (J,), blocks)``, ``blocks`` the
+    ``(n, first, stop)`` slice of each length's runs (starts 0 .. k - n in order). Each length is
+    equally likely, and each start of a length."""
     lengths = run_lengths(k)
     start = np.concatenate([np.arange(k - n + 1) for n in lengths])
     length = np.concatenate([np.full(k - n + 1, n) for n in lengths])
     log_prior = np.concatenate([np.full(k - n + 1, -np.log(len(lengths) * (k - n + 1))) for n in lengths])
-    cells = np.arange(k)[None, :]
-    cover = ((cells >= start[:, None]) & (cells < (start + length)[:, None])).astype(np.float64)
-    return start, start + length, length.astype(np.float64), log_prior, cover
+    blocks, first = [], 0
+    for n in lengths:  # the runs of length n are entries first .. first + k - n of the flat arrays
+        blocks.append((n, first, first + k - n + 1))
+        first += k - n + 1
+    return start, start + length, length.astype(np.float64), log_prior, tuple(blocks)
 
 
 def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, window_s: float,
@@ -178,7 +183,7 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     c = noise_discount(zrow) if discount is None else discount
     z = np.where(valid, np.take_along_axis(zrow, frame, axis=1), 0.0)
     k = z.shape[1]
-    start, end, length, log_prior, cover = _ladder(k)
+    start, end, length, log_prior, blocks = _ladder(k)
     csum = np.concatenate([np.zeros((m, 1)), np.cumsum(z, axis=1)], axis=1)
     vsum = np.concatenate([np.zeros((m, 1)), np.cumsum(valid, axis=1, dtype=np.float64)], axis=1)
     total = csum[:, end] - csum[:, start]                    # (m, J) sum of z over each run
@@ -193,8 +198,15 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     total_w = weight.sum(axis=1)
     llr = np.log(np.maximum(total_w, 1e-300)) + top[:, 0]
     on_prob = np.zeros((m, k))
-    if with_on_prob:  # P(cell t in the run) = the weight of the runs covering t
-        on_prob = (weight @ cover) / np.maximum(total_w[:, None], 1e-300) * valid
+    if with_on_prob:
+        # P(cell t in the run) = the weight of the runs covering t: a run adds its weight from its
+        # first cell on and takes it off after its last, so one cumulative sum gives every
+        # coverage (elementwise, so the same bits with any BLAS thread count)
+        change = np.zeros((m, k + 1))
+        for n, first, stop in blocks:
+            change[:, :stop - first] += weight[:, first:stop]
+            change[:, n:n + stop - first] -= weight[:, first:stop]
+        on_prob = np.cumsum(change[:, :k], axis=1) / np.maximum(total_w[:, None], 1e-300) * valid
     return Evidence(offset_s, frame.astype(np.int32), valid, np.clip(on_prob, 0.0, 1.0), llr,
                     None if own is None else own.frame_median, 1.0 if own is None else own.scale, c)
 
@@ -244,16 +256,17 @@ def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarr
     r = np.asarray(on_prob, dtype=np.float64)
     w = np.asarray(weight, dtype=np.float64)
     d = np.asarray(offset_s, dtype=np.float64)
-    keep = (r.sum(axis=1) > 0) & (w > 0)
+    keep = (r.sum(axis=1) > 0) & (w >= MIN_EM_WEIGHT)  # the rest would add nothing but time
     r, w = r[keep], w[keep]
     prior = start
     n_all = w.sum() + prior_count
     for _ in range(n_iter):
         pi = prior.density(d)
         joint = r * pi[None, :]
-        gamma = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1e-300)
+        norm = np.maximum(joint.sum(axis=1), 1e-300)
         gauss_share = prior.gaussian(d) / np.maximum(pi, 1e-300)
-        wg = (w[:, None] * gamma * gauss_share[None, :]).sum(axis=0)  # (K,) Gaussian mass per offset
+        # (K,) Gaussian mass per offset; einsum, not BLAS: the same bits with any thread count
+        wg = np.einsum("i,ik->k", w / norm, joint, optimize=False) * gauss_share
         pseudo = prior_count * (1.0 - start.outlier_share)
         n_gauss = wg.sum() + pseudo
         mu = float((wg * d).sum() / n_gauss)
