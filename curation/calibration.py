@@ -222,7 +222,5 @@ def estimate(stats: VideoStats | None, window_s: float) -> RunCalibration:
     counts = lambda x: np.bincount(bin_of(x), minlength=N_BINS)  # noqa: E731
     table = alignability_table(counts(stats.llr), counts(stats.decoy_llr))
     weight = table[bin_of(stats.llr)]
-    half = int(round(window_s))
-    offsets = np.arange(-half, half + 1, dtype=np.float64)
-    prior = timing.fit_offset_prior(stats.on_prob, offsets, weight, window_s)
+    prior = timing.fit_offset_prior(stats.on_prob, timing.second_offsets(window_s), weight, window_s)
     return RunCalibration(prior, table, int(len(stats.keys)), int(len(stats.decoy_keys)), float(weight.mean()))

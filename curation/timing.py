@@ -5,7 +5,7 @@ Notation: m captions, T frames at ``fps``; ``sim: (m, T)`` caption-frame cosine 
 grid*: the K = 2 * round(window_s * fps) + 1 frames around its ASR centre frame, at offsets
 ``d_k = (k - K // 2) / fps`` seconds (true time minus ASR time).
 
-1. **Evidence** (:func:`segment_evidence`). ``sim`` is the plain cosine; :func:`standardise`
+1. **Evidence** (:func:`segment_evidence`). ``sim`` is the plain cosine; :func:`polish`
    turns it into z by a median polish (frame medians, then caption medians removed; one noise
    scale per video). Single-segment model: the caption is shown
    nowhere in its grid, or on one run of n frames (n on a geometric ladder 2 ... K, each length
@@ -131,11 +131,6 @@ def polish(sim: np.ndarray) -> Polish:
     return Polish(centred / scale, frame_median, scale)
 
 
-def standardise(sim: np.ndarray) -> np.ndarray:
-    """``(m, T)``: the z of :func:`polish`."""
-    return polish(sim).z
-
-
 def noise_lag1(z: np.ndarray) -> float:
     """Median over rows of the lag-1 autocorrelation of ``z: (m, T)``, clipped to [0, 0.95]."""
     if z.shape[1] < 3:
@@ -175,7 +170,7 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
                      discount: float | None = None) -> Evidence:
     """Evidence of every caption on its offset grid (module docstring, step 1). With
     ``with_on_prob=False`` only ``llr`` is computed (``on_prob`` is zeros). ``zrow`` and
-    ``discount``, when given, are :func:`standardise` and :func:`noise_discount` of ``sim``."""
+    ``discount``, when given, are :func:`polish` ``.z`` and :func:`noise_discount` of ``sim``."""
     m, n_frames = sim.shape
     offset_s, frame, valid = offset_grid(asr_centre_s, n_frames, fps, window_s)
     own = polish(sim) if zrow is None else None
@@ -229,12 +224,16 @@ def decoy_llr(evidence: Evidence, sim: np.ndarray, decoy_sim: np.ndarray | None,
     return segment_evidence(z, asr_centre_s, fps, window_s, False, zrow=z, discount=evidence.discount).llr
 
 
-def on_prob_per_second(evidence: Evidence, window_s: float) -> np.ndarray:
-    """``(m, 2 W + 1)`` float32 ``on_prob`` at whole-second offsets -W .. W (W = round(window_s)),
-    nearest grid cell: the common grid on which a run's captions are pooled for the EM."""
+def second_offsets(window_s: float) -> np.ndarray:
+    """``(2 W + 1,)`` the whole-second offsets -W .. W (W = round(window_s)): the common grid on
+    which a run's captions are pooled for the EM, whatever each video's fps."""
     half = int(round(window_s))
-    seconds = np.arange(-half, half + 1, dtype=np.float64)
-    cell = np.clip(np.searchsorted(evidence.offset_s, seconds), 0, len(evidence.offset_s) - 1)
+    return np.arange(-half, half + 1, dtype=np.float64)
+
+
+def on_prob_per_second(evidence: Evidence, window_s: float) -> np.ndarray:
+    """``(m, 2 W + 1)`` float32 ``on_prob`` at :func:`second_offsets`, nearest grid cell."""
+    cell = np.clip(np.searchsorted(evidence.offset_s, second_offsets(window_s)), 0, len(evidence.offset_s) - 1)
     return evidence.on_prob[:, cell].astype(np.float32)
 
 
@@ -260,6 +259,7 @@ def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarr
     r, w = r[keep], w[keep]
     prior = start
     n_all = w.sum() + prior_count
+    pseudo = prior_count * (1.0 - start.outlier_share)  # the pseudo-captions' Gaussian weight
     for _ in range(n_iter):
         pi = prior.density(d)
         joint = r * pi[None, :]
@@ -267,7 +267,6 @@ def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarr
         gauss_share = prior.gaussian(d) / np.maximum(pi, 1e-300)
         # (K,) Gaussian mass per offset; einsum, not BLAS: the same bits with any thread count
         wg = np.einsum("i,ik->k", w / norm, joint, optimize=False) * gauss_share
-        pseudo = prior_count * (1.0 - start.outlier_share)
         n_gauss = wg.sum() + pseudo
         mu = float((wg * d).sum() / n_gauss)
         var = ((wg * (d - mu) ** 2).sum() + pseudo * (start.sigma_s ** 2 + mu ** 2)) / n_gauss
