@@ -447,7 +447,7 @@ class RunPromptValue(beam.PTransform):
         if self.restored is not None:
             histograms = (histograms, self.restored) | "WithRestored" >> beam.Flatten()
         return (histograms
-                | "Sum" >> beam.CombineGlobally(_SumArrays())
+                | "Sum" >> beam.CombineGlobally(_Merge(sum_arrays))
                 | "Quantile" >> beam.Map(histogram_quantile, params.prompt_quantile, params))
 
 
@@ -469,7 +469,9 @@ class DecoyPool(beam.PTransform):
         parts = inputs | "Candidates" >> beam.FlatMap(candidates)
         if self.restored is not None:
             parts = (parts, self.restored) | "WithRestored" >> beam.Flatten()
-        return parts | "Merge" >> beam.CombineGlobally(_Merge("merge_pools"))
+        from curation.calibration import merge_pools
+
+        return parts | "Merge" >> beam.CombineGlobally(_Merge(merge_pools))
 
 
 class RunCalibration(beam.PTransform):
@@ -484,7 +486,7 @@ class RunCalibration(beam.PTransform):
         self.params, self.decoy_pool, self.restored, self.output = params, decoy_pool, restored, output
 
     def expand(self, inputs):
-        from curation.calibration import estimate
+        from curation.calibration import estimate, merge
 
         params, output = self.params, self.output
 
@@ -499,56 +501,41 @@ class RunCalibration(beam.PTransform):
                 yield result
 
         fresh = (inputs | "Stats" >> beam.FlatMap(stats, beam.pvalue.AsSingleton(self.decoy_pool))
-                 | "Merge" >> beam.CombineGlobally(_Merge("merge")))
+                 | "Merge" >> beam.CombineGlobally(_Merge(merge)))
         if self.restored is None:
             return fresh | "Estimate" >> beam.Map(estimate, params.window_s)
         # merged apart and joined as a side input: a Flatten of the restored stats with Stats
         # (which waits for the decoy pool, which waits for the Resume stage) never ran on the
         # DirectRunner
-        restored = self.restored | "MergeRestored" >> beam.CombineGlobally(_Merge("merge"))
+        restored = self.restored | "MergeRestored" >> beam.CombineGlobally(_Merge(merge))
 
         def estimate_all(merged, earlier):
-            from curation.calibration import merge
-
             return estimate(merge([merged, earlier]), params.window_s)
 
         return fresh | "Estimate" >> beam.Map(estimate_all, beam.pvalue.AsSingleton(restored))
 
 
+def sum_arrays(parts):
+    """The elementwise sum of the arrays in ``parts`` (``None`` entries skipped), or None."""
+    parts = [p for p in parts if p is not None]
+    return sum(parts[1:], parts[0].copy()) if parts else None
+
+
 class _Merge(beam.CombineFn):
-    """Combines with ``curation.calibration.<name>`` (a merge that is the same in any order)."""
+    """Combines with ``merge(parts) -> merged`` (None for no parts): a merge that is the same in
+    any order (``sum_arrays``, ``curation.calibration.merge``, ``merge_pools``)."""
 
-    def __init__(self, name: str):
-        self.name = name
-
-    def _merge(self, parts):
-        from curation import calibration
-
-        return getattr(calibration, self.name)(parts)
+    def __init__(self, merge):
+        self.merge = merge
 
     def create_accumulator(self):
         return None
 
     def add_input(self, acc, value):
-        return self._merge([acc, value])
+        return self.merge([acc, value])
 
     def merge_accumulators(self, accs):
-        return self._merge(list(accs))
-
-    def extract_output(self, acc):
-        return acc
-
-
-class _SumArrays(beam.CombineFn):
-    def create_accumulator(self):
-        return None
-
-    def add_input(self, acc, value):
-        return value.copy() if acc is None else acc + value
-
-    def merge_accumulators(self, accs):
-        accs = [a for a in accs if a is not None]
-        return sum(accs[1:], accs[0].copy()) if accs else None
+        return self.merge(list(accs))
 
     def extract_output(self, acc):
         return acc

@@ -12,6 +12,14 @@ from fractions import Fraction
 
 import numpy as np
 
+#: ``--set`` overrides of the old default aligner (``configs/norton-v0.yaml``), for video-plumbing
+#: tests: a random-init encoder on noise videos has no visual signal, which the default aligner
+#: (posterior) rightly drops entirely, while norton keeps some captions whatever the evidence, so
+#: decode, clips, checkpoints and runners have something to carry. (Its absolute NCL temperature
+#: also keeps the random-init model's tiny cosine spread from amplifying the last bits in which
+#: torch's embeddings differ between a process with one thread and one with two.)
+NORTON_V0 = ("align.method=norton", "align.ncl_relative=false", "align.ncl_temperature=0.05")
+
 #: Per-channel levels of the palette (step 32, away from the 0/255 clipping ends).
 LEVELS = np.arange(24, 217, 32)  # 24, 56, ..., 216: 7 levels
 N_COLOURS = len(LEVELS) ** 3

@@ -21,6 +21,8 @@ import time
 
 import pytest
 
+from tests.videos import NORTON_V0
+
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,8 +38,7 @@ CLUSTER_STOP_S = 30
 BAD_ROWS = {"features": ["not json", json.dumps({"video_id": "bad id!", "features": "x.npy", "captions": "x.json"})],
             "video": ["not json", json.dumps({"video_id": "bad id!", "video": "x.mp4", "captions": "x.json"})]}
 FEATURE_SETTINGS = ("output.samples_per_shard=10", "max_failure_ratio=1.0")
-VIDEO_SETTINGS = ("align.method=norton", "align.ncl_relative=false", "align.ncl_temperature=0.05",
-                  "model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
+VIDEO_SETTINGS = (*NORTON_V0, "model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
                   "output.samples_per_shard=4", "max_failure_ratio=1.0")
 #: summary.json fields that differ between two runs of the same inputs by design.
 VOLATILE = ("timings", "output")

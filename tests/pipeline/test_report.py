@@ -21,11 +21,11 @@ from curation import report_data as rd
 from pipeline.cli import main
 from pipeline.report import build_report
 from pipeline.synth_io import write_corpus
-from tests.videos import make_video
+from tests.videos import NORTON_V0, make_video
 
 EVIL = "fish & chips <script>alert(1)</script>"
 ESCAPED = "fish &amp; chips &lt;script&gt;alert(1)&lt;/script&gt;"
-VIDEO_RUN = ("align.method=norton", "align.ncl_relative=false", "align.ncl_temperature=0.05", "model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
+VIDEO_RUN = (*NORTON_V0, "model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
              "decode_timeout_s=20", "align.min_alignability=0.0")
 
 

@@ -26,13 +26,10 @@ from pipeline.checkpoint import WORK_DIR, complete_decodes, work_path
 from pipeline.config import load_config
 from pipeline.run import RunError, run
 from pipeline.synth_io import write_corpus
-from tests.videos import make_video
+from tests.videos import NORTON_V0, make_video
 
-#: random-init encoder, noise videos: no visual signal, so the old default aligner (norton-v0,
-#: which keeps some captions whatever the evidence) gives the video checkpoints and clips
-#: something to resume
-VIDEO_MODEL = ("align.method=norton", "align.ncl_relative=false", "align.ncl_temperature=0.05",
-               "model.name=nccurate-tiny", "model.pretrained=null", "max_failure_ratio=1.0", "clips.size=48", "clips.fps=4", "decode_timeout_s=20", "output.samples_per_shard=8")
+VIDEO_MODEL = (*NORTON_V0, "model.name=nccurate-tiny", "model.pretrained=null", "max_failure_ratio=1.0", "clips.size=48",
+               "clips.fps=4", "decode_timeout_s=20", "output.samples_per_shard=8")
 FEATURE_OVERRIDES = ("output.samples_per_shard=10", "max_failure_ratio=1.0")
 
 

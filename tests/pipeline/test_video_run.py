@@ -17,15 +17,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.videos import make_video
+from tests.videos import NORTON_V0, make_video
 
-#: A random-init encoder on noise videos has no visual signal, which the default aligner
-#: (posterior) rightly drops entirely: these tests check the video plumbing (decode, clips,
-#: runners), so they realign with the old default (configs/norton-v0.yaml), which keeps some
-#: captions whatever the evidence. (Its absolute NCL temperature also keeps the random-init
-#: model's tiny cosine spread from amplifying the last bits in which torch's embeddings differ
-#: between a process with one thread and one with two.)
-NORTON_V0 = ("align.method=norton", "align.ncl_relative=false", "align.ncl_temperature=0.05")
 MODEL = ("model.name=nccurate-tiny", "model.pretrained=null", "max_failure_ratio=1.0",
          "clips.size=48", "clips.fps=4", "decode_timeout_s=4", *NORTON_V0)
 DURATIONS_S = {"cook": 40.0, "fix": 32.0, "paint": 48.0}
