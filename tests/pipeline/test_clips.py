@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from curation.errors import InputError
-from pipeline.clips import clip_dims, cut_clip
+from pipeline.clips import X86_64_ASM, clip_dims, cut_clip, encode_h264, x264_asm
 from tests.videos import colour_of, frame_index_of, make_video
 
 SRC_FPS = 8
@@ -80,6 +80,35 @@ def test_cuts_are_byte_identical(video):
     assert cut_clip(video, 5.2, 8.7, "mp4", 32, 8.0) == first
     assert cut_clip(video, 5.2, 8.7, "jpg", 32, 8.0) == cut_clip(video, 5.2, 8.7, "jpg", 32, 8.0)
     assert b"Lavf" not in first["mp4"]  # bit-exact muxing: no FFmpeg version string
+
+
+def _h264(frames, options) -> bytes:
+    buffer = io.BytesIO()
+    encode_h264(buffer, frames, 4.0, frames[0].shape[1], frames[0].shape[0], options, container_format="mp4")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("width,height", [(64, 48), (152, 48)])
+def test_h264_bytes_do_not_depend_on_heap_contents_and_equal_x264s_c_code(width, height):
+    """x264's AVX2/AVX-512 code gave different bytes for the same frames from one encode to the
+    next at these widths (it reads memory it never wrote); the portable SIMD level must give one
+    result, and the same as x264's plain C code (asm=0), which runs on every machine."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (height, width + 40, 3), dtype=np.uint8)
+    frames = [np.ascontiguousarray(np.roll(base, 2 * i, axis=1)[:, :width]) for i in range(8)]
+    options = {"preset": "veryfast", "crf": "23"}
+    outputs = set()
+    for _ in range(40):
+        churn = [rng.integers(0, 256, int(n), dtype=np.uint8) for n in rng.integers(1000, 200000, 20)]
+        del churn  # freed blocks full of noise: what an encoder reading unwritten memory would see
+        outputs.add(_h264(frames, options))
+    assert len(outputs) == 1
+    assert outputs == {_h264(frames, {**options, "x264-params": "asm=0"})}
+
+
+def test_x264_asm_is_portable_per_architecture():
+    assert x264_asm("x86_64") == x264_asm("AMD64") == X86_64_ASM
+    assert x264_asm("aarch64") == x264_asm("arm64") == "0"
 
 
 @pytest.mark.parametrize("start_s,end_s,fps", [(2.0, 5.0, 4.0), (6.1, 7.3, 5.0)])
