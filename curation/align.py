@@ -163,20 +163,21 @@ def _align_posterior(caption_emb, frame_emb, asr_start_s, asr_end_s, duration_s,
     the evidence statistic, the span centre from the posterior over offsets."""
     from curation import calibration
 
-    raw = similarity.cosine_similarity(caption_emb, frame_emb)
     if evidence is None:
-        evidence = timing.segment_evidence(raw, _asr_centre_s(asr_start_s, asr_end_s), fps, params.window_s)
+        evidence = caption_evidence(caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params)
     if run_calibration is None:  # a lone video: calibrated on itself
         stats = calibration_stats("video", caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params,
                                   evidence=evidence)
         run_calibration = calibration.estimate(stats, params.window_s)
     alignability = run_calibration.alignability(evidence.llr)
     centre_s, concentration = timing.posterior_centre_s(evidence, run_calibration.prior, alignability, duration_s, fps)
-    start_s, end_s = spans.span_around(centre_s, duration_s, raw.shape[1] / fps)
-    in_span = timeline.span_frame_mask(start_s, end_s, raw.shape[1], fps)
+    n_frames = np.shape(frame_emb)[0]
+    start_s, end_s = spans.span_around(centre_s, duration_s, n_frames / fps)
+    in_span = timeline.span_frame_mask(start_s, end_s, n_frames, fps)  # one run of frames per row
+    first, stop = in_span.argmax(axis=1), n_frames - in_span[:, ::-1].argmax(axis=1)
     return spans.CaptionScores(start_s=start_s, end_s=end_s, alignability=alignability,
                                bucket_mass=1.0 - alignability,
-                               similarity=(raw * in_span).sum(axis=1) / in_span.sum(axis=1),
+                               similarity=similarity.mean_cosine_over_runs(caption_emb, frame_emb, first, stop),
                                concentration=np.clip(concentration, 0.0, 1.0))
 
 

@@ -10,9 +10,10 @@ import numpy as np
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12, dtype=np.float64) -> np.ndarray:
     """Rows of ``x: (n, D)`` scaled to unit L2 norm (all-zero rows stay zero), in ``dtype``."""
-    x = np.asarray(x, dtype=dtype)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, eps)
+    x = np.array(x, dtype=dtype)  # one copy, scaled in place: no (n, D) temporaries
+    norm = np.sqrt(np.einsum("...d,...d->...", x, x))[..., None]
+    x /= np.maximum(norm, eps)
+    return x
 
 
 def cosine_similarity(caption_emb: np.ndarray, frame_emb: np.ndarray, dtype=np.float64) -> np.ndarray:
@@ -21,6 +22,20 @@ def cosine_similarity(caption_emb: np.ndarray, frame_emb: np.ndarray, dtype=np.f
     as float64."""
     out = l2_normalise(caption_emb, dtype=dtype) @ l2_normalise(frame_emb, dtype=dtype).T
     return out.astype(np.float64, copy=False)
+
+
+def mean_cosine_over_runs(caption_emb: np.ndarray, frame_emb: np.ndarray, first: np.ndarray,
+                          stop: np.ndarray) -> np.ndarray:
+    """``(m,)``: caption i's mean cosine over frames ``first[i] <= t < stop[i]`` (each run non-
+    empty), computed on those frames only: O(m L D) for runs of at most L frames, not the (m, T)
+    matrix."""
+    first, stop = np.asarray(first, dtype=np.int64), np.asarray(stop, dtype=np.int64)
+    length = stop - first
+    cells = first[:, None] + np.arange(int(length.max()))[None, :]   # (m, L)
+    inside = cells < stop[:, None]
+    frames = l2_normalise(np.asarray(frame_emb)[np.minimum(cells, stop[:, None] - 1)])  # (m, L, D)
+    cosine = np.einsum("md,mld->ml", l2_normalise(caption_emb), frames)
+    return (cosine * inside).sum(axis=1) / length
 
 
 def minmax_scale(sim: np.ndarray) -> np.ndarray:

@@ -107,6 +107,20 @@ def offset_grid(asr_centre_s: np.ndarray, n_frames: int, fps: float, window_s: f
     return steps / fps, np.clip(frame, 0, n_frames - 1), valid
 
 
+def median(x: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """``np.median(x, axis)`` for finite ``x``, the same values, by one partition at the upper
+    middle (the lower middle of an even count is the largest value left of it): numpy's median
+    partitions at both middles, several times slower."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x.ravel() if axis is None else np.moveaxis(x, axis, -1)
+    k = x.shape[-1] // 2
+    part = np.partition(x, k, axis=-1)
+    upper = part[..., k]
+    if x.shape[-1] % 2:
+        return upper
+    return (part[..., :k].max(axis=-1) + upper) / 2.0
+
+
 class Polish(NamedTuple):
     """A median polish of one video's ``sim: (m, T)`` (:func:`polish`)."""
 
@@ -123,10 +137,10 @@ def polish(sim: np.ndarray) -> Polish:
     caption that matches nothing fluctuates less than one whose concept is on screen. Invariant
     to an affine change of the cosines: an encoder's cosine band does not matter."""
     sim = np.asarray(sim, dtype=np.float64)
-    frame_median = np.median(sim, axis=0)
+    frame_median = median(sim, axis=0)
     centred = sim - frame_median[None, :]
-    centred = centred - np.median(centred, axis=1, keepdims=True)
-    mad = float(np.median(np.abs(centred))) * 1.4826
+    centred = centred - median(centred, axis=1)[:, None]
+    mad = float(median(np.abs(centred))) * 1.4826
     scale = mad if mad > 1e-12 else 1.0
     return Polish(centred / scale, frame_median, scale)
 
@@ -180,13 +194,18 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     k = z.shape[1]
     start, end, length, log_prior, blocks = _ladder(k)
     csum = np.concatenate([np.zeros((m, 1)), np.cumsum(z, axis=1)], axis=1)
-    vsum = np.concatenate([np.zeros((m, 1)), np.cumsum(valid, axis=1, dtype=np.float64)], axis=1)
     total = csum[:, end] - csum[:, start]                    # (m, J) sum of z over each run
-    inside = (vsum[:, end] - vsum[:, start]) == length       # the run lies in the video
-    best = np.argmax(np.where(inside, total / np.sqrt(length), -np.inf), axis=1)
+    # runs leaving the video get -inf; only captions whose grid leaves the video have such runs
+    edge = np.flatnonzero(~valid.all(axis=1))
+    vsum = np.concatenate([np.zeros((edge.size, 1)), np.cumsum(valid[edge], axis=1, dtype=np.float64)], axis=1)
+    outside = (vsum[:, end] - vsum[:, start]) != length       # (edge, J)
+    score = total / np.sqrt(length)
+    score[edge] = np.where(outside, -np.inf, score[edge])
+    best = np.argmax(score, axis=1)
     rows = np.arange(m)
     delta = np.maximum(total[rows, best] / length[best], 0.0)[:, None]
-    log_lr = np.where(inside, c * delta * (total - length * delta / 2.0), -np.inf) + log_prior
+    log_lr = c * delta * (total - length * delta / 2.0) + log_prior
+    log_lr[edge] = np.where(outside, -np.inf, log_lr[edge])
     top = log_lr.max(axis=1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     weight = np.exp(log_lr - top)
@@ -220,7 +239,7 @@ def decoy_llr(evidence: Evidence, sim: np.ndarray, decoy_sim: np.ndarray | None,
         z = np.roll(z, z.shape[1] // 2, axis=1)
     else:
         centred = np.asarray(decoy_sim, dtype=np.float64) - evidence.frame_median[None, :]
-        z = (centred - np.median(centred, axis=1, keepdims=True)) / evidence.scale
+        z = (centred - median(centred, axis=1)[:, None]) / evidence.scale
     return segment_evidence(z, asr_centre_s, fps, window_s, False, zrow=z, discount=evidence.discount).llr
 
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from curation.similarity import cosine_similarity, l2_normalise, minmax_scale, ncl_normalise
+from curation.similarity import cosine_similarity, l2_normalise, mean_cosine_over_runs, minmax_scale, ncl_normalise
 
 
 def test_cosine_matches_manual_and_is_bounded():
@@ -84,3 +84,14 @@ def test_ncl_marginals():
     m, t = sim.shape
     np.testing.assert_allclose(p.sum(axis=0), 1.0 / t, rtol=1e-9)
     np.testing.assert_allclose(p.sum(axis=1), 1.0 / m, rtol=1e-6)
+
+
+def test_mean_cosine_over_runs_is_the_row_mean_of_the_cosine_matrix_over_each_run():
+    rng = np.random.default_rng(1)
+    captions, frames = rng.normal(size=(7, 16)), rng.normal(size=(30, 16))
+    frames[4] = 0.0  # an all-zero frame has cosine 0 with everything
+    first = np.array([0, 3, 10, 29, 2, 25, 0])
+    stop = first + np.array([1, 2, 5, 1, 4, 5, 30])
+    matrix = [float(np.mean([captions[i] @ frames[t] / (np.linalg.norm(captions[i]) * np.linalg.norm(frames[t]))
+                             if t != 4 else 0.0 for t in range(a, b)])) for i, (a, b) in enumerate(zip(first, stop))]
+    np.testing.assert_allclose(mean_cosine_over_runs(captions, frames, first, stop), matrix, atol=1e-12)

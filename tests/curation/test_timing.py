@@ -121,3 +121,13 @@ def test_a_caption_with_no_positive_evidence_gets_finite_scores():
     sim[0, 25:] = 1.0  # caption 0's only positive frames lie outside its grid
     ev = timing.segment_evidence(sim, np.array([2.0, 15.0, 29.5]), 1.0, 10.0)
     assert np.all(np.isfinite(ev.llr)) and np.all(np.isfinite(ev.on_prob))
+
+
+@pytest.mark.parametrize("shape", [(7, 10), (6, 9), (1, 4), (5, 1)])
+def test_median_equals_numpys_median_on_every_axis(shape):
+    from curation.timing import median
+
+    x = np.random.default_rng(4).normal(size=shape)
+    x[0, 0] = x[-1, -1]  # ties
+    for axis in (None, 0, 1):
+        np.testing.assert_array_equal(median(x, axis), np.median(x, axis=axis))
