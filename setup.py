@@ -18,7 +18,6 @@ setup(
     install_requires=[
         "apache-beam>=2.60",
         "numpy>=1.26",
-        "pot>=0.9",
         "pyarrow>=14",
         "webdataset>=0.2.86",
         "click>=8.1",
@@ -29,10 +28,13 @@ setup(
         "decord>=0.6",
         "av>=12",
         "matplotlib>=3.7",
+        "pydantic>=2.6",
+        "jinja2>=3.1",
     ],
     extras_require={
-        # dask + distributed: the DaskRunner test runs the pipeline on a local dask.distributed cluster.
-        "test": ["pytest>=8", "dask[distributed]>=2024.1"],
+        # dask + distributed: the DaskRunner test runs the pipeline on a local dask.distributed cluster;
+        # pot: the reference the OT solvers are tested against; import-linter: the layering contracts.
+        "test": ["pytest>=8", "pytest-timeout>=2", "dask[distributed]>=2024.1", "pot>=0.9", "import-linter>=2"],
         "dask": ["dask[distributed]>=2024.1"],
     },
     entry_points={"console_scripts": ["nccurate=pipeline.cli:main"]},

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation import ot, similarity, spans, timeline, timing
+from curation import ot
+
+from curation import similarity
+
+from curation import spans
+
+from curation import timeline
+
+from curation import timing
 
 METHODS = ("posterior", "norton", "s2dtw", "argmax", "asr")
 PROMPT_MODES = ("run", "video", "fixed")

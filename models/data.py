@@ -10,7 +10,7 @@ order; the loader reads either.
 * :func:`clip_frames` decodes one sample's media to ``(n_frames, size, size, 3)`` uint8: frame
   ``i`` is clip frame ``floor((i + 0.5) * L / n_frames)`` of the clip's ``L`` frames (the centre
   of ``n_frames`` equal segments; frames repeat when ``L < n_frames``), resized (bilinear) so its
-  shorter side is ``size`` and centre-cropped, the convention of ``pipeline.decode``.
+  shorter side is ``size`` and centre-cropped, the convention of ``pipeline.media.decode``.
 * :func:`curated_dataset` is a ``webdataset`` pipeline yielding ``(frames, tokens, weight)``:
   ``(n_frames, 3, size, size)`` float32 normalised with ``mean``/``std``, ``(context_length,)``
   int64 and a float32 scalar. Shards are split by node (``torch.distributed`` rank) and by
@@ -77,13 +77,13 @@ def uniform_indices(n_clip: int, n_frames: int) -> np.ndarray:
 
 
 def _resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
-    """``(w, h)``: shorter side ``size``, aspect kept (same as ``pipeline.decode.resize_dims``)."""
+    """``(w, h)``: shorter side ``size``, aspect kept (same as ``pipeline.media.decode.resize_dims``)."""
     scale = size / min(width, height)
     return max(size, round(width * scale)), max(size, round(height * scale))
 
 
 def _center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-    """``(h, w, 3) -> (size, size, 3)`` centred window (same as ``pipeline.decode.center_crop``)."""
+    """``(h, w, 3) -> (size, size, 3)`` centred window (same as ``pipeline.media.decode.center_crop``)."""
     h, w = rgb.shape[0], rgb.shape[1]
     top, left = (h - size) // 2, (w - size) // 2
     return rgb[top:top + size, left:left + size]

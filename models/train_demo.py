@@ -13,7 +13,7 @@ training 182 s, evaluation 11 s); 6,940,905 bytes, md5 2c0b98f1b7651cb6f0c37cfa2
 run (same command, another ``--out``) gave the same bytes.
 
 **Data: a world the demo never shows.** The demo curates plans ``make_video_plan(i, seed=0)``.
-Training frames come from :func:`curation.synth_video.render_frame` with video styles drawn by
+Training frames come from :func:`curation.synth.video.render_frame` with video styles drawn by
 ``VideoStyle.draw(np.random.default_rng([TRAIN_WORLD_SEED + seed, 0]))`` (``TRAIN_WORLD_SEED``
 = 1000): other backgrounds, textures, drifts and jitters than any demo video. Per style
 ("video") the pool holds ``concepts_per_style`` frames of distinct random concepts and
@@ -22,8 +22,8 @@ the world's 128x96. The pool is generated once, single-threaded, from that one g
 
 **Preprocessing = the pipeline's.** Every frame goes the way a demo frame goes to the model:
 RGB -> ``yuv420p`` (what the H.264 file stores) -> one swscale step to 85x64 RGB, bilinear
-(``pipeline.decode.to_rgb`` with ``resize_dims(128, 96, 64)``) -> centre crop 64x64
-(``pipeline.decode.center_crop``) -> ``/255``, normalised with the model's open_clip mean/std
+(``pipeline.media.decode.to_rgb`` with ``resize_dims(128, 96, 64)``) -> centre crop 64x64
+(``pipeline.media.decode.center_crop``) -> ``/255``, normalised with the model's open_clip mean/std
 (OpenAI's), as ``models.encoder.ClipEncoder.encode_frames`` does. :func:`pipeline_view`
 reimplements the two decode steps with PyAV alone (``models`` must not import ``pipeline``);
 ``tests/models/test_train_demo.py`` checks it is byte-identical to the pipeline's functions.
@@ -87,8 +87,8 @@ left is the world's and the aligner's (repeated concepts, the +-60 s window), no
 4 fps, the pipeline's resize/crop), captions through the text tower, then
 ``curation.evaluate.score_method`` with the pipeline's default ``AlignParams()``: R@1 of the
 default method vs the ASR timestamps, and alignability ROC-AUC. ``--eval-h264 [backend]``
-instead writes each demo video as the demo does (``pipeline.synth_video_io.write_plan_video``:
-libx264 veryfast crf 23, yuv420p) and decodes it with ``pipeline.decode.decode_frames``
+instead writes each demo video as the demo does (``pipeline.synth.video_corpus.write_plan_video``:
+libx264 veryfast crf 23, yuv420p) and decodes it with ``pipeline.media.decode.decode_frames``
 (``decord``, the pipeline's default backend, or ``pyav``). Targets: R@1 >= ASR R@1 + 15 points
 and AUC >= 85. The shipped asset:
 
@@ -150,7 +150,7 @@ class TrainConfig:
 
 
 def resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
-    """Shorter side -> ``size``, aspect kept (``pipeline.decode.resize_dims``)."""
+    """Shorter side -> ``size``, aspect kept (``pipeline.media.decode.resize_dims``)."""
     scale = size / min(width, height)
     return max(size, round(width * scale)), max(size, round(height * scale))
 
@@ -158,7 +158,7 @@ def resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
 def pipeline_view(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB as rendered -> ``(size, size, 3)`` uint8 as the pipeline decodes it
     from an H.264 file (less the compression): yuv420p, one bilinear swscale step to the shorter
-    side ``size`` in RGB (``pipeline.decode.to_rgb``), centre crop (``center_crop``)."""
+    side ``size`` in RGB (``pipeline.media.decode.to_rgb``), centre crop (``center_crop``)."""
     import av
     from av.video.reformatter import Interpolation
 
@@ -180,7 +180,7 @@ class FramePool:
 
 def make_frame_pool(config: TrainConfig, size: int = INPUT_SIZE) -> FramePool:
     """Render the training pool (single-threaded, from ``default_rng([TRAIN_WORLD_SEED + seed, 0])``)."""
-    from curation.synth_video import CONCEPTS, VideoStyle, render_frame
+    from curation.synth.video import CONCEPTS, VideoStyle, render_frame
 
     rng = np.random.default_rng([TRAIN_WORLD_SEED + config.seed, 0])
     nc, nb = config.concepts_per_style, config.background_per_style
@@ -203,7 +203,7 @@ def chatter_texts() -> list[str]:
     on the world, not on the demo's videos (which draw from the same set)."""
     import itertools
 
-    from curation.synth_video import CHATTER_SLOTS, CHATTER_TEMPLATES
+    from curation.synth.video import CHATTER_SLOTS, CHATTER_TEMPLATES
 
     out: list[str] = []
     for template in CHATTER_TEMPLATES:
@@ -338,7 +338,7 @@ def train(config: TrainConfig, pool: FramePool | None = None, verbose: bool = Tr
     import torch
     import torch.nn.functional as F
 
-    from curation.synth_video import ALIGNABLE_TEMPLATES, CONCEPTS, alignable_text
+    from curation.synth.video import ALIGNABLE_TEMPLATES, CONCEPTS, alignable_text
 
     start = time.perf_counter()
     model = create_model(config.seed)
@@ -441,7 +441,7 @@ def save_state_dict(model, path: str) -> int:
 def demo_frames(plan, sample_fps: float = 1.0, size: int = INPUT_SIZE) -> np.ndarray:
     """``(T, size, size, 3)`` uint8: sample ``k`` at ``(k + 0.5) / sample_fps`` s, the nearest
     source frame at ``plan.fps`` (ties to the earlier), in :func:`pipeline_view`."""
-    from curation.synth_video import frames_of
+    from curation.synth.video import frames_of
 
     n = max(1, int(math.floor(plan.n_frames / plan.fps * sample_fps + 1e-9)))
     targets = (np.arange(n) + 0.5) / sample_fps
@@ -453,8 +453,8 @@ def demo_frames_h264(plan, directory: str, sample_fps: float = 1.0, size: int = 
                      backend: str = "decord") -> np.ndarray:
     """The same samples through a real file: the demo's H.264 writer and the pipeline's decoder
     (imported here only: this check is the one place ``models`` reaches into ``pipeline``)."""
-    from pipeline.decode import decode_frames
-    from pipeline.synth_video_io import write_plan_video
+    from pipeline.media.decode import decode_frames
+    from pipeline.synth.video_corpus import write_plan_video
 
     path = write_plan_video(os.path.join(directory, f"{plan.video_id}.mp4"), plan)
     return decode_frames(path, sample_fps, size, backend=backend).frames
@@ -470,7 +470,7 @@ def evaluate(checkpoint: str, n_videos: int = DEMO_VIDEOS, seed: int = DEMO_SEED
 
     from curation.align import AlignParams
     from curation.evaluate import EvalVideo, score_method
-    from curation.synth_video import make_video_plan
+    from curation.synth.video import make_video_plan
     from models.encoder import EncoderSpec, load_encoder
 
     start = time.perf_counter()

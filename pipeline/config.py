@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from curation.align import METHODS, PROMPT_MODES, AlignParams
-from pipeline.retry import RetryPolicy
+from pipeline.inputs.retry import RetryPolicy
+from pipeline.errors import ConfigError  # noqa: F401 (re-exported)
 
 def _default_config_path() -> str | None:
     """``configs/default.yaml`` of a source checkout, else the copy ``setup.py`` installs under
@@ -44,15 +45,6 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 #: Sections that choose the runner and its machines; they do not change outputs, so the config
 #: hash (recorded in every sample, and what a rerun must match to resume) leaves them out.
 RUNTIME_SECTIONS = ("beam", "resources")
-
-
-class ConfigError(ValueError):
-    """A one-line, user-facing configuration error; ``key``: the dotted key it is about, if any
-    (:func:`load_config` adds where that key was set: a config file or ``--set``)."""
-
-    def __init__(self, message: str, key: str | None = None):
-        super().__init__(message)
-        self.key = key
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
   background in between, ~65–70% chatter captions with heavy-tailed ASR errors), scored by the
   project's small open_clip model ``nccurate-tiny`` trained on separately generated data
   (``models/assets/nccurate-demo-tiny.pt``, reproducible with ``python -m models.train_demo``).
-* ``features``: 1-fps feature matrices of the feature-space world (``curation.synth``).
+* ``features``: 1-fps feature matrices of the feature-space world (``curation.synth.features``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import dataclasses
 import os
 
 from pipeline.config import Config
-from pipeline.evaluate_output import score_output
-from pipeline.report import build_report
+from pipeline.tools.score import score_output
+from pipeline.tools.report import build_report
 from pipeline.run import run
 
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -33,11 +33,11 @@ def demo_config(config: Config, mode: str) -> Config:
 def make_inputs(inputs: str, mode: str, n_videos: int, seed: int) -> tuple[str, str]:
     """Write the demo corpus (a mix of json, vtt and srt captions); returns (manifest, truth)."""
     if mode == "video":
-        from pipeline.synth_video_io import write_video_corpus
+        from pipeline.synth.video_corpus import write_video_corpus
 
         return write_video_corpus(inputs, n_videos, seed, ("vtt", "json", "srt"))
-    from curation.synth import make_corpus
-    from pipeline.synth_io import write_corpus
+    from curation.synth.features import make_corpus
+    from pipeline.synth.feature_corpus import write_corpus
 
     return write_corpus(inputs, make_corpus(n_videos, seed), ("json", "vtt", "srt"))
 

@@ -1,7 +1,7 @@
 """Live progress of a run, seen from the driver: videos done / total, rate, ETA, failures.
 
 The driver of a Beam pipeline cannot see its elements, but every finished video leaves its
-result checkpoint ``OUT/_work/results/{video_id}.tar`` (``pipeline.checkpoint``; written when
+result checkpoint ``OUT/_work/results/{video_id}.tar`` (``pipeline.outputs.checkpoint``; written when
 ``checkpoints: true``, the default), on every runner, since ``OUT`` is a filesystem the driver
 shares. :class:`ResultPoller` lists that directory from a thread of the driver, reads the
 ``result.json`` member of each new tar once (its outcome says whether the video failed) and
@@ -143,7 +143,7 @@ class StreamProgress:
 def _result_failed(path: str) -> bool | None:
     """Whether the result checkpoint at ``path`` is a failed video (its outcome counts
     ``videos_failed``); None when it cannot be read."""
-    from pipeline.checkpoint import result_outcome
+    from pipeline.outputs.checkpoint import result_outcome
 
     outcome = result_outcome(path)
     return None if outcome is None else bool(outcome.get("videos_failed"))

@@ -9,10 +9,7 @@ import time
 from typing import NamedTuple
 
 from pipeline.config import Config
-
-
-class RunError(RuntimeError):
-    """A one-line, user-facing reason why a run cannot start or did not succeed."""
+from pipeline.errors import RunError  # noqa: F401 (re-exported)
 
 
 #: What nccurate writes into an output directory; anything else there is the user's.
@@ -22,7 +19,7 @@ FRESH, RESUME, COMPLETE = "fresh", "resume", "complete"
 
 
 def prepare_output(output: str, identity: dict, overwrite: bool) -> str:
-    """Get ``output`` ready for a run of ``identity`` (``pipeline.checkpoint.run_identity``) and
+    """Get ``output`` ready for a run of ``identity`` (``pipeline.outputs.checkpoint.run_identity``) and
     say which kind of run it is:
 
     * ``fresh``: a new or empty directory (or ``overwrite``: nccurate's files there are removed);
@@ -32,7 +29,7 @@ def prepare_output(output: str, identity: dict, overwrite: bool) -> str:
 
     Raises :class:`RunError` for a directory holding anything else (another run's outputs,
     files nccurate did not write) unless ``overwrite``, and for one that cannot be written."""
-    from pipeline.checkpoint import read_run_identity, write_run_identity
+    from pipeline.outputs.checkpoint import read_run_identity, write_run_identity
 
     if os.path.exists(output) and not os.path.isdir(output):
         raise RunError(f"output {output}: exists and is not a directory")
@@ -76,7 +73,7 @@ def _clear_outputs(output: str, keep_work: bool) -> None:
     ``keep_work``); refuse a directory that holds anything else."""
     import shutil
 
-    from pipeline.checkpoint import WORK_DIR
+    from pipeline.outputs.checkpoint import WORK_DIR
 
     foreign = sorted(set(os.listdir(output)) - set(OUTPUT_DIRS) - set(OUTPUT_FILES) - {WORK_DIR})
     if foreign:
@@ -186,7 +183,7 @@ def check_model(config: Config) -> None:
     """The encoder's name and weights exist (no weights are loaded). Only for runs with
     video-mode rows: in feature mode ``model`` is a provenance label of the user's features."""
     from models.encoder import check_spec
-    from pipeline.video import encoder_spec
+    from pipeline.transforms.video import encoder_spec
 
     try:
         check_spec(encoder_spec(config.model))
@@ -220,8 +217,8 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
     checkpoints, so only with ``checkpoints: true``) and at the end, never after this returns.
     Raises :class:`RunError` when the inputs or output are unusable, the counts do not
     reconcile, or the failure ratio exceeds ``max_failure_ratio``."""
-    from pipeline.checkpoint import RESULTS, remove_work, run_identity, work_path
-    from pipeline.graph import build_graph
+    from pipeline.outputs.checkpoint import RESULTS, remove_work, run_identity, work_path
+    from pipeline.transforms.graph import build_graph
     from pipeline.progress import ResultPoller
     check_manifest(manifest)
     scan = scan_manifest(manifest)

@@ -23,7 +23,7 @@ SMALL_WORLD = dict(dim=512, duration_s=(120, 180))
 
 def small_corpus(n_videos: int, seed: int):
     """``n_videos`` synthetic videos of a small world (D = 32, 2-3 minutes each)."""
-    from curation.synth import WorldParams, make_corpus
+    from curation.synth.features import WorldParams, make_corpus
 
     return make_corpus(n_videos, seed, WorldParams(**SMALL_WORLD))
 

@@ -206,8 +206,8 @@ ESCAPING_IDS = ("../x", "a/b", "..", ".", "", "/abs", "..\\x", "a\\b", "x/../../
 @pytest.mark.parametrize("video_id", ESCAPING_IDS, ids=[repr(v)[:20] for v in ESCAPING_IDS])
 def test_a_path_like_video_id_is_rejected_before_it_names_anything(video_id):
     from curation.errors import InputError
-    from pipeline.inputs import parse_manifest_line
-    from pipeline.shards import sample_key
+    from pipeline.inputs.manifest import parse_manifest_line
+    from pipeline.outputs.shards import sample_key
 
     line = json.dumps({"video_id": video_id, "features": "f.npy", "fps": 1, "captions": "c.json",
                        "caption_features": "t.npy"})
@@ -222,7 +222,7 @@ def test_a_path_like_video_id_is_rejected_before_it_names_anything(video_id):
 def test_accepted_video_ids_make_plain_file_names():
     """What the manifest accepts (and so what keys are built from) has no separator and no dot."""
     from curation.records import VIDEO_ID_RE
-    from pipeline.shards import sample_key
+    from pipeline.outputs.shards import sample_key
 
     for video_id in ("abc", "A-b_9", "-", "_", "--", "x" * 128):
         assert VIDEO_ID_RE.match(video_id)
@@ -251,7 +251,7 @@ TAB_TEXT = "tab\tseparated\t\tcolumns"  # the parsers normalise whitespace: tabs
 def safety_run(tmp_path_factory, pipeline_tools):
     """One feature-mode run over two videos whose captions are :data:`NASTY_TEXTS` (every
     caption kept) plus rows with :data:`NASTY_IDS`; the files under ``root`` before and after."""
-    from pipeline.synth_io import write_corpus
+    from pipeline.synth.feature_corpus import write_corpus
 
     root = tmp_path_factory.mktemp("safety")
     texts = NASTY_TEXTS + (TAB_TEXT,)

@@ -4,7 +4,7 @@ import numpy as np
 
 from curation import calibration
 from curation.align import AlignParams, calibration_stats
-from curation.synth import WorldParams, make_corpus
+from curation.synth.features import WorldParams, make_corpus
 
 SMALL = WorldParams(dim=64, duration_s=(240, 300))
 

@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 CODE = """
 import sys
-import curation, curation.align, curation.ot, curation.s2dtw, curation.synth, models
+import curation, curation.align, curation.ot, curation.s2dtw, curation.synth.features, models
 print("beam", 'apache_beam' in sys.modules)
 print("torch", 'torch' in sys.modules)
 """

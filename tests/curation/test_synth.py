@@ -1,4 +1,4 @@
-"""Tests for curation.synth: determinism, shapes and the ground truth of the synthetic world."""
+"""Tests for curation.synth.features: determinism, shapes and the ground truth of the synthetic world."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from curation.synth import WorldParams, make_corpus
+from curation.synth.features import WorldParams, make_corpus
 
 
 @pytest.fixture(scope="module")

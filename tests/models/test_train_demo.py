@@ -42,8 +42,8 @@ def test_pool_shapes_and_labels(pool):
 def test_pipeline_view_is_the_decoders_resize_and_crop():
     import av
 
-    from curation.synth_video import VideoStyle, render_frame
-    from pipeline.decode import center_crop, resize_dims, to_rgb
+    from curation.synth.video import VideoStyle, render_frame
+    from pipeline.media.decode import center_crop, resize_dims, to_rgb
 
     rng = np.random.default_rng(7)
     style = VideoStyle.draw(rng)
@@ -55,7 +55,7 @@ def test_pipeline_view_is_the_decoders_resize_and_crop():
 
 
 def test_chatter_is_the_whole_closed_set():
-    from curation.synth_video import random_chatter_text
+    from curation.synth.video import random_chatter_text
 
     chatter = td.chatter_texts()
     assert len(chatter) == len(set(chatter)) == 1090
@@ -161,7 +161,7 @@ def test_evaluate_runs_on_one_video(tiny_run, tmp_path):
 
 
 def test_demo_frames_sample_the_pipeline_grid():
-    from curation.synth_video import make_video_plan
+    from curation.synth.video import make_video_plan
 
     plan = make_video_plan(0, 0)
     frames = td.demo_frames(plan)
@@ -186,7 +186,7 @@ def test_shipped_asset_loads_with_open_clip():
 
 def test_shipped_asset_separates_captions_on_a_demo_video():
     """Frames of a step are closer to that step's caption than to chatter or other concepts."""
-    from curation.synth_video import alignable_text, make_video_plan, random_chatter_text
+    from curation.synth.video import alignable_text, make_video_plan, random_chatter_text
 
     encoder = load_encoder(EncoderSpec(name="nccurate-tiny", pretrained=td.DEFAULT_OUT))
     plan = make_video_plan(0, 0)
@@ -206,7 +206,7 @@ def test_shipped_asset_cosines_are_an_affine_map_of_its_content():
     and each alignable caption's row keeps its shape."""
     import open_clip
 
-    from curation.synth_video import make_video_plan
+    from curation.synth.video import make_video_plan
 
     register_project_configs()
     model = open_clip.create_model("nccurate-tiny", pretrained=td.DEFAULT_OUT, weights_only=True).eval()

@@ -9,11 +9,11 @@ import os
 
 import pytest
 
-import pipeline.writers
+import pipeline.outputs.tables
 from pipeline.config import load_config
 from pipeline.run import RunError, run
-from pipeline.summary import reconcile
-from pipeline.synth_io import write_corpus
+from pipeline.outputs.summary import reconcile
+from pipeline.synth.feature_corpus import write_corpus
 
 BALANCED = {"videos_in": 5, "videos_ok": 4, "videos_failed": 1, "captions_in": 30, "captions_kept": 12,
             "captions_dropped": {"unalignable": 15, "video_failed": 3}}
@@ -38,12 +38,12 @@ def test_each_broken_identity_is_named(change, counts, broken):
 def test_a_run_that_loses_samples_fails_loudly(tmp_path, monkeypatch, pipeline_tools):
     corpus = pipeline_tools.small_corpus(3, 4)
     manifest, _ = write_corpus(str(tmp_path / "in"), corpus, caption_format="json")
-    real = pipeline.writers.write_shard
+    real = pipeline.outputs.tables.write_shard
 
     def lossy(output, shard_idx, samples, layout, seed):  # a writer bug: the last sample vanishes
         return real(output, shard_idx, samples[:-1], layout, seed)
 
-    monkeypatch.setattr(pipeline.writers, "write_shard", lossy)
+    monkeypatch.setattr(pipeline.outputs.tables, "write_shard", lossy)
     out = tmp_path / "out"
     with pytest.raises(RunError, match="do not reconcile.*shardindex nsamples = captions_kept"):
         run(manifest, str(out), load_config(None))

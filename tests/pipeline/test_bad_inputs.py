@@ -15,7 +15,7 @@ import pytest
 from curation.errors import ERROR_CLASSES
 from pipeline.config import load_config
 from pipeline.run import RunError, run
-from pipeline.synth_io import captions_text, write_corpus
+from pipeline.synth.feature_corpus import captions_text, write_corpus
 
 N_GOOD = 4
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from pipeline.bench_memory import (TreeRssSampler, long_video_planes, make_captions, read_proc_table, run_measured,
+from pipeline.bench.memory import (TreeRssSampler, long_video_planes, make_captions, read_proc_table, run_measured,
                                    tree_pids, tree_rss, write_inputs)
 
 #: A child that allocates ~60 MB, touches it, says so and sleeps.

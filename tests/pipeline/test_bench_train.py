@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.train import Pairs, TrainConfig
-from pipeline.bench_train import report, step_frames
+from pipeline.bench.train import report, step_frames
 
 
 def test_step_frames_spread_over_the_span():

@@ -8,7 +8,7 @@ import json
 import os
 import re
 
-from pipeline.bench_video import write_inputs
+from pipeline.bench.video import write_inputs
 
 
 def test_inputs_are_links_to_one_video_with_captions(tmp_path):
@@ -26,7 +26,7 @@ def test_inputs_are_links_to_one_video_with_captions(tmp_path):
 def test_bench_prints_ratios_scaling_and_memory(tmp_path):
     import torch
 
-    from pipeline.bench_video import bench_throughput_video
+    from pipeline.bench.video import bench_throughput_video
 
     threads = torch.get_num_threads()
     text = bench_throughput_video(None, ("clips.size=32",), str(tmp_path), "nccurate-tiny", n_videos=2, duration_s=6.0,

@@ -1,4 +1,4 @@
-"""Tests for pipeline.captions: HowTo100M JSON, WebVTT and SRT parsing and rolling de-dup."""
+"""Tests for pipeline.inputs.captions: HowTo100M JSON, WebVTT and SRT parsing and rolling de-dup."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from curation.errors import InputError
-from pipeline.captions import (
+from pipeline.inputs.captions import (
     CaptionCue,
     parse_captions,
     parse_howto100m_json,

@@ -11,9 +11,9 @@ import tarfile
 import pytest
 from click.testing import CliRunner
 
-from curation.synth import WorldParams, make_corpus
+from curation.synth.features import WorldParams, make_corpus
 from pipeline.cli import main
-from pipeline.synth_io import write_corpus
+from pipeline.synth.feature_corpus import write_corpus
 
 SMALL = WorldParams(dim=512, duration_s=(120, 150))
 
@@ -72,7 +72,7 @@ def test_missing_manifest_and_nonempty_output(manifest, tmp_path):
 
 
 def test_bench_align_prints_a_table_of_worlds():
-    from curation.worlds import WORLDS
+    from curation.synth.worlds import WORLDS
 
     result = invoke("bench", "align", "--videos", "2", "--seed", "3", "--no-held-out", "--no-video-world")
     assert result.exit_code == 0, result.output

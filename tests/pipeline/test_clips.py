@@ -1,4 +1,4 @@
-"""Tests for pipeline.clips: a cut decodes to the span's duration with the source frames of the
+"""Tests for pipeline.media.clips: a cut decodes to the span's duration with the source frames of the
 span's times, honours fps and size, is byte-identical on repeat, clamps spans that outlast the
 video, and turns bad files and spans into InputError('clip_failed')."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from curation.errors import InputError
-from pipeline.clips import X86_64_ASM, clip_dims, cut_clip, encode_h264, x264_asm
+from pipeline.media.clips import X86_64_ASM, clip_dims, cut_clip, encode_h264, x264_asm
 from tests.videos import colour_of, frame_index_of, make_video
 
 SRC_FPS = 8

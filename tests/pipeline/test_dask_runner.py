@@ -58,7 +58,7 @@ def _dask_unsupported(directory, modes: tuple[str, ...], resume: bool = False) -
     from apache_beam.runners.direct.direct_runner import DirectRunner
 
     from pipeline.config import load_config
-    from pipeline.graph import build_graph
+    from pipeline.transforms.graph import build_graph
 
     rows = {"features": {"video_id": "f", "features": "f.npy", "fps": 1.0, "captions": "f.json"},
             "video": {"video_id": "v", "video": "v.mp4", "captions": "v.vtt"}}
@@ -198,7 +198,7 @@ def _direct_and_dask(manifest, root, settings, address, pipeline_tools):
 @pytest.fixture(scope="module")
 def features(dask_cluster, tmp_path_factory, pipeline_tools):
     """Feature mode: 4 synthetic videos (json and vtt captions) + the bad rows, prompt_mode=run."""
-    from pipeline.synth_io import write_corpus
+    from pipeline.synth.feature_corpus import write_corpus
 
     root = tmp_path_factory.mktemp("features")
     manifest, _ = write_corpus(str(root / "inputs"), pipeline_tools.small_corpus(8, 11), caption_format=("json", "vtt"))
@@ -209,8 +209,8 @@ def features(dask_cluster, tmp_path_factory, pipeline_tools):
 def videos(dask_cluster, tmp_path_factory, pipeline_tools):
     """Video mode: a short H.264 video, a missing video file and the bad rows, random-init
     nccurate-tiny."""
-    from curation.synth_video import VideoParams
-    from pipeline.synth_video_io import write_video_corpus
+    from curation.synth.video import VideoParams
+    from pipeline.synth.video_corpus import write_video_corpus
 
     root = tmp_path_factory.mktemp("videos")
     manifest, _ = write_video_corpus(str(root / "inputs"), 1, 7, ("vtt",), VideoParams(duration_s=(20, 24)))

@@ -1,4 +1,4 @@
-"""Tests for pipeline.decode: both backends pick the same frames at the same times, resize and
+"""Tests for pipeline.media.decode: both backends pick the same frames at the same times, resize and
 centre-crop, count time from the stream start, and map bad files (missing, not a video, audio
 only, a FIFO that never delivers) to InputErrors of the right class."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from curation.errors import InputError
-from pipeline.decode import BACKENDS, decode_frames, decode_frames_isolated, sample_times_s
+from pipeline.media.decode import BACKENDS, decode_frames, decode_frames_isolated, sample_times_s
 from tests.videos import LEFT_BAR, RIGHT_BAR, colour_of, frame_index_of, make_audio_only, make_video
 
 SRC_FPS = 8
@@ -195,7 +195,7 @@ def test_keyframe_aware_pyav_decode_equals_the_sequential_pass(tmp_path, case):
     """The indexed path picks the frames the sequential pass picks, pixel for pixel and PTS for
     PTS, while sending fewer packets to the decoder where groups allow; open groups (leading B
     pictures that reference the previous group) are never cut."""
-    from pipeline import decode as dec
+    from pipeline.media import decode as dec
 
     codec, options, all_closed, skips = KEYFRAME_CASES[case]
     path = make_video(str(tmp_path / f"{case}.{'webm' if codec == 'libvpx-vp9' else 'mp4'}"), 12, fps=SRC_FPS,
@@ -219,7 +219,7 @@ def test_keyframe_aware_pyav_decode_equals_the_sequential_pass(tmp_path, case):
 
 def test_keyframe_aware_decode_falls_back_when_a_frame_does_not_appear(video8, monkeypatch):
     """If a picked PTS never comes out of the decoder, the sequential pass decides: same result."""
-    from pipeline import decode as dec
+    from pipeline.media import decode as dec
 
     index = dec.index_packets(video8)
     shifted = dec.PacketIndex(index.pts * 2, index.end * 2, index.gop, index.closed, index.time_base / 2, index.origin)
@@ -234,7 +234,7 @@ def test_keyframe_aware_decode_falls_back_when_a_frame_does_not_appear(video8, m
 
 
 def test_isolated_decode_streams_frames_in_chunks(video8):
-    from pipeline.decode import decode_isolated
+    from pipeline.media.decode import decode_isolated
 
     whole = decode_frames(video8, 2, 32, "pyav")
     with decode_isolated(video8, 2, 32, "pyav", 60) as result:

@@ -17,7 +17,7 @@ from pipeline.cli import main
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory, pipeline_tools):
     """A good feature-mode manifest ("M") and a directory of bad inputs ("D")."""
-    from pipeline.synth_io import write_corpus
+    from pipeline.synth.feature_corpus import write_corpus
 
     root = tmp_path_factory.mktemp("errors")
     manifest, _ = write_corpus(str(root / "in"), pipeline_tools.small_corpus(1, 3))

@@ -13,7 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from models.encoder import EncoderSpec, load_encoder
-from pipeline.inference import FrameEmbeddingHandler, TextEmbeddingHandler, embeddings_of
+from pipeline.transforms.inference import FrameEmbeddingHandler, TextEmbeddingHandler, embeddings_of
 
 SPEC = EncoderSpec()
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.synth_io import write_corpus
+from pipeline.synth.feature_corpus import write_corpus
 
 
 @pytest.fixture(scope="module")

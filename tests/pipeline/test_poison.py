@@ -5,7 +5,7 @@ item must fail *its* video with a closed-vocabulary ``error_class`` and a one-li
 it; every good video, including VP8/VP9 webm and videos that their captions outlast, must
 complete; the books must balance, and ``max_failure_ratio`` decides the exit status.
 
-The decoder crash is real: a watcher thread finds the ``python -m pipeline.decode`` child that
+The decoder crash is real: a watcher thread finds the ``python -m pipeline.media.decode`` child that
 is decoding one FIFO (the child blocks opening it) through ``/proc`` and sends it SIGSEGV, as a
 native crash in libavcodec would. The pipeline has no hook for it.
 """
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from curation.errors import ERROR_CLASSES, InputError
-from pipeline.synth_io import captions_text
+from pipeline.synth.feature_corpus import captions_text
 from tests.pipeline.test_video_run import MODEL
 from tests.videos import make_audio_only, make_video
 
@@ -45,7 +45,7 @@ needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the cra
 
 
 def _decoder_children(path: str) -> list[int]:
-    """Pids of this process's ``python -m pipeline.decode PATH ...`` children."""
+    """Pids of this process's ``python -m pipeline.media.decode PATH ...`` children."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -58,7 +58,7 @@ def _decoder_children(path: str) -> list[int]:
                 argv = handle.read().decode("utf-8", "replace").split("\0")
         except (OSError, IndexError, ValueError):  # exited meanwhile, or not ours to read
             continue
-        if "pipeline.decode" in argv and path in argv:
+        if "pipeline.media.decode" in argv and path in argv:
             pids.append(int(entry))
     return pids
 
@@ -95,7 +95,7 @@ class DecoderKiller(threading.Thread):
 def test_a_decoder_killed_by_a_signal_is_a_decode_error_naming_it(tmp_path, monkeypatch, sig):
     """Unit level: ``decode_frames_isolated`` maps a child's death by signal to decode_error
     (not timeout, not an exception escaping) and removes its temporary directory."""
-    from pipeline.decode import decode_frames_isolated
+    from pipeline.media.decode import decode_frames_isolated
 
     fifo = str(tmp_path / "crash.mp4")
     os.mkfifo(fifo)
@@ -186,7 +186,7 @@ def _decodable_s(path: str) -> float:
 def test_both_backends_keep_the_frames_before_an_mdat_cut(tmp_path, fraction):
     """decord's bundled FFmpeg fails on a packet cut in half, or not, depending on where the cut
     lands; decode_frames then uses PyAV, so both backends give the frames that exist."""
-    from pipeline.decode import BACKENDS, decode_frames
+    from pipeline.media.decode import BACKENDS, decode_frames
 
     path = _faststart_video(str(tmp_path / "cut.mp4"), LONG_S)
     offset, size = _top_level_atoms(path)[b"mdat"]
@@ -243,7 +243,7 @@ def poison_world(tmp_path_factory):
     # are intact and decode (as in ffmpeg and players); its captions past the cut are treated
     # like any captions that outlast the footage; and nothing in the contract compares the
     # container's declared duration with what decodes (failing it would need such a rule, and
-    # would throw away intact footage). pipeline.decode falls back from decord to PyAV for it,
+    # would throw away intact footage). pipeline.media.decode falls back from decord to PyAV for it,
     # see test_both_backends_keep_the_frames_before_an_mdat_cut.
     _faststart_video(str(root / "cut_mdat.mp4"), LONG_S)
     offset, size = _top_level_atoms(str(root / "cut_mdat.mp4"))[b"mdat"]

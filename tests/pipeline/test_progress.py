@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pipeline.checkpoint import result_file, save_result
+from pipeline.outputs.checkpoint import result_file, save_result
 from pipeline.progress import (DONE, STOPPED, Progress, ResultPoller, StreamProgress, eta_s, format_duration,
                                format_progress, plain_line_due, rate_per_s)
 
@@ -112,7 +112,7 @@ def test_tty_rendering_rewrites_one_line_at_most_four_times_a_second():
 
 
 def write_result(output: str, video_id: str, failed: bool) -> None:
-    """A result checkpoint as ``Realign`` writes it (``pipeline.checkpoint.save_result``)."""
+    """A result checkpoint as ``Realign`` writes it (``pipeline.outputs.checkpoint.save_result``)."""
     rows = [{"video_id": video_id, "caption_idx": 0, "text": "now take the red circle", "kept": not failed}]
     samples = [] if failed else [{"__key__": f"{video_id}_00000", "npy": b"\x93NUMPY" + bytes(200), "txt": b"x"}]
     failures = [{"video_id": video_id, "stage": "features", "error_class": "missing_file", "message": "m"}] if failed else []
@@ -185,7 +185,7 @@ def test_run_stops_the_poller_when_the_pipeline_fails(tmp_path, monkeypatch, pip
 
     from pipeline.config import load_config
     from pipeline.run import run
-    from pipeline.synth_io import write_corpus
+    from pipeline.synth.feature_corpus import write_corpus
 
     class Broken(Exception):
         pass
@@ -193,7 +193,7 @@ def test_run_stops_the_poller_when_the_pipeline_fails(tmp_path, monkeypatch, pip
     def broken_graph(*_, **__):
         raise Broken
 
-    monkeypatch.setattr("pipeline.graph.build_graph", broken_graph)
+    monkeypatch.setattr("pipeline.transforms.graph.build_graph", broken_graph)
     manifest, _ = write_corpus(str(tmp_path / "in"), pipeline_tools.small_corpus(2, 0))
     seen = []
     with pytest.raises(Broken):
@@ -209,7 +209,7 @@ def test_run_stops_the_poller_when_the_pipeline_fails(tmp_path, monkeypatch, pip
 def manifest(tmp_path_factory, pipeline_tools):
     """Four good feature-mode videos, one whose features are missing (a failed video with a
     result checkpoint) and one with an invalid id (failed in the manifest stage: no checkpoint)."""
-    from pipeline.synth_io import write_corpus
+    from pipeline.synth.feature_corpus import write_corpus
 
     path, _ = write_corpus(str(tmp_path_factory.mktemp("progress_in")), pipeline_tools.small_corpus(4, 5))
     with open(path, "a", encoding="utf-8") as handle:

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from curation import report_data as rd
 from pipeline.cli import main
-from pipeline.report import build_report
-from pipeline.synth_io import write_corpus
+from pipeline.tools.report import build_report
+from pipeline.synth.feature_corpus import write_corpus
 from tests.videos import NORTON_V0, make_video
 
 EVIL = "fish & chips <script>alert(1)</script>"
@@ -179,8 +179,8 @@ def test_video_report_says_when_the_input_video_is_gone(video_report):
 def test_thumbnails_first_jpg_frame_none_for_npy_or_broken_media(tmp_path):
     from PIL import Image
 
-    from pipeline.report import _thumbnails
-    from pipeline.shards import write_tar_shard
+    from pipeline.tools.report import _thumbnails
+    from pipeline.outputs.shards import write_tar_shard
 
     def jpg(colour):
         buffer = io.BytesIO()

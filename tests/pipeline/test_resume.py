@@ -1,4 +1,4 @@
-"""Resume after a crash (``pipeline.checkpoint``): a run killed with SIGKILL, at whatever point,
+"""Resume after a crash (``pipeline.outputs.checkpoint``): a run killed with SIGKILL, at whatever point,
 finishes on the next ``nccurate run`` into the same directory without redoing finished videos,
 and its shards, index content, failures and shardindex are byte-identical to an uninterrupted run.
 
@@ -22,10 +22,10 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.checkpoint import WORK_DIR, complete_decodes, work_path
+from pipeline.outputs.checkpoint import WORK_DIR, complete_decodes, work_path
 from pipeline.config import load_config
 from pipeline.run import RunError, run
-from pipeline.synth_io import write_corpus
+from pipeline.synth.feature_corpus import write_corpus
 from tests.videos import NORTON_V0, make_video
 
 VIDEO_MODEL = (*NORTON_V0, "model.name=nccurate-tiny", "model.pretrained=null", "max_failure_ratio=1.0", "clips.size=48",
@@ -159,10 +159,10 @@ def feature_inputs(pipeline_tools, tmp_path_factory):
 
 def _finished_with_checkpoints(manifest, output, overrides, monkeypatch, pipeline_tools):
     """A complete run whose ``_work`` is kept (as if killed right before removing it)."""
-    import pipeline.checkpoint
+    import pipeline.outputs.checkpoint
 
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline.checkpoint, "remove_work", lambda _output: None)
+        patch.setattr(pipeline.outputs.checkpoint, "remove_work", lambda _output: None)
         return pipeline_tools.run_pipeline(manifest, output, overrides)
 
 

@@ -1,5 +1,5 @@
 """Transient IO errors are retried a bounded number of times; permanent ones are not
-(``pipeline.retry``, used by ``pipeline.inputs.read_bytes`` for captions and features)."""
+(``pipeline.inputs.retry``, used by ``pipeline.inputs.read_bytes`` for captions and features)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import os
 
 import pytest
 
-import pipeline.inputs
+import pipeline.inputs.arrays
 from curation.errors import InputError
-from pipeline.inputs import read_bytes
-from pipeline.retry import RetriesExhausted, RetryPolicy, is_transient, with_retries
-from pipeline.synth_io import write_corpus
+from pipeline.inputs.arrays import read_bytes
+from pipeline.inputs.retry import RetriesExhausted, RetryPolicy, is_transient, with_retries
+from pipeline.synth.feature_corpus import write_corpus
 
 
 class Flaky:
@@ -90,7 +90,7 @@ def test_read_bytes_retries_then_reads(tmp_path, monkeypatch):
     path = tmp_path / "caps.json"
     path.write_bytes(b"{}")
     calls = {}
-    monkeypatch.setattr(pipeline.inputs, "open", _flaky_open({"caps.json": [_os_error(errno.EIO)]}, calls), raising=False)
+    monkeypatch.setattr(pipeline.inputs.arrays, "open", _flaky_open({"caps.json": [_os_error(errno.EIO)]}, calls), raising=False)
     assert read_bytes(str(path), "captions", RetryPolicy(attempts=2, backoff_s=0.0)) == b"{}"
     assert calls["caps.json"] == 2
 
@@ -98,7 +98,7 @@ def test_read_bytes_retries_then_reads(tmp_path, monkeypatch):
 def test_read_bytes_exhausted_is_an_unreadable_file_naming_it(tmp_path, monkeypatch):
     path = tmp_path / "caps.json"
     path.write_bytes(b"{}")
-    monkeypatch.setattr(pipeline.inputs, "open", _flaky_open({"caps.json": [_os_error(errno.EIO)] * 3}, {}), raising=False)
+    monkeypatch.setattr(pipeline.inputs.arrays, "open", _flaky_open({"caps.json": [_os_error(errno.EIO)] * 3}, {}), raising=False)
     with pytest.raises(InputError, match=r"unreadable_file: captions file .*caps.json.*after 3 attempts"):
         read_bytes(str(path), "captions", RetryPolicy(attempts=3, backoff_s=0.0))
 
@@ -113,7 +113,7 @@ def test_pipeline_retries_flaky_reads_and_fails_only_the_hopeless(tmp_path, monk
               f"{ids[1]}.json": [_os_error(errno.EIO)] * 99,
               f"{ids[2]}.features.npy": [PermissionError(errno.EACCES, "Permission denied")] * 99}
     calls = {}
-    monkeypatch.setattr(pipeline.inputs, "open", _flaky_open(faults, calls), raising=False)
+    monkeypatch.setattr(pipeline.inputs.arrays, "open", _flaky_open(faults, calls), raising=False)
     out = pipeline_tools.run_pipeline(manifest, str(tmp_path / "out"), ["io.backoff_s=0", "max_failure_ratio=1.0"])
     assert calls[f"{ids[0]}.json"] == 3 and calls[f"{ids[1]}.json"] == 3 and calls[f"{ids[2]}.features.npy"] == 1
     failed = {(f["video_id"], f["stage"], f["error_class"]) for f in out.failures}

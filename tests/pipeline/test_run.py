@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.run import RunError, run
-from pipeline.synth_io import write_corpus
+from pipeline.synth.feature_corpus import write_corpus
 
 SEED = 7
 N_VIDEOS = 6
@@ -480,7 +480,7 @@ def test_truly_alignable_captions_score_higher(main, inputs):
 def quality_run(tmp_path_factory, pipeline_tools):
     """Three videos of the default synthetic world (D = 512, 6-8 minutes): realistic enough
     that realignment must beat the ASR timestamps (the tiny D = 32 world is mostly noise)."""
-    from curation.synth import WorldParams, make_corpus
+    from curation.synth.features import WorldParams, make_corpus
 
     root = tmp_path_factory.mktemp("quality")
     manifest, truth_path = write_corpus(str(root / "in"), make_corpus(3, 3, WorldParams()))

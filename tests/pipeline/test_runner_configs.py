@@ -153,9 +153,9 @@ def test_graph_builds_and_pickles_under_each_config(name, tmp_path, pipeline_too
     from apache_beam.internal import pickler
     from apache_beam.runners.direct.direct_runner import DirectRunner
 
-    from pipeline.graph import build_graph
+    from pipeline.transforms.graph import build_graph
     from pipeline.run import manifest_modes
-    from pipeline.synth_io import write_corpus
+    from pipeline.synth.feature_corpus import write_corpus
 
     manifest, _ = write_corpus(str(tmp_path / "in"), pipeline_tools.small_corpus(1, 0))
     with open(manifest, "a", encoding="utf-8") as handle:
@@ -267,7 +267,7 @@ def test_direct_runner_options_in_a_config_reach_beam_through_run(tmp_path, monk
     from apache_beam.options import pipeline_options as po
 
     from pipeline.run import run
-    from pipeline.synth_io import write_corpus
+    from pipeline.synth.feature_corpus import write_corpus
 
     seen = []
 
@@ -373,7 +373,7 @@ def test_hints_cover_decode_and_frame_embedding_together(tmp_path, pipeline_tool
     import apache_beam as beam
     from apache_beam.runners.direct.direct_runner import DirectRunner
 
-    from pipeline.graph import build_graph
+    from pipeline.transforms.graph import build_graph
 
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(json.dumps({"video_id": "v1", "video": "v1.mp4", "captions": "v1.vtt"}) + "\n")

@@ -1,4 +1,4 @@
-"""Tests for pipeline.shards: reproducible WebDataset tars, wids index, atomic writes."""
+"""Tests for pipeline.outputs.shards: reproducible WebDataset tars, wids index, atomic writes."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from pipeline import shards
-from pipeline.shards import (
+from pipeline.outputs import shards
+from pipeline.outputs.shards import (
     KEY_RE,
     ShardInfo,
     assign_shards,

@@ -1,4 +1,4 @@
-"""Tests for pipeline.synth_video_io: the video-mode demo corpus on disk is what a user would
+"""Tests for pipeline.synth.video_corpus: the video-mode demo corpus on disk is what a user would
 give the pipeline (manifest rows, captions files, H.264 videos) plus the truth of its plans,
 and it is byte-for-byte reproducible."""
 
@@ -10,11 +10,11 @@ import os
 import numpy as np
 import pytest
 
-from curation.synth_video import VideoParams, frames_of, make_video_plan
-from pipeline.captions import parse_captions
-from pipeline.inputs import parse_manifest_line
-from pipeline.synth_io import truth_entries
-from pipeline.synth_video_io import write_video_corpus
+from curation.synth.video import VideoParams, frames_of, make_video_plan
+from pipeline.inputs.captions import parse_captions
+from pipeline.inputs.manifest import parse_manifest_line
+from pipeline.synth.feature_corpus import truth_entries
+from pipeline.synth.video_corpus import write_video_corpus
 
 SEED = 7
 PARAMS = VideoParams(duration_s=(20, 30))
@@ -80,7 +80,7 @@ def test_truth_matches_the_plans(corpus):
 def test_videos_have_the_plans_duration_and_pixels(corpus):
     import av
 
-    from pipeline.decode import decode_frames
+    from pipeline.media.decode import decode_frames
 
     directory, _, _ = corpus
     for i in range(2):

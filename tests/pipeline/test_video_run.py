@@ -195,7 +195,7 @@ def test_unknown_model_or_missing_checkpoint_fails_before_the_run(corpus, tmp_pa
 def test_a_manifest_may_mix_video_and_feature_rows(corpus, tmp_path, pipeline_tools):
     """Rows choose their mode: the graph holds both branches and every row gets its outcome."""
     from pipeline.run import manifest_modes
-    from pipeline.synth_io import write_corpus
+    from pipeline.synth.feature_corpus import write_corpus
 
     video_manifest, root = corpus
     feature_manifest, _ = write_corpus(str(tmp_path / "feat"), pipeline_tools.small_corpus(2, 3), "json")

@@ -1,0 +1,1 @@
+"""Synthetic worlds (pure numpy): feature-mode and video-mode corpora with their truth."""

@@ -1,0 +1,1 @@
+"""The `nccurate bench` benchmarks: commands that print numbers."""

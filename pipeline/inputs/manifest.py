@@ -1,0 +1,91 @@
+"""Reading the manifest: one JSON row per video, its fields checked, its paths resolved.
+
+Every function here raises :class:`curation.errors.InputError` with a closed-vocabulary class and a
+one-line message naming the file or field; the Beam stages turn that into a failures row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from curation.errors import InputError
+from curation.records import VIDEO_ID_RE, VideoRef
+
+URI_SCHEMES = ("gs://", "s3://", "hdfs://", "http://", "https://", "azfs://")
+
+
+def resolve_path(path: str, base_dir: str) -> str:
+    """``path`` as given when absolute or a URI, else joined to the manifest's directory."""
+    if path.startswith(URI_SCHEMES) or os.path.isabs(path):
+        return path
+    if base_dir.startswith(URI_SCHEMES):
+        return base_dir.rstrip("/") + "/" + path
+    return os.path.normpath(os.path.join(base_dir, path))
+
+
+def _field(row: dict, name: str, video_id: str, kind: type, required: bool):
+    value = row.get(name)
+    if value is None:
+        if required:
+            raise InputError("bad_manifest_row", f"video {video_id}: manifest field {name!r} is required")
+        return None
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not ok:
+            raise InputError("bad_manifest_row", f"video {video_id}: manifest field {name!r} must be a positive number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str) or not value:
+        raise InputError("bad_manifest_row", f"video {video_id}: manifest field {name!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def parse_manifest_line(line: str, base_dir: str) -> VideoRef:
+    """One JSON Lines row -> :class:`VideoRef` (relative paths resolved against ``base_dir``).
+
+    Video mode: ``video`` + ``captions`` (+ optional ``caption_features``, else the text tower
+    embeds the captions). Feature mode: ``features`` + ``fps`` + ``captions`` +
+    ``caption_features`` (a user's frame features live in their own space, so no text tower).
+    """
+    excerpt = " ".join(line.split())[:80]
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        raise InputError("bad_manifest_row", f"manifest line is not JSON ({exc.msg}): {excerpt!r}") from None
+    if not isinstance(row, dict):
+        raise InputError("bad_manifest_row", f"manifest line is not a JSON object: {excerpt!r}")
+    video_id = row.get("video_id")
+    if not isinstance(video_id, str):
+        raise InputError("bad_manifest_row", f"manifest line has no string video_id: {excerpt!r}")
+    if not VIDEO_ID_RE.match(video_id):
+        raise InputError("invalid_video_id", f"video_id {video_id[:140]!r} must match [A-Za-z0-9_-]{{1,128}}")
+    has_video, has_features = row.get("video") is not None, row.get("features") is not None
+    if has_video == has_features:
+        raise InputError("bad_manifest_row", f"video {video_id}: give exactly one of 'video' (video mode) or 'features' (feature mode)")
+    captions = resolve_path(_field(row, "captions", video_id, str, True), base_dir)
+    if has_video:
+        caption_features = _field(row, "caption_features", video_id, str, False)
+        return VideoRef(
+            video_id=video_id,
+            captions=captions,
+            video=resolve_path(_field(row, "video", video_id, str, True), base_dir),
+            caption_features=resolve_path(caption_features, base_dir) if caption_features else None,
+        )
+    return VideoRef(
+        video_id=video_id,
+        captions=captions,
+        features=resolve_path(_field(row, "features", video_id, str, True), base_dir),
+        fps=_field(row, "fps", video_id, float, True),
+        caption_features=resolve_path(_field(row, "caption_features", video_id, str, True), base_dir),
+    )
+
+
+def manifest_video_id(line: str) -> str:
+    """Best-effort video_id of a raw manifest line for failure rows ('' when there is none)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return ""
+    value = row.get("video_id") if isinstance(row, dict) else None
+    return value[:200] if isinstance(value, str) else ""

@@ -1,0 +1,224 @@
+"""Per-video checkpoints under ``OUT/_work/`` so a killed run resumes where it stopped.
+
+A run writes two kinds of checkpoint, each atomically (temporary name, then rename), as soon as
+the work it saves is done:
+
+* ``_work/frames/{video_id}.pts.npz`` then ``{video_id}.emb-{chunk:05d}.npy`` (video mode):
+  the decoded frames' ``pts_s: (T,)``, ``source`` path and number of chunks (written by decode),
+  then each chunk's frame embeddings ``(n, D)`` float32 (written right after embedding, in the
+  same fused step: decode + embed is the expensive part of a run); a video's decode is complete
+  when every chunk is there. Or ``{video_id}.failure.json`` when decoding failed (so a timeout
+  is not waited out twice).
+* ``_work/results/{video_id}.tar``: everything the video contributes to the outputs: its index
+  rows, its kept samples (clip bytes included), its failure rows, its outcome counts and, for
+  ``align.prompt_mode=run``, its paired-similarity histogram.
+* ``_work/calibration/{video_id}.npz`` (``align.method=posterior``): the video's share of the
+  run-level calibration (``curation.calibration.VideoStats``) and its candidates for the run's
+  decoy pool, written by the calibration pass, so before the video's result.
+
+Every output file (shards, index, failures, summary, shardindex) is a deterministic function of
+these per-video results, so a resumed run writes the same bytes as an uninterrupted one.
+``_work/run.json`` names the manifest (sha256) and configuration (hash) the checkpoints belong
+to; a run on different inputs refuses to resume from them. ``_work`` is removed when the run
+completes. Checkpoints are read with ``allow_pickle=False`` and JSON only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+
+import numpy as np
+
+WORK_DIR = "_work"
+RUN_FILE = "run.json"
+FRAMES, RESULTS, CALIBRATION = "frames", "results", "calibration"
+
+
+def work_path(output: str, *parts: str) -> str:
+    """``OUT/_work/<parts>``; ``video_id`` parts are validated ``[A-Za-z0-9_-]`` before they get here."""
+    return os.path.join(output, WORK_DIR, *parts)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    from pipeline.outputs.shards import write_bytes_atomic
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_bytes_atomic(path, data)
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+# ------------------------------------------------------------------------------- run identity
+
+
+def run_identity(manifest_sha256: str, config_hash: str) -> dict:
+    from pipeline.results import PIPELINE_VERSION
+
+    return {"manifest_sha256": manifest_sha256, "config_hash": config_hash, "pipeline_version": PIPELINE_VERSION}
+
+
+def write_run_identity(output: str, identity: dict) -> None:
+    _write_atomic(work_path(output, RUN_FILE), json.dumps(identity, sort_keys=True).encode("utf-8"))
+
+
+def read_run_identity(output: str) -> dict | None:
+    data = _read(work_path(output, RUN_FILE))
+    return None if data is None else json.loads(data)
+
+
+def remove_work(output: str) -> None:
+    """Delete ``OUT/_work`` (a completed run's checkpoints)."""
+    if os.path.isdir(work_path(output)):
+        shutil.rmtree(work_path(output))
+
+
+# ------------------------------------------------------------------------- frame embeddings
+
+
+def _frames_file(output: str, video_id: str, suffix: str) -> str:
+    return work_path(output, FRAMES, f"{video_id}.{suffix}")
+
+
+def save_pts(output: str, video_id: str, pts_s: np.ndarray, source: str, n_chunks: int) -> None:
+    """Checkpoint the decoded frames' ``pts_s: (T,)`` seconds, the media ``source`` and how many
+    embedding chunks complete the video."""
+    buf = io.BytesIO()
+    np.savez(buf, pts_s=pts_s, source=np.array(source), n_chunks=np.int64(n_chunks))
+    _write_atomic(_frames_file(output, video_id, "pts.npz"), buf.getvalue())
+
+
+def save_emb_chunk(output: str, video_id: str, chunk: int, emb: np.ndarray) -> None:
+    """Checkpoint chunk ``chunk``'s frame embeddings ``emb: (n, D)`` (after :func:`save_pts`)."""
+    from pipeline.results import npy_bytes
+
+    _write_atomic(_frames_file(output, video_id, f"emb-{chunk:05d}.npy"), npy_bytes(emb))
+
+
+def load_frames(output: str, video_id: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """``(emb (T, D), pts_s, source)`` of a complete frames checkpoint (times and every chunk), or None."""
+    pts = _read(_frames_file(output, video_id, "pts.npz"))
+    if pts is None:
+        return None
+    with np.load(io.BytesIO(pts), allow_pickle=False) as npz:
+        pts_s, source, n_chunks = npz["pts_s"], str(npz["source"]), int(npz["n_chunks"])
+    chunks = [_read(_frames_file(output, video_id, f"emb-{chunk:05d}.npy")) for chunk in range(n_chunks)]
+    if any(data is None for data in chunks):
+        return None
+    emb = [np.load(io.BytesIO(data), allow_pickle=False) for data in chunks]
+    return (emb[0] if n_chunks == 1 else np.concatenate(emb)), pts_s, source
+
+
+def complete_decodes(output: str) -> set[str]:
+    """Ids of the videos whose frames checkpoint is complete (what a resume restores)."""
+    directory = work_path(output, FRAMES)
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    ids = {name[:-len(".pts.npz")] for name in names if name.endswith(".pts.npz")}
+    return {video_id for video_id in ids if load_frames(output, video_id) is not None}
+
+
+def save_decode_failure(output: str, video_id: str, failure: dict) -> None:
+    _write_atomic(_frames_file(output, video_id, "failure.json"), json.dumps(failure, sort_keys=True).encode("utf-8"))
+
+
+def load_decode_failure(output: str, video_id: str) -> dict | None:
+    data = _read(_frames_file(output, video_id, "failure.json"))
+    return None if data is None else json.loads(data)
+
+
+# ---------------------------------------------------------------------------- video results
+
+
+def result_file(output: str, video_id: str) -> str:
+    return work_path(output, RESULTS, f"{video_id}.tar")
+
+
+def save_result(output: str, video_id: str, result: dict) -> None:
+    """Checkpoint one video's result ``{"rows", "samples", "failures", "outcome", "histogram"}``:
+    a tar of ``result.json`` (rows, failures, outcome, each sample's key and member names),
+    ``histogram.npy`` when present, and one member ``{i:05d}.{name}`` per sample payload."""
+    meta = {"rows": result["rows"], "failures": result["failures"], "outcome": result["outcome"],
+            "samples": [{"__key__": s["__key__"], "members": sorted(k for k in s if k != "__key__")}
+                        for s in result["samples"]]}
+    members = [("result.json", json.dumps(meta, sort_keys=True).encode("utf-8"))]
+    if result.get("histogram") is not None:
+        from pipeline.results import npy_bytes
+
+        members.append(("histogram.npy", npy_bytes(result["histogram"])))
+    for i, sample in enumerate(result["samples"]):
+        members.extend((f"{i:05d}.{name}", sample[name]) for name in sorted(sample) if name != "__key__")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    _write_atomic(result_file(output, video_id), buf.getvalue())
+
+
+def result_outcome(path: str) -> dict | None:
+    """The outcome counts of the result checkpoint at ``path`` (a :func:`result_file`), reading
+    the tar only up to ``result.json``, which :func:`save_result` writes first; None when it
+    cannot be read (gone, or not complete)."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                if member.name == "result.json":
+                    return json.loads(tar.extractfile(member).read())["outcome"]
+    except (OSError, tarfile.TarError, ValueError, KeyError):
+        pass
+    return None
+
+
+def load_result(output: str, video_id: str) -> dict | None:
+    """The result :func:`save_result` wrote, or None when there is none."""
+    data = _read(result_file(output, video_id))
+    if data is None:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    meta = json.loads(members["result.json"])
+    samples = [{"__key__": s["__key__"], **{name: members[f"{i:05d}.{name}"] for name in s["members"]}}
+               for i, s in enumerate(meta["samples"])]
+    histogram = None
+    if "histogram.npy" in members:
+        histogram = np.load(io.BytesIO(members["histogram.npy"]), allow_pickle=False)
+    return {"rows": meta["rows"], "samples": samples, "failures": meta["failures"],
+            "outcome": meta["outcome"], "histogram": histogram}
+
+
+# ------------------------------------------------------------------------- run-level calibration
+
+
+def calibration_file(output: str, video_id: str) -> str:
+    return work_path(output, CALIBRATION, f"{video_id}.npz")
+
+
+def save_calibration(output: str, video_id: str, stats, pool) -> None:
+    """Checkpoint a video's ``curation.calibration.VideoStats`` and decoy-pool candidates."""
+    buf = io.BytesIO()
+    np.savez(buf, **{f"stats_{name}": getattr(stats, name) for name in stats._fields},
+             pool_keys=pool.keys, pool_emb=pool.emb)
+    _write_atomic(calibration_file(output, video_id), buf.getvalue())
+
+
+def load_calibration(output: str, video_id: str):
+    """``(VideoStats, DecoyPool)`` that :func:`save_calibration` wrote, or None."""
+    from curation.calibration import DecoyPool, VideoStats
+
+    data = _read(calibration_file(output, video_id))
+    if data is None:
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        stats = VideoStats(*(arrays[f"stats_{name}"] for name in VideoStats._fields))
+        keys = arrays["pool_keys"]
+        return stats, DecoyPool(keys, (video_id,) * len(keys), arrays["pool_emb"])

@@ -1,0 +1,60 @@
+"""Writing the output directory's files: index/failures parquet, shards, summary, shardindex.
+
+Each writer writes to a temporary name and renames, so a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.results import FAILURE_SCHEMA, INDEX_SCHEMA, sort_index_rows
+from pipeline.outputs.shards import ShardInfo, shard_name, shuffled_order, write_tar_shard
+
+SHARDS_DIR, INDEX_DIR, FAILURES_DIR = "shards", "index", "failures"
+
+
+def write_parquet(path: str, rows: list[dict], schema: pa.Schema) -> int:
+    """Rows (already ordered) -> one parquet file; returns the row count."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return table.num_rows
+
+
+def write_index_file(output: str, file_idx: int, rows: list[dict]) -> tuple[str, int, int]:
+    """``OUT/index/part-NNNNN.parquet`` sorted by (video_id, caption_idx); returns (name, rows, kept)."""
+    name = f"part-{file_idx:05d}.parquet"
+    n = write_parquet(os.path.join(output, INDEX_DIR, name), sort_index_rows(rows), INDEX_SCHEMA)
+    return name, n, sum(1 for r in rows if r["kept"])
+
+
+def write_failures(output: str, failures: list[dict]) -> int:
+    """``OUT/failures/part-00000.parquet`` (written even when empty, so readers always find it)."""
+    ordered = sorted(failures, key=lambda f: (f["video_id"], f["stage"], f["error_class"], f["message"]))
+    return write_parquet(os.path.join(output, FAILURES_DIR, "part-00000.parquet"), ordered, FAILURE_SCHEMA)
+
+
+def order_shard_samples(samples: list[dict], layout: str, seed: int) -> list[dict]:
+    """Final member order of one shard: ``grouped`` by (video_id, caption_idx), parsed back from
+    the key ``{video_id}_{caption_idx:05d}``, and ``shuffled`` by a seeded hash of the key."""
+    by_key = sorted(samples, key=lambda s: _video_and_index(s["__key__"]))
+    if layout == "grouped":
+        return by_key
+    order = shuffled_order([s["__key__"] for s in by_key], seed)
+    return [by_key[i] for i in order]
+
+
+def _video_and_index(key: str) -> tuple[str, int]:
+    video_id, idx = key.rsplit("_", 1)
+    return video_id, int(idx)
+
+
+def write_shard(output: str, shard_idx: int, samples: list[dict], layout: str, seed: int) -> ShardInfo:
+    directory = os.path.join(output, SHARDS_DIR)
+    os.makedirs(directory, exist_ok=True)
+    return write_tar_shard(os.path.join(directory, shard_name(shard_idx)), order_shard_samples(samples, layout, seed))

@@ -1,0 +1,1 @@
+"""Writing synthetic corpora (the worlds of curation.synth) to disk as a user's inputs."""
