@@ -10,11 +10,9 @@ from typing import NamedTuple
 
 from pipeline.config import Config
 from pipeline.errors import RunError  # noqa: F401 (re-exported)
+from pipeline.outputs.layout import OutputLayout
 
 
-#: What nccurate writes into an output directory; anything else there is the user's.
-#: ``report`` is ``nccurate report``'s default folder: a rerun or ``--overwrite`` may replace it.
-OUTPUT_DIRS, OUTPUT_FILES = ("shards", "index", "failures", "report"), ("summary.json", "shardindex.json")
 FRESH, RESUME, COMPLETE = "fresh", "resume", "complete"
 
 
@@ -50,9 +48,9 @@ def prepare_output(output: str, identity: dict, overwrite: bool) -> str:
 
 def _existing_run(output: str, identity: dict, unfinished: dict | None) -> str:
     """``complete`` or ``resume`` when ``output`` holds a run of ``identity``; RunError otherwise."""
-    summary_path = os.path.join(output, "summary.json")
-    if os.path.exists(os.path.join(output, "shardindex.json")) and os.path.exists(summary_path):
-        with open(summary_path, encoding="utf-8") as handle:
+    layout = OutputLayout(output)
+    if os.path.exists(layout.shardindex) and os.path.exists(layout.summary):
+        with open(layout.summary, encoding="utf-8") as handle:
             summary = json.load(handle)
         done = {key: summary.get(key) for key in ("manifest_sha256", "config_hash")}
         if done == {key: identity[key] for key in done}:
@@ -69,20 +67,18 @@ def _existing_run(output: str, identity: dict, unfinished: dict | None) -> str:
 
 
 def _clear_outputs(output: str, keep_work: bool) -> None:
-    """Remove what nccurate writes (``OUTPUT_DIRS``, ``OUTPUT_FILES``, and ``_work`` unless
-    ``keep_work``); refuse a directory that holds anything else."""
+    """Remove what nccurate writes (:meth:`OutputLayout.owned`, ``_work`` unless ``keep_work``);
+    refuse a directory that holds anything else."""
     import shutil
 
-    from pipeline.outputs.checkpoint import WORK_DIR
-
-    foreign = sorted(set(os.listdir(output)) - set(OUTPUT_DIRS) - set(OUTPUT_FILES) - {WORK_DIR})
+    layout = OutputLayout(output)
+    foreign = layout.foreign()
     if foreign:
         raise RunError(f"output {output}: holds files nccurate did not write ({', '.join(foreign[:3])}); refusing to mix them")
-    for sub in OUTPUT_DIRS + (() if keep_work else (WORK_DIR,)):
-        shutil.rmtree(os.path.join(output, sub), ignore_errors=True)
-    for name in OUTPUT_FILES:
-        path = os.path.join(output, name)
-        if os.path.exists(path):
+    for path in layout.owned(keep_work=keep_work):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
             os.remove(path)
 
 
@@ -194,7 +190,7 @@ def check_model(config: Config) -> None:
 def _raise_if_unreconciled(output: str, required: bool = True) -> dict:
     """``summary.json``'s content; RunError naming every broken identity when it does not
     reconcile, or when it is ``required`` and missing (``{}`` when missing and not required)."""
-    path = os.path.join(output, "summary.json")
+    path = OutputLayout(output).summary
     if not os.path.exists(path):
         if required:
             raise RunError(f"output {output}: the run ended without writing summary.json")
@@ -217,7 +213,7 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
     checkpoints, so only with ``checkpoints: true``) and at the end, never after this returns.
     Raises :class:`RunError` when the inputs or output are unusable, the counts do not
     reconcile, or the failure ratio exceeds ``max_failure_ratio``."""
-    from pipeline.outputs.checkpoint import RESULTS, remove_work, run_identity, work_path
+    from pipeline.outputs.checkpoint import remove_work, run_identity
     from pipeline.transforms.graph import build_graph
     from pipeline.progress import ResultPoller
     check_manifest(manifest)
@@ -239,7 +235,7 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
         summary = _raise_if_unreconciled(output)
     else:
         poller = None if progress is None else ResultPoller(
-            work_path(output, RESULTS) if config.checkpoints else None, scan.rows, progress)
+            OutputLayout(output).results_dir if config.checkpoints else None, scan.rows, progress)
         summary = None
         try:
             if poller is not None:
@@ -260,5 +256,5 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
         raise RunError(
             f"{summary['videos_failed']} of {summary['videos_in']} videos failed "
             f"(ratio {summary['failure_ratio']:.3f} > max_failure_ratio {config.max_failure_ratio}); "
-            f"see {os.path.join(output, 'failures')}")
+            f"see {OutputLayout(output).failures_dir}")
     return summary

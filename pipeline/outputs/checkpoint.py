@@ -33,14 +33,12 @@ import tarfile
 
 import numpy as np
 
-WORK_DIR = "_work"
-RUN_FILE = "run.json"
-FRAMES, RESULTS, CALIBRATION = "frames", "results", "calibration"
+from pipeline.outputs.layout import WORK as WORK_DIR, OutputLayout  # noqa: F401 (WORK_DIR: for tests)
 
 
 def work_path(output: str, *parts: str) -> str:
-    """``OUT/_work/<parts>``; ``video_id`` parts are validated ``[A-Za-z0-9_-]`` before they get here."""
-    return os.path.join(output, WORK_DIR, *parts)
+    """``OUT/_work/<parts>`` (:meth:`OutputLayout.work`)."""
+    return OutputLayout(output).work(*parts)
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -68,25 +66,26 @@ def run_identity(manifest_sha256: str, config_hash: str) -> dict:
 
 
 def write_run_identity(output: str, identity: dict) -> None:
-    _write_atomic(work_path(output, RUN_FILE), json.dumps(identity, sort_keys=True).encode("utf-8"))
+    _write_atomic(OutputLayout(output).run_file, json.dumps(identity, sort_keys=True).encode("utf-8"))
 
 
 def read_run_identity(output: str) -> dict | None:
-    data = _read(work_path(output, RUN_FILE))
+    data = _read(OutputLayout(output).run_file)
     return None if data is None else json.loads(data)
 
 
 def remove_work(output: str) -> None:
     """Delete ``OUT/_work`` (a completed run's checkpoints)."""
-    if os.path.isdir(work_path(output)):
-        shutil.rmtree(work_path(output))
+    work = OutputLayout(output).work_dir
+    if os.path.isdir(work):
+        shutil.rmtree(work)
 
 
 # ------------------------------------------------------------------------- frame embeddings
 
 
 def _frames_file(output: str, video_id: str, suffix: str) -> str:
-    return work_path(output, FRAMES, f"{video_id}.{suffix}")
+    return OutputLayout(output).frames_file(video_id, suffix)
 
 
 def save_pts(output: str, video_id: str, pts_s: np.ndarray, source: str, n_chunks: int) -> None:
@@ -120,7 +119,7 @@ def load_frames(output: str, video_id: str) -> tuple[np.ndarray, np.ndarray, str
 
 def complete_decodes(output: str) -> set[str]:
     """Ids of the videos whose frames checkpoint is complete (what a resume restores)."""
-    directory = work_path(output, FRAMES)
+    directory = OutputLayout(output).frames_dir
     names = os.listdir(directory) if os.path.isdir(directory) else []
     ids = {name[:-len(".pts.npz")] for name in names if name.endswith(".pts.npz")}
     return {video_id for video_id in ids if load_frames(output, video_id) is not None}
@@ -139,7 +138,7 @@ def load_decode_failure(output: str, video_id: str) -> dict | None:
 
 
 def result_file(output: str, video_id: str) -> str:
-    return work_path(output, RESULTS, f"{video_id}.tar")
+    return OutputLayout(output).result_file(video_id)
 
 
 def save_result(output: str, video_id: str, result: dict) -> None:
@@ -200,7 +199,7 @@ def load_result(output: str, video_id: str) -> dict | None:
 
 
 def calibration_file(output: str, video_id: str) -> str:
-    return work_path(output, CALIBRATION, f"{video_id}.npz")
+    return OutputLayout(output).calibration_file(video_id)
 
 
 def save_calibration(output: str, video_id: str, stats, pool) -> None:

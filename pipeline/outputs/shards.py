@@ -21,6 +21,8 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any, Callable, IO
 
+from pipeline.outputs.layout import shard_name  # noqa: F401 (the layout owns file names)
+
 #: What a sample key (and a video_id inside one) may contain: no dots, no slashes.
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
@@ -67,19 +69,6 @@ def sample_key(video_id: str, caption_idx: int) -> str:
     if caption_idx < 0:
         raise ValueError(f"caption_idx must be >= 0, got {caption_idx}")
     return f"{video_id}_{caption_idx:05d}"
-
-
-def shard_name(shard_idx: int) -> str:
-    """File name of shard number ``shard_idx`` (0-based): ``'shard-{idx:06d}.tar'``.
-
-    >>> shard_name(3)
-    'shard-000003.tar'
-    """
-    if isinstance(shard_idx, bool) or not isinstance(shard_idx, int):
-        raise TypeError(f"shard_idx must be an int, got {type(shard_idx).__name__}")
-    if shard_idx < 0:
-        raise ValueError(f"shard_idx must be >= 0, got {shard_idx}")
-    return f"shard-{shard_idx:06d}.tar"
 
 
 def _temp_path(path: str) -> str:

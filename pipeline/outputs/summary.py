@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from collections import Counter
 from dataclasses import dataclass
 
 from pipeline.results import PIPELINE_VERSION
+from pipeline.outputs.layout import OutputLayout
 from pipeline.outputs.shards import shard_index, write_json_atomic
 from pipeline.outputs.tables import write_failures
 from pipeline.errors import AccountingError  # noqa: F401 (re-exported)
@@ -85,10 +85,10 @@ class RunRecords:
                               "wall_s": round(finished - self.started_at, 3)}
         summary["reconciled"] = not problems
         summary["problems"] = problems
-        write_json_atomic(os.path.join(self.output, "summary.json"), summary)
+        write_json_atomic(OutputLayout(self.output).summary, summary)
         if problems:
             raise AccountingError("summary does not reconcile: " + "; ".join(problems))
-        write_json_atomic(os.path.join(self.output, "shardindex.json"), shard_index(shards))
+        write_json_atomic(OutputLayout(self.output).shardindex, shard_index(shards))
         return summary
 
 

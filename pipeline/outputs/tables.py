@@ -11,9 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.results import FAILURE_SCHEMA, INDEX_SCHEMA, sort_index_rows
-from pipeline.outputs.shards import ShardInfo, shard_name, shuffled_order, write_tar_shard
-
-SHARDS_DIR, INDEX_DIR, FAILURES_DIR = "shards", "index", "failures"
+from pipeline.outputs.layout import OutputLayout, part_name
+from pipeline.outputs.shards import ShardInfo, shuffled_order, write_tar_shard
 
 
 def write_parquet(path: str, rows: list[dict], schema: pa.Schema) -> int:
@@ -28,15 +27,14 @@ def write_parquet(path: str, rows: list[dict], schema: pa.Schema) -> int:
 
 def write_index_file(output: str, file_idx: int, rows: list[dict]) -> tuple[str, int, int]:
     """``OUT/index/part-NNNNN.parquet`` sorted by (video_id, caption_idx); returns (name, rows, kept)."""
-    name = f"part-{file_idx:05d}.parquet"
-    n = write_parquet(os.path.join(output, INDEX_DIR, name), sort_index_rows(rows), INDEX_SCHEMA)
-    return name, n, sum(1 for r in rows if r["kept"])
+    n = write_parquet(OutputLayout(output).index_part(file_idx), sort_index_rows(rows), INDEX_SCHEMA)
+    return part_name(file_idx), n, sum(1 for r in rows if r["kept"])
 
 
 def write_failures(output: str, failures: list[dict]) -> int:
     """``OUT/failures/part-00000.parquet`` (written even when empty, so readers always find it)."""
     ordered = sorted(failures, key=lambda f: (f["video_id"], f["stage"], f["error_class"], f["message"]))
-    return write_parquet(os.path.join(output, FAILURES_DIR, "part-00000.parquet"), ordered, FAILURE_SCHEMA)
+    return write_parquet(OutputLayout(output).failures_part, ordered, FAILURE_SCHEMA)
 
 
 def order_shard_samples(samples: list[dict], layout: str, seed: int) -> list[dict]:
@@ -55,6 +53,6 @@ def _video_and_index(key: str) -> tuple[str, int]:
 
 
 def write_shard(output: str, shard_idx: int, samples: list[dict], layout: str, seed: int) -> ShardInfo:
-    directory = os.path.join(output, SHARDS_DIR)
-    os.makedirs(directory, exist_ok=True)
-    return write_tar_shard(os.path.join(directory, shard_name(shard_idx)), order_shard_samples(samples, layout, seed))
+    path = OutputLayout(output).shard(shard_idx)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return write_tar_shard(path, order_shard_samples(samples, layout, seed))
