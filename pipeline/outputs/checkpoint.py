@@ -1,6 +1,6 @@
 """Per-video checkpoints under ``OUT/_work/`` so a killed run resumes where it stopped.
 
-A run writes two kinds of checkpoint, each atomically (temporary name, then rename), as soon as
+A run writes these checkpoints, each through :func:`pipeline.outputs.atomic.open_atomic`, as soon as
 the work it saves is done:
 
 * ``_work/frames/{video_id}.pts.npz`` then ``{video_id}.emb-{chunk:05d}.npy`` (video mode):
@@ -33,19 +33,14 @@ import tarfile
 
 import numpy as np
 
+from pipeline.outputs.atomic import open_atomic, write_bytes_atomic
 from pipeline.outputs.layout import WORK as WORK_DIR, OutputLayout  # noqa: F401 (WORK_DIR: for tests)
+from pipeline.outputs.shards import write_tar_members
 
 
 def work_path(output: str, *parts: str) -> str:
     """``OUT/_work/<parts>`` (:meth:`OutputLayout.work`)."""
     return OutputLayout(output).work(*parts)
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    from pipeline.outputs.shards import write_bytes_atomic
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_bytes_atomic(path, data)
 
 
 def _read(path: str) -> bytes | None:
@@ -66,7 +61,7 @@ def run_identity(manifest_sha256: str, config_hash: str) -> dict:
 
 
 def write_run_identity(output: str, identity: dict) -> None:
-    _write_atomic(OutputLayout(output).run_file, json.dumps(identity, sort_keys=True).encode("utf-8"))
+    write_bytes_atomic(OutputLayout(output).run_file, json.dumps(identity, sort_keys=True).encode("utf-8"))
 
 
 def read_run_identity(output: str) -> dict | None:
@@ -93,14 +88,14 @@ def save_pts(output: str, video_id: str, pts_s: np.ndarray, source: str, n_chunk
     embedding chunks complete the video."""
     buf = io.BytesIO()
     np.savez(buf, pts_s=pts_s, source=np.array(source), n_chunks=np.int64(n_chunks))
-    _write_atomic(_frames_file(output, video_id, "pts.npz"), buf.getvalue())
+    write_bytes_atomic(_frames_file(output, video_id, "pts.npz"), buf.getvalue())
 
 
 def save_emb_chunk(output: str, video_id: str, chunk: int, emb: np.ndarray) -> None:
     """Checkpoint chunk ``chunk``'s frame embeddings ``emb: (n, D)`` (after :func:`save_pts`)."""
     from pipeline.results import npy_bytes
 
-    _write_atomic(_frames_file(output, video_id, f"emb-{chunk:05d}.npy"), npy_bytes(emb))
+    write_bytes_atomic(_frames_file(output, video_id, f"emb-{chunk:05d}.npy"), npy_bytes(emb))
 
 
 def load_frames(output: str, video_id: str) -> tuple[np.ndarray, np.ndarray, str] | None:
@@ -126,7 +121,7 @@ def complete_decodes(output: str) -> set[str]:
 
 
 def save_decode_failure(output: str, video_id: str, failure: dict) -> None:
-    _write_atomic(_frames_file(output, video_id, "failure.json"), json.dumps(failure, sort_keys=True).encode("utf-8"))
+    write_bytes_atomic(_frames_file(output, video_id, "failure.json"), json.dumps(failure, sort_keys=True).encode("utf-8"))
 
 
 def load_decode_failure(output: str, video_id: str) -> dict | None:
@@ -155,13 +150,8 @@ def save_result(output: str, video_id: str, result: dict) -> None:
         members.append(("histogram.npy", npy_bytes(result["histogram"])))
     for i, sample in enumerate(result["samples"]):
         members.extend((f"{i:05d}.{name}", sample[name]) for name in sorted(sample) if name != "__key__")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    _write_atomic(result_file(output, video_id), buf.getvalue())
+    with open_atomic(result_file(output, video_id)) as handle:
+        write_tar_members(handle, members)
 
 
 def result_outcome(path: str) -> dict | None:
@@ -207,7 +197,7 @@ def save_calibration(output: str, video_id: str, stats, pool) -> None:
     buf = io.BytesIO()
     np.savez(buf, **{f"stats_{name}": getattr(stats, name) for name in stats._fields},
              pool_keys=pool.keys, pool_emb=pool.emb)
-    _write_atomic(calibration_file(output, video_id), buf.getvalue())
+    write_bytes_atomic(calibration_file(output, video_id), buf.getvalue())
 
 
 def load_calibration(output: str, video_id: str):

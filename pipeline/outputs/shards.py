@@ -1,11 +1,11 @@
-"""Reproducible WebDataset tar shards, their wids index, and the atomic writes behind them.
+"""Reproducible WebDataset tar shards and their wids index.
 
 A shard is a plain tar whose members are named ``{key}.{ext}``; WebDataset groups
 consecutive members with the same key into one sample (splitting at the *first* dot, so
 keys never contain a dot). Every member is written with fixed metadata (mtime 0, uid/gid 0,
 empty owner names, mode 0o444) in GNU format, so the same samples always give the same
-bytes and the same md5. Files are written under a temporary name in the target directory
-and renamed with :func:`os.replace` when complete: a reader never sees a partial file.
+bytes and the same md5. Files are written through :func:`pipeline.outputs.atomic.open_atomic`:
+a reader never sees a partial file.
 
 Only the standard library is used here.
 """
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import tarfile
 from dataclasses import dataclass
-from typing import Any, Callable, IO
+from typing import Any, IO
 
+from pipeline.outputs.atomic import open_atomic
 from pipeline.outputs.layout import shard_name  # noqa: F401 (the layout owns file names)
 
 #: What a sample key (and a video_id inside one) may contain: no dots, no slashes.
@@ -71,30 +71,6 @@ def sample_key(video_id: str, caption_idx: int) -> str:
     return f"{video_id}_{caption_idx:05d}"
 
 
-def _temp_path(path: str) -> str:
-    """Temporary sibling of ``path`` (same directory, so ``os.replace`` is an atomic rename)."""
-    return f"{path}.tmp-{os.getpid()}"
-
-
-def _write_atomic(path: str, write: Callable[[IO[bytes]], object]) -> None:
-    """Call ``write`` on a binary file at a temporary name, fsync it, then ``os.replace`` it
-    onto ``path``. On any exception the temporary file is removed and nothing is left at
-    ``path`` that was not there before."""
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _file_md5_and_size(path: str) -> tuple[str, int]:
     """(hex MD5 digest, size in bytes) of the file at ``path``."""
     h = hashlib.md5()
@@ -138,29 +114,35 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _write_samples(f: IO[bytes], samples: list[dict[str, bytes]]) -> None:
-    """Write ``samples`` as a tar stream to ``f`` (see :func:`write_tar_shard`)."""
-    seen: set[str] = set()
+def write_tar_members(f: IO[bytes], members) -> None:
+    """``members``, an iterable of ``(name, bytes)``, as a reproducible tar stream to ``f``:
+    in the order given, each with the fixed metadata of :func:`_tarinfo`."""
     with tarfile.open(fileobj=f, mode="w", format=TAR_FORMAT) as tar:
-        for sample in samples:
-            if not isinstance(sample, dict):
-                raise TypeError(f"a sample must be a dict, got {type(sample).__name__}")
-            key = sample.get("__key__")
-            if not isinstance(key, str) or not KEY_RE.match(key):
-                raise ValueError(
-                    f"sample __key__ must be a str matching {KEY_RE.pattern}, got {key!r}"
-                )
-            if key in seen:
-                raise ValueError(f"duplicate sample key in one shard: {key!r}")
-            seen.add(key)
-            exts = [k for k in sample if k != "__key__"]
-            if not exts:
-                raise ValueError(f"sample {key!r} has no fields to write")
-            for ext in exts:
-                _check_ext(key, ext)
-            for ext in sorted(exts):
-                data = _member_bytes(key, ext, sample[ext])
-                tar.addfile(_tarinfo(f"{key}.{ext}", len(data)), io.BytesIO(data))
+        for name, data in members:
+            tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+
+
+def _sample_members(samples: list[dict[str, bytes]]):
+    """``(name, bytes)`` of every member of ``samples``, checked (see :func:`write_tar_shard`)."""
+    seen: set[str] = set()
+    for sample in samples:
+        if not isinstance(sample, dict):
+            raise TypeError(f"a sample must be a dict, got {type(sample).__name__}")
+        key = sample.get("__key__")
+        if not isinstance(key, str) or not KEY_RE.match(key):
+            raise ValueError(
+                f"sample __key__ must be a str matching {KEY_RE.pattern}, got {key!r}"
+            )
+        if key in seen:
+            raise ValueError(f"duplicate sample key in one shard: {key!r}")
+        seen.add(key)
+        exts = [k for k in sample if k != "__key__"]
+        if not exts:
+            raise ValueError(f"sample {key!r} has no fields to write")
+        for ext in exts:
+            _check_ext(key, ext)
+        for ext in sorted(exts):
+            yield f"{key}.{ext}", _member_bytes(key, ext, sample[ext])
 
 
 def write_tar_shard(path: str, samples: list[dict[str, bytes]]) -> ShardInfo:
@@ -175,14 +157,14 @@ def write_tar_shard(path: str, samples: list[dict[str, bytes]]) -> ShardInfo:
     Every member is a regular file with mtime 0, uid = gid = 0, empty uname/gname and mode
     0o444, in GNU tar format (no PAX headers), so equal inputs give byte-identical files.
 
-    The tar is written to ``path + '.tmp-<pid>'`` in the same directory and renamed onto
-    ``path`` with :func:`os.replace` when complete; on failure the temp file is removed and
-    ``path`` is not created. Duplicate keys within one shard, a bad key or a sample with no
+    The tar is written through :func:`pipeline.outputs.atomic.open_atomic`: on failure neither
+    ``path`` nor a temporary file is left. Duplicate keys within one shard, a bad key or a sample with no
     fields raise ValueError.
 
     Returns ShardInfo(url=basename(path), nsamples=len(samples), filesize in bytes, hex md5).
     """
-    _write_atomic(path, lambda f: _write_samples(f, samples))
+    with open_atomic(path) as f:
+        write_tar_members(f, _sample_members(samples))
     md5sum, filesize = _file_md5_and_size(path)
     return ShardInfo(
         url=os.path.basename(path), nsamples=len(samples), filesize=filesize, md5sum=md5sum
@@ -243,16 +225,3 @@ def shuffled_order(keys: list[str], seed: int) -> list[int]:
     """
     ranks = [_shuffle_rank(seed, k) for k in keys]
     return sorted(range(len(keys)), key=lambda i: (ranks[i], i))
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write ``json.dumps(obj, sort_keys=True, indent=2) + '\\n'`` (UTF-8) to ``path`` via a
-    temporary name in the same directory and :func:`os.replace`. Serialization errors raise
-    before any file is created."""
-    write_bytes_atomic(path, (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode("utf-8"))
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """``data`` to ``path`` through a temporary name, fsync and :func:`os.replace`: a reader
-    (or a run resumed after a crash) sees the whole file or none of it."""
-    _write_atomic(path, lambda f: f.write(data))

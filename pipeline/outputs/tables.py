@@ -1,27 +1,25 @@
-"""Writing the output directory's files: index/failures parquet, shards, summary, shardindex.
+"""Writing the output directory's data files: index/failures parquet and the shards.
 
-Each writer writes to a temporary name and renames, so a reader never sees a partial file.
+Every file goes through :func:`pipeline.outputs.atomic.open_atomic`, so a reader never sees a
+partial file, even after a power cut.
 """
 
 from __future__ import annotations
-
-import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.results import FAILURE_SCHEMA, INDEX_SCHEMA, sort_index_rows
+from pipeline.outputs.atomic import open_atomic
 from pipeline.outputs.layout import OutputLayout, part_name
 from pipeline.outputs.shards import ShardInfo, shuffled_order, write_tar_shard
 
 
 def write_parquet(path: str, rows: list[dict], schema: pa.Schema) -> int:
     """Rows (already ordered) -> one parquet file; returns the row count."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     table = pa.Table.from_pylist(rows, schema=schema)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with open_atomic(path) as handle:
+        pq.write_table(table, handle, compression="zstd")
     return table.num_rows
 
 
@@ -53,6 +51,4 @@ def _video_and_index(key: str) -> tuple[str, int]:
 
 
 def write_shard(output: str, shard_idx: int, samples: list[dict], layout: str, seed: int) -> ShardInfo:
-    path = OutputLayout(output).shard(shard_idx)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return write_tar_shard(path, order_shard_samples(samples, layout, seed))
+    return write_tar_shard(OutputLayout(output).shard(shard_idx), order_shard_samples(samples, layout, seed))

@@ -1,4 +1,4 @@
-"""Tests for pipeline.outputs.shards: reproducible WebDataset tars, wids index, atomic writes."""
+"""Tests for pipeline.outputs.shards: reproducible WebDataset tars and the wids index."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from pipeline.outputs import shards
 from pipeline.outputs.shards import (
     KEY_RE,
     ShardInfo,
@@ -22,7 +21,6 @@ from pipeline.outputs.shards import (
     shard_index,
     shard_name,
     shuffled_order,
-    write_json_atomic,
     write_tar_shard,
 )
 
@@ -189,8 +187,7 @@ def test_long_key_uses_no_pax_and_reads_back(tmp_path):
 
 def test_no_temp_files_after_success(tmp_path):
     write_tar_shard(str(tmp_path / "s.tar"), _samples())
-    write_json_atomic(str(tmp_path / "i.json"), {"a": 1})
-    assert _dir_names(tmp_path) == ["i.json", "s.tar"]
+    assert _dir_names(tmp_path) == ["s.tar"]
     assert not any(".tmp" in n for n in _dir_names(tmp_path))
 
 
@@ -366,37 +363,3 @@ def test_shuffled_order_is_deterministic_and_changes_with_seed():
     keys = _keys(40)
     assert shuffled_order(keys, seed=1) == shuffled_order(list(keys), seed=1)
     assert shuffled_order(keys, seed=1) != shuffled_order(keys, seed=2)
-
-
-# ---------------------------------------------------------------- write_json_atomic
-
-
-def test_write_json_atomic_content(tmp_path):
-    path = tmp_path / "index.json"
-    obj = {"b": [1, 2], "a": {"z": 1, "y": "é"}}
-    write_json_atomic(str(path), obj)
-    text = path.read_text(encoding="utf-8")
-    assert text == json.dumps(obj, sort_keys=True, indent=2) + "\n"
-    assert json.loads(text) == obj
-    assert _dir_names(tmp_path) == ["index.json"]
-
-
-def test_write_json_atomic_failure_leaves_old_file(tmp_path):
-    path = tmp_path / "index.json"
-    write_json_atomic(str(path), {"a": 1})
-    with pytest.raises(TypeError):
-        write_json_atomic(str(path), {"a": object()})
-    assert json.loads(path.read_text()) == {"a": 1}
-    assert _dir_names(tmp_path) == ["index.json"]
-
-
-def test_write_json_atomic_removes_temp_on_write_error(tmp_path, monkeypatch):
-    path = tmp_path / "index.json"
-
-    def boom(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(shards.os, "replace", boom)
-    with pytest.raises(OSError):
-        write_json_atomic(str(path), {"a": 1})
-    assert _dir_names(tmp_path) == []

@@ -1,0 +1,78 @@
+"""The one atomic file writer behind every file nccurate writes into an output directory.
+
+:func:`open_atomic` gives a binary file at a temporary sibling of the target; when the ``with``
+block ends normally the file is flushed and fsynced, renamed onto the target with
+:func:`os.replace` (atomic within one directory) and the directory entry is fsynced where the
+platform allows it. So a reader, or a run resumed after a crash or a power cut, sees the whole
+new file or the previous state, never a partial file. When the block raises, the temporary file
+is removed and the target is left as it was.
+
+Only the standard library is used here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from typing import IO, Any
+
+
+def temp_path(path: str) -> str:
+    """Temporary sibling of ``path``: same directory (so the rename is atomic), unique per process
+    and thread, and never ending like the target (a reader that globs ``*.tar`` skips it)."""
+    return f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename in ``directory`` durable; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename itself stays atomic
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def open_atomic(path: str) -> Iterator[IO[bytes]]:
+    """``with open_atomic(path) as f: f.write(...)``: ``path`` appears whole when the block ends,
+    or not at all (nor its temporary file) when it raises. The parent directory is created."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """``data`` to ``path`` through :func:`open_atomic`."""
+    with open_atomic(path) as handle:
+        handle.write(data)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """``json.dumps(obj, sort_keys=True, indent=2) + '\\n'`` as UTF-8: how nccurate writes JSON files."""
+    return (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode("utf-8")
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """:func:`json_bytes` of ``obj`` to ``path`` through :func:`open_atomic`; a value that cannot
+    be serialised raises before any file is created."""
+    write_bytes_atomic(path, json_bytes(obj))
