@@ -112,14 +112,6 @@ def load_frames(output: str, video_id: str) -> tuple[np.ndarray, np.ndarray, str
     return (emb[0] if n_chunks == 1 else np.concatenate(emb)), pts_s, source
 
 
-def complete_decodes(output: str) -> set[str]:
-    """Ids of the videos whose frames checkpoint is complete (what a resume restores)."""
-    directory = OutputLayout(output).frames_dir
-    names = os.listdir(directory) if os.path.isdir(directory) else []
-    ids = {name[:-len(".pts.npz")] for name in names if name.endswith(".pts.npz")}
-    return {video_id for video_id in ids if load_frames(output, video_id) is not None}
-
-
 def save_decode_failure(output: str, video_id: str, failure: dict) -> None:
     write_bytes_atomic(_frames_file(output, video_id, "failure.json"), json.dumps(failure, sort_keys=True).encode("utf-8"))
 

@@ -29,8 +29,9 @@ KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 #: Mode bits of every tar member (read-only for everyone).
 MEMBER_MODE = 0o444
 
-#: tar format: GNU writes long names as ././@LongLink entries and never adds PAX headers
-#: (which would carry wall-clock timestamps).
+#: tar format: GNU writes a name longer than ustar's 100 bytes as a ././@LongLink entry. PAX
+#: would be as reproducible (with fixed metadata its extended headers hold only what does not
+#: fit in ustar, no timestamps); GNU stays so that shards keep their bytes and md5s.
 TAR_FORMAT = tarfile.GNU_FORMAT
 
 _HASH_CHUNK_BYTES = 1 << 20
@@ -155,7 +156,7 @@ def write_tar_shard(path: str, samples: list[dict[str, bytes]]) -> ShardInfo:
     Members are named ``f'{key}.{ext}'``. Samples are written in the order given (the caller
     decides grouped vs shuffled order); within a sample, members are sorted by extension.
     Every member is a regular file with mtime 0, uid = gid = 0, empty uname/gname and mode
-    0o444, in GNU tar format (no PAX headers), so equal inputs give byte-identical files.
+    0o444, in GNU tar format (:data:`TAR_FORMAT`), so equal inputs give byte-identical files.
 
     The tar is written through :func:`pipeline.outputs.atomic.open_atomic`: on failure neither
     ``path`` nor a temporary file is left. Duplicate keys within one shard, a bad key or a sample with no
@@ -169,28 +170,6 @@ def write_tar_shard(path: str, samples: list[dict[str, bytes]]) -> ShardInfo:
     return ShardInfo(
         url=os.path.basename(path), nsamples=len(samples), filesize=filesize, md5sum=md5sum
     )
-
-
-def assign_shards(keys: list[str], samples_per_shard: int) -> list[list[int]]:
-    """Split ``n = len(keys)`` items (already in final order) into consecutive chunks of at
-    most ``samples_per_shard`` items; returns the chunks as lists of indices into ``keys``.
-    Every chunk but the last is full; no items give no chunks. ValueError if
-    ``samples_per_shard`` < 1.
-
-    >>> assign_shards(["a", "b", "c"], 2)
-    [[0, 1], [2]]
-    """
-    if isinstance(samples_per_shard, bool) or not isinstance(samples_per_shard, int):
-        raise TypeError(
-            f"samples_per_shard must be an int, got {type(samples_per_shard).__name__}"
-        )
-    if samples_per_shard < 1:
-        raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
-    n = len(keys)
-    return [
-        list(range(start, min(start + samples_per_shard, n)))
-        for start in range(0, n, samples_per_shard)
-    ]
 
 
 def shard_index(shards: list[ShardInfo]) -> dict:

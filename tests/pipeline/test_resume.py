@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.outputs.checkpoint import WORK_DIR, complete_decodes, work_path
+from pipeline.outputs.checkpoint import WORK_DIR, load_frames, work_path
 from pipeline.config import load_config
 from pipeline.run import RunError, run
 from pipeline.synth.feature_corpus import write_corpus
@@ -45,6 +45,14 @@ def assert_same_outputs(got, want) -> None:
     for key in ("videos_in", "videos_ok", "videos_failed", "captions_in", "captions_kept", "captions_dropped",
                 "samples_written", "failures"):
         assert got.summary[key] == want.summary[key], key
+
+
+def complete_decodes(output: str) -> set[str]:
+    """Ids of the videos whose frames checkpoint is complete (what a resume restores)."""
+    directory = work_path(output, "frames")
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    ids = {name[:-len(".pts.npz")] for name in names if name.endswith(".pts.npz")}
+    return {video_id for video_id in ids if load_frames(output, video_id) is not None}
 
 
 def _count(output: str, pattern: str) -> int:

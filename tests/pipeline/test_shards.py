@@ -16,7 +16,6 @@ import webdataset as wds
 from pipeline.outputs.shards import (
     KEY_RE,
     ShardInfo,
-    assign_shards,
     sample_key,
     shard_index,
     shard_name,
@@ -63,6 +62,11 @@ def _expected_bytes(sample: dict) -> dict[str, bytes]:
 def _read_back(path: str) -> list[dict]:
     ds = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
     return list(ds)
+
+
+def _consecutive_chunks(n: int, per: int) -> list[list[int]]:
+    """``range(n)`` in consecutive chunks of at most ``per`` indices."""
+    return [list(range(start, min(start + per, n))) for start in range(0, n, per)]
 
 
 def _dir_names(tmp_path) -> list[str]:
@@ -266,42 +270,13 @@ def test_empty_shard(tmp_path):
         assert tar.getmembers() == []
 
 
-# ---------------------------------------------------------------- assign_shards
-
-
-@pytest.mark.parametrize(
-    "n, per, expected_sizes",
-    [
-        (0, 3, []),
-        (1, 3, [1]),
-        (3, 3, [3]),
-        (7, 3, [3, 3, 1]),
-        (6, 2, [2, 2, 2]),
-        (5, 1, [1] * 5),
-        (4, 10, [4]),
-    ],
-)
-def test_assign_shards_chunks(n, per, expected_sizes):
-    keys = [f"k{i}" for i in range(n)]
-    chunks = assign_shards(keys, per)
-    assert [len(c) for c in chunks] == expected_sizes
-    assert sum(len(c) for c in chunks) == n
-    assert [i for c in chunks for i in c] == list(range(n))  # consecutive, in order
-
-
-@pytest.mark.parametrize("per", [0, -1])
-def test_assign_shards_rejects_bad_size(per):
-    with pytest.raises(ValueError):
-        assign_shards(["a"], per)
-
-
 # ---------------------------------------------------------------- shard_index
 
 
 def test_shard_index_structure_and_md5(tmp_path):
     samples = _samples()
     infos = []
-    for shard_idx, idxs in enumerate(assign_shards([s["__key__"] for s in samples], 2)):
+    for shard_idx, idxs in enumerate(_consecutive_chunks(len(samples), 2)):
         path = tmp_path / shard_name(shard_idx)
         infos.append(write_tar_shard(str(path), [samples[i] for i in idxs]))
     index = shard_index(infos)
