@@ -7,8 +7,10 @@ Notation: m captions, T frames at ``fps``; embeddings ``caption_emb: (m, D)``,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
 
 import numpy as np
+from annotated_types import Ge, Gt, Interval
 
 from curation import ot
 
@@ -20,33 +22,36 @@ from curation import timeline
 
 from curation import timing
 
-METHODS = ("posterior", "norton", "s2dtw", "argmax", "asr")
-PROMPT_MODES = ("run", "video", "fixed")
+Method = Literal["posterior", "norton", "s2dtw", "argmax", "asr"]
+PromptMode = Literal["run", "video", "fixed"]
+METHODS: tuple[str, ...] = get_args(Method)
+PROMPT_MODES: tuple[str, ...] = get_args(PromptMode)
 
 
 @dataclass(frozen=True)
 class AlignParams:
-    """Every knob of realignment; ``configs/default.yaml`` documents each one."""
+    """Every knob of realignment; ``configs/default.yaml`` documents each one. The bounds are
+    ``annotated_types`` annotations, which ``pipeline.config`` validates (pydantic)."""
 
-    method: str = "posterior"
+    method: Method = "posterior"
     minmax: bool = True
     ncl: bool = True
-    ncl_temperature: float = 1.0
+    ncl_temperature: Annotated[float, Gt(0)] = 1.0
     ncl_relative: bool = True
-    smooth_s: float = 8.0
-    eps: float = 0.1
-    n_iter: int = 50
+    smooth_s: Annotated[float, Ge(0)] = 8.0
+    eps: Annotated[float, Gt(0)] = 0.1
+    n_iter: Annotated[int, Ge(1)] = 50
     bucket: bool = True
-    prompt_mode: str = "video"
-    prompt_quantile: float = 0.3
+    prompt_mode: PromptMode = "video"
+    prompt_quantile: Annotated[float, Interval(ge=0, le=1)] = 0.3
     prompt_value: float = 0.5
-    bucket_span_s: float = 16.0
-    window_s: float | None = 60.0
-    prior_sigma_s: float | None = None
-    prior_weight: float = 0.5
-    min_span_s: float = 1.0
-    min_alignability: float = 0.5
-    s2dtw_gamma: float = 0.1
+    bucket_span_s: Annotated[float, Gt(0)] = 16.0
+    window_s: Annotated[float | None, Gt(0)] = 60.0
+    prior_sigma_s: Annotated[float | None, Gt(0)] = None
+    prior_weight: Annotated[float, Ge(0)] = 0.5
+    min_span_s: Annotated[float, Gt(0)] = 1.0
+    min_alignability: Annotated[float, Interval(ge=0, le=1)] = 0.5
+    s2dtw_gamma: Annotated[float, Gt(0)] = 0.1
     s2dtw_skip_cost: float = 0.5
 
     def __post_init__(self):

@@ -11,7 +11,10 @@ import typing
 import pytest
 import yaml
 
-from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from pipeline.config import Config, ConfigError, load_config
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
+DEFAULT_YAML = os.path.join(CONFIGS, "default.yaml")
 
 #: Keys whose value may be null, as documented in configs/default.yaml.
 NULLABLE = {"model.pretrained", "features.dim", "align.window_s", "align.prior_sigma_s",
@@ -47,7 +50,7 @@ def _get(config: Config, dotted: str):
 
 
 def _default_tree() -> dict:
-    with open(DEFAULT_CONFIG, encoding="utf-8") as handle:
+    with open(DEFAULT_YAML, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
 
 
@@ -73,7 +76,7 @@ def test_the_old_default_stays_selectable():
     """``configs/norton-v0.yaml``: the realignment default before ``posterior``."""
     from curation.evaluate import NORTON_V0
 
-    path = os.path.join(os.path.dirname(DEFAULT_CONFIG), "norton-v0.yaml")
+    path = os.path.join(CONFIGS, "norton-v0.yaml")
     assert load_config(path).align == NORTON_V0
 
 

@@ -5,7 +5,7 @@ What is checked: every option parses with the installed Beam into the option vie
 reads; Beam's own option validator finds nothing wrong; the whole graph builds and pickles
 under each config; the runtime sections stay out of the config hash; ``nccurate run`` hands
 the config's options to Beam before the command line's; the sdist that ``setup_file`` ships
-to workers installs and finds its configs. What is not: anything a cluster does."""
+to workers installs its configs. What is not: anything a cluster does."""
 
 from __future__ import annotations
 
@@ -321,7 +321,7 @@ def test_sdist_holds_configs_and_model_assets_and_installs(tmp_path):
     """What ``setup_file`` ships to Dataflow workers: ``setup.py sdist`` (Beam's fallback when
     ``build`` is not installed) of a snapshot of this checkout holds the configs and the model
     files; installed into a clean venv (dependencies borrowed from this venv, nothing
-    downloaded), ``nccurate`` runs outside the repository and finds its installed configs."""
+    downloaded), ``nccurate`` runs outside the repository and reads its installed configs."""
     import venv
 
     src = tmp_path / "src"
@@ -356,13 +356,15 @@ def test_sdist_holds_configs_and_model_assets_and_installs(tmp_path):
     outside.mkdir()
     clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     assert "run" in _run([str(env / "bin" / "nccurate"), "--help"], str(outside), env=clean_env)
-    shown = json.loads(_run([python, "-c", "import json, pipeline.config as c, pipeline; "
-                             "print(json.dumps([c.DEFAULT_CONFIG, pipeline.__file__]))"], str(outside), env=clean_env))
     configs = os.path.join(str(env), "share", "nccurate", "configs")
-    assert shown[0] == os.path.join(configs, "default.yaml") and shown[1].startswith(site), shown
     assert sorted(os.listdir(configs)) == sorted(f"{n}.yaml" for n in ("default", "norton-v0") + RUNNERS)
-    loaded = _run([python, "-c", "import pipeline.config as c; print(c.load_config(c.DEFAULT_CONFIG.replace("
-                   "'default', 'dataflow')).beam['runner'])"], str(outside), env=clean_env)
+    # without --config the installed package runs on its field defaults, which its default.yaml documents
+    shown = json.loads(_run([python, "-c", "import json, sys, pipeline.config as c, pipeline; "
+                             "print(json.dumps([c.load_config(sys.argv[1]) == c.Config(), pipeline.__file__]))",
+                             os.path.join(configs, "default.yaml")], str(outside), env=clean_env))
+    assert shown[0] is True and shown[1].startswith(site), shown
+    loaded = _run([python, "-c", "import sys, pipeline.config as c; print(c.load_config(sys.argv[1]).beam['runner'])",
+                   os.path.join(configs, "dataflow.yaml")], str(outside), env=clean_env)
     assert loaded.strip().splitlines()[-1] == "DataflowRunner"
 
 
