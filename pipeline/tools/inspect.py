@@ -1,93 +1,20 @@
 """``nccurate inspect OUT``: a finished run's counts, outcomes, failure classes, score
-histograms and sample captions, as text; and :func:`read_run`, the reader ``nccurate report``
-shares.
+histograms and sample captions, as text.
 
 Totals come from ``summary.json``; everything else from the files a user gets
-(``index/*.parquet``, ``failures/*.parquet``), read with pyarrow. The index stays a pyarrow
-table and is computed on column by column (numpy, ``pyarrow.compute``), never as one Python
-dict a row, so a run of millions of captions is inspected in seconds.
+(``index/*.parquet``, ``failures/*.parquet``), read by :mod:`pipeline.tools.read`.
 """
 
 from __future__ import annotations
 
-import glob
-import json
-import os
-from collections import defaultdict
-from dataclasses import dataclass
-
 import numpy as np
 
 from curation.report_data import finite_values, histogram, shift_s, symmetric_edges, top_k_indices, unit_edges
-from pipeline.errors import OutputError  # noqa: F401 (re-exported)
+from pipeline.tools.read import RunOutput, failure_examples, outcome_counts, read_run
 
-#: Examples shown per failure class, and sample captions shown per outcome (kept, dropped).
-EXAMPLES_PER_CLASS, SAMPLES_PER_OUTCOME = 2, 3
+#: Sample captions shown per outcome (kept, dropped).
+SAMPLES_PER_OUTCOME = 3
 BAR_WIDTH = 40
-SUMMARY_KEYS = ("videos_in", "videos_ok", "videos_failed", "captions_in", "captions_kept", "captions_dropped",
-                "samples_written", "shards")
-
-
-@dataclass(frozen=True)
-class RunOutput:
-    """What ``nccurate inspect``/``report`` read of an output directory."""
-
-    path: str
-    summary: dict
-    index: object          # pyarrow.Table of every index file, in file-name order
-    failures: list[dict]   # every failures row: video_id, stage, error_class, message
-
-    def column(self, name: str) -> np.ndarray:
-        """``(n,)`` numpy array of an index column (float nulls become NaN)."""
-        return self.index.column(name).to_numpy(zero_copy_only=False)
-
-
-def read_parquet(pattern: str, schema):
-    """Every file matching ``pattern`` as one table (an empty one of ``schema`` when none)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tables = [pq.read_table(path) for path in sorted(glob.glob(pattern))]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
-def read_run(output: str) -> RunOutput:
-    """Read ``output``; :class:`OutputError` naming it when it holds no ``summary.json``."""
-    path = os.path.join(output, "summary.json")
-    if not os.path.isfile(path):
-        raise OutputError(f"{output}: not an nccurate output (no summary.json); give the --output of a finished run")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            summary = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from None
-    missing = [key for key in SUMMARY_KEYS if key not in summary] if isinstance(summary, dict) else SUMMARY_KEYS
-    if missing:
-        raise OutputError(f"{path}: not an nccurate summary (no {', '.join(missing)})")
-    from pipeline.results import FAILURE_SCHEMA, INDEX_SCHEMA
-
-    index = read_parquet(os.path.join(output, "index", "*.parquet"), INDEX_SCHEMA)
-    failures = read_parquet(os.path.join(output, "failures", "*.parquet"), FAILURE_SCHEMA).to_pylist()
-    return RunOutput(os.path.abspath(output), summary, index, failures)
-
-
-def outcome_counts(run: RunOutput) -> dict[str, int]:
-    """``{"kept": n, <drop_reason>: n, ...}`` over the index rows, kept first, then by count."""
-    import pyarrow.compute as pc
-
-    kept = run.column("kept")
-    dropped = pc.value_counts(pc.filter(run.index.column("drop_reason"), ~kept)).to_pylist()
-    ranked = sorted(((d["values"], d["counts"]) for d in dropped), key=lambda kv: (-kv[1], str(kv[0])))
-    return {"kept": int(kept.sum()), **dict(ranked)}
-
-
-def failure_examples(failures: list[dict], per_class: int = EXAMPLES_PER_CLASS) -> dict[str, tuple[int, list[str]]]:
-    """``{error_class: (count, first per_class distinct messages)}``, most frequent class first."""
-    by_class: dict[str, list[str]] = defaultdict(list)
-    for f in failures:
-        by_class[f["error_class"]].append(f["message"])
-    ranked = sorted(by_class.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-    return {cls: (len(msgs), list(dict.fromkeys(msgs))[:per_class]) for cls, msgs in ranked}
 
 
 def one_line(text: str, width: int = 70) -> str:

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
 from curation.metrics import recall_at_1, roc_auc
-
-
-def read_index(output: str):
-    """All of ``OUT/index/*.parquet`` as one pyarrow table, sorted by (video_id, caption_idx)."""
-    from pipeline.tools.inspect import read_parquet
-    from pipeline.results import INDEX_SCHEMA
-
-    table = read_parquet(os.path.join(output, "index", "*.parquet"), INDEX_SCHEMA)
-    return table.sort_by([("video_id", "ascending"), ("caption_idx", "ascending")])
+from pipeline.tools.read import read_index
 
 
 def score_output(output: str, truth_path: str) -> dict:
@@ -26,7 +17,8 @@ def score_output(output: str, truth_path: str) -> dict:
     AUC row is omitted; its R@1 uses the ASR span centre."""
     with open(truth_path, encoding="utf-8") as handle:
         truth = json.load(handle)
-    rows = [r for r in read_index(output).to_pylist() if r["video_id"] in truth and r["start"] is not None]
+    index = read_index(output).sort_by([("video_id", "ascending"), ("caption_idx", "ascending")])
+    rows = [r for r in index.to_pylist() if r["video_id"] in truth and r["start"] is not None]
     label = np.array([bool(truth[r["video_id"]][r["caption_idx"]][0]) for r in rows])
     t_start = np.array([truth[r["video_id"]][r["caption_idx"]][1] for r in rows], dtype=float)
     t_end = np.array([truth[r["video_id"]][r["caption_idx"]][2] for r in rows], dtype=float)

@@ -1,15 +1,19 @@
 """``nccurate report OUT``: a static HTML folder for a feature-mode run and a small video-mode
 run (random-init ``nccurate-tiny``): it parses, every link and image is a relative file that
-exists, caption text is escaped, a video whose input is gone gets a page that says so; and the
-pure numbers behind it (``curation.report_data``)."""
+exists, caption text is escaped (by the templates' autoescaping, in every slot), its numbers
+are the index's (read here with pyarrow), a video whose input is gone gets a page that says so;
+and the pure numbers behind it (``curation.report_data``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import html
 import io
 import json
 import os
+import re
+from collections import Counter
 from html.parser import HTMLParser
 from urllib.parse import unquote, urlparse
 
@@ -19,30 +23,64 @@ from click.testing import CliRunner
 
 from curation import report_data as rd
 from pipeline.cli import main
-from pipeline.tools.report import build_report
+from pipeline.tools.report import build_report, render
 from pipeline.synth.feature_corpus import write_corpus
 from tests.videos import NORTON_V0, make_video
 
 EVIL = "fish & chips <script>alert(1)</script>"
 ESCAPED = "fish &amp; chips &lt;script&gt;alert(1)&lt;/script&gt;"
+#: Every character HTML gives a meaning to, in text and in attributes.
+HOSTILE = """<script>alert('x')</script> & "quoted" <img src=x onerror=alert(1)>"""
 VIDEO_RUN = (*NORTON_V0, "model.name=nccurate-tiny", "model.pretrained=null", "clips.size=48", "clips.fps=4",
              "decode_timeout_s=20", "align.min_alignability=0.0")
 
 
 class _Page(HTMLParser):
-    """Every tag, and the ``src``/``href`` of every ``img``/``a``."""
+    """Every tag, the ``src``/``href`` of every ``img``/``a``, every attribute value, the text of
+    every ``<li>``, and every table as a list of rows of cell texts (entities decoded)."""
 
     def __init__(self):
         super().__init__()
-        self.tags, self.links = [], []
+        self.tags, self.links, self.values, self.tables, self.items = [], [], [], [], []
+        self._cell, self._item = None, None
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
+        self.values += [value for _, value in attrs]
         attrs = dict(attrs)
         if tag == "img":
             self.links.append(attrs["src"])
         if tag == "a":
             self.links.append(attrs["href"])
+        if tag == "table":
+            self.tables.append([])
+        if tag == "tr":
+            self.tables[-1].append([])
+        if tag in ("td", "th"):
+            self._cell = ""
+        if tag == "li":
+            self._item = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell)
+            self._cell = None
+        if tag == "li":
+            self.items.append(self._item)
+            self._item = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        if self._item is not None:
+            self._item += data
+
+
+def parse(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    page.close()
+    return page
 
 
 def check_report(folder: str) -> dict[str, str]:
@@ -54,9 +92,7 @@ def check_report(folder: str) -> dict[str, str]:
     for path in glob.glob(os.path.join(folder, "**", "*.html"), recursive=True):
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
-        parser = _Page()
-        parser.feed(text)
-        parser.close()
+        parser = parse(text)
         assert "html" in parser.tags and "script" not in parser.tags, path
         for link in parser.links:
             url = urlparse(link)
@@ -107,6 +143,74 @@ def test_feature_report_escapes_caption_text(feature_report):
     page = feature_report["videos/synth7_000000.html"]
     assert ESCAPED in page
     assert not any(EVIL in text or "chips <" in text for text in feature_report.values())
+
+
+def _index_rows(output: str) -> list[dict]:
+    """The run's index read here with pyarrow alone, sorted by (video_id, caption_idx)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(os.path.join(output, "index", "*.parquet")))])
+    return sorted(table.to_pylist(), key=lambda r: (r["video_id"], r["caption_idx"]))
+
+
+def _span(a, b) -> str:
+    return "" if a is None else f"{a:.1f}–{b:.1f}"
+
+
+def _score(value) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def test_feature_report_numbers_equal_the_index(feature_out, feature_report):
+    rows = _index_rows(feature_out.path)
+    s = feature_out.summary
+    front = parse(feature_report["index.html"])
+    counts = dict(front.tables[0])
+    assert counts["videos"] == f"{s['videos_in']} in, {s['videos_ok']} ok, {s['videos_failed']} failed"
+    kept = sum(r["kept"] for r in rows)
+    assert counts["captions"] == f"{len(rows)} in, {kept} kept, {len(rows) - kept} dropped"
+    dropped = Counter(r["drop_reason"] for r in rows if not r["kept"])
+    assert dropped and counts["kept"] == str(kept)
+    assert {k: v for k, v in counts.items() if k.startswith("dropped: ")} == {
+        f"dropped: {reason}": str(n) for reason, n in dropped.items()}
+    assert counts["samples"] == f"{s['samples_written']} in {s['shards']} shard(s)" and s["samples_written"] == kept
+    by_video = {v: [r for r in rows if r["video_id"] == v] for v in sorted({r["video_id"] for r in rows})}
+    assert front.items == [f"{v}: {sum(r['kept'] for r in vr)} kept of {len(vr)} captions" for v, vr in by_video.items()]
+    for v, video_rows in by_video.items():
+        page = parse(feature_report[f"videos/{v}.html"])
+        (table,) = page.tables  # no failures: the captions table only
+        assert table[0][0] == "#" and table[0][-1] == "text"
+        assert table[1:] == [[str(r["caption_idx"]), _span(r["asr_start"], r["asr_end"]), _span(r["start"], r["end"]),
+                              _score(r["alignability"]), _score(r["bucket_mass"]), _score(r["weight"]),
+                              "kept" if r["kept"] else r["drop_reason"], r["text"]] for r in video_rows]
+
+
+def test_templates_escape_every_value():
+    """Every slot of both templates gets text with markup, quotes and ampersands: no element or
+    attribute comes out of it, and each value reads back unchanged."""
+    headers = {"#", "ASR span (s)", "realigned (s)", "alignability", "bucket mass", "weight", "outcome", "text",
+               "stage", "error class", "message", "count", "examples"}
+    video = render("video.html", {
+        "title": HOSTILE, "video_id": HOSTILE, "nav": [(HOSTILE, HOSTILE)], "kept": HOSTILE,
+        "failures": [(HOSTILE, HOSTILE, HOSTILE)], "picture": {"src": HOSTILE, "alt": HOSTILE, "missing": HOSTILE},
+        "clips": [{"src": HOSTILE, "caption_idx": HOSTILE, "span": HOSTILE, "weight": HOSTILE, "text": HOSTILE}],
+        "captions": [(HOSTILE,) * 8]})
+    front = render("index.html", {
+        "title": HOSTILE, "run_path": HOSTILE, "counts": [(HOSTILE, HOSTILE)], "failures": [(HOSTILE, HOSTILE, HOSTILE)],
+        "histograms": [(HOSTILE, HOSTILE)], "videos": [{"video_id": HOSTILE, "href": HOSTILE, "kept": HOSTILE,
+                                                        "captions": HOSTILE}], "more": 1})
+    # attribute values that carry a value: video page: nav href, picture src and alt, clip src;
+    # front page: histogram src and alt, video href
+    for text, n_img, n_values in ((video, 2, 4), (front, 1, 3)):
+        page = parse(text)
+        assert "script" not in page.tags and page.tags.count("img") == n_img
+        assert "<script" not in text and "<img src=x" not in text and '"quoted"' not in text
+        assert re.search(r"&(?!(amp|lt|gt|quot|#34|#39|#x27);)", text) is None  # every & starts an entity
+        assert page.values.count(HOSTILE) == n_values
+        cells = [cell for table in page.tables for row in table for cell in row if cell not in headers]
+        assert cells and set(cells) == {HOSTILE}
+    assert parse(front).items == [f"{HOSTILE}: {HOSTILE} kept of {HOSTILE} captions"]
 
 
 def test_report_replaces_itself_and_refuses_other_folders(feature_out, tmp_path):
@@ -179,8 +283,8 @@ def test_video_report_says_when_the_input_video_is_gone(video_report):
 def test_thumbnails_first_jpg_frame_none_for_npy_or_broken_media(tmp_path):
     from PIL import Image
 
-    from pipeline.tools.report import _thumbnails
     from pipeline.outputs.shards import write_tar_shard
+    from pipeline.tools.thumbnails import thumbnails
 
     def jpg(colour):
         buffer = io.BytesIO()
@@ -193,7 +297,7 @@ def test_thumbnails_first_jpg_frame_none_for_npy_or_broken_media(tmp_path):
         {"__key__": "v_00002", "mp4": b"not a video", "txt": b"c"},
     ])
     rows = [{"shard": "s.tar", "key": f"v_0000{i}"} for i in range(3)] + [{"shard": "gone.tar", "key": "w_00000"}]
-    thumbs = _thumbnails(str(tmp_path), rows)
+    thumbs = thumbnails(str(tmp_path), rows)
     assert list(thumbs) == ["v_00000"]
     assert thumbs["v_00000"].getpixel((8, 6))[0] > 200  # the first (red) frame
 
