@@ -9,8 +9,9 @@ order; the loader reads either.
 
 * :func:`clip_frames` decodes one sample's media to ``(n_frames, size, size, 3)`` uint8: frame
   ``i`` is clip frame ``floor((i + 0.5) * L / n_frames)`` of the clip's ``L`` frames (the centre
-  of ``n_frames`` equal segments; frames repeat when ``L < n_frames``), resized (bilinear) so its
-  shorter side is ``size`` and centre-cropped, the convention of ``pipeline.media.decode``.
+  of ``n_frames`` equal segments, :func:`curation.frames.uniform_indices`; frames repeat when
+  ``L < n_frames``), resized (bilinear) so its shorter side is ``size`` and centre-cropped
+  (:func:`curation.frames.resize_dims`, :func:`~curation.frames.center_crop`: the decoder's rule).
 * :func:`curated_dataset` is a ``webdataset`` pipeline yielding ``(frames, tokens, weight)``:
   ``(n_frames, 3, size, size)`` float32 normalised with ``mean``/``std``, ``(context_length,)``
   int64 and a float32 scalar. Shards are split by node (``torch.distributed`` rank) and by
@@ -57,6 +58,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from curation.frames import center_crop, resize_dims, uniform_indices
+
 #: OpenAI CLIP normalisation (open_clip.OPENAI_DATASET_MEAN / _STD), the default mean/std.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -67,26 +70,6 @@ _INHERITED: list = []  # reformatters inherited through fork, kept alive on purp
 
 
 # ------------------------------------------------------------------------------------ frames
-
-
-def uniform_indices(n_clip: int, n_frames: int) -> np.ndarray:
-    """``(n_frames,)`` int indices into a clip of ``n_clip`` frames: the centres of ``n_frames``
-    equal segments, ``floor((2 i + 1) n_clip / (2 n_frames))`` (exact integer arithmetic)."""
-    i = np.arange(n_frames, dtype=np.int64)
-    return ((2 * i + 1) * n_clip) // (2 * n_frames)
-
-
-def _resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
-    """``(w, h)``: shorter side ``size``, aspect kept (same as ``pipeline.media.decode.resize_dims``)."""
-    scale = size / min(width, height)
-    return max(size, round(width * scale)), max(size, round(height * scale))
-
-
-def _center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-    """``(h, w, 3) -> (size, size, 3)`` centred window (same as ``pipeline.media.decode.center_crop``)."""
-    h, w = rgb.shape[0], rgb.shape[1]
-    top, left = (h - size) // 2, (w - size) // 2
-    return rgb[top:top + size, left:left + size]
 
 
 def _key(sample: dict) -> str:
@@ -139,13 +122,13 @@ def _mp4_frames(data: bytes, key: str, n_frames: int, size: int) -> np.ndarray:
         raise ValueError(f"sample {key}: cannot decode mp4 member: {type(exc).__name__}: {exc}") from None
     if not frames:
         raise ValueError(f"sample {key}: mp4 member holds no frames")
-    width, height = _resize_dims(frames[0].width, frames[0].height, size)
+    width, height = resize_dims(frames[0].width, frames[0].height, size)
     picked: dict[int, np.ndarray] = {}
     for j in uniform_indices(len(frames), n_frames).tolist():
         if j not in picked:
             rgb = _reformatter().reformat(frames[j], width=width, height=height, format="rgb24",
                                           interpolation=Interpolation.BILINEAR, threads=1).to_ndarray()
-            picked[j] = _center_crop(rgb, size)
+            picked[j] = center_crop(rgb, size)
     return np.stack([picked[j] for j in uniform_indices(len(frames), n_frames).tolist()])
 
 
@@ -158,8 +141,8 @@ def _jpg_frames(sample: dict, names: list[str], n_frames: int, size: int) -> np.
         if j not in picked:
             with Image.open(io.BytesIO(_bytes(sample[names[j]]))) as image:
                 image = image.convert("RGB")
-                image = image.resize(_resize_dims(image.width, image.height, size), Image.BILINEAR)
-                picked[j] = _center_crop(np.asarray(image), size)
+                image = image.resize(resize_dims(image.width, image.height, size), Image.BILINEAR)
+                picked[j] = center_crop(np.asarray(image), size)
     return np.stack([picked[j] for j in idx])
 
 

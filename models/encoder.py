@@ -15,6 +15,9 @@ both float32 and L2-normalised, so a caption/frame similarity is a plain dot pro
   ``torch.autocast`` on CUDA. On CPU everything runs fp32 (bf16 autocast was far slower than fp32
   on the project's CPUs, DESIGN §9) and asking otherwise logs a one-line warning.
 * ``torch.set_num_threads`` is never changed: the runner / user owns the thread budget.
+* One encoder per spec per process: :func:`shared_encoder` (and :class:`LazyEncoder`, which
+  defers it to first use) serve the Beam handlers, the report and the benchmarks alike.
+  :func:`encoder_spec_of` reads a spec off a config's model section.
 """
 
 from __future__ import annotations
@@ -142,6 +145,13 @@ def check_spec(spec: EncoderSpec) -> None:
     ``pretrained`` that is neither a known tag nor an existing file (both named)."""
     _model_config(spec.name)
     _check_pretrained(spec)
+
+
+def encoder_spec_of(model_config) -> EncoderSpec:
+    """The :class:`EncoderSpec` of a run's model section (``pipeline.config.ModelConfig`` or any
+    object with ``name``, ``pretrained``, ``device`` and ``precision``); the seed stays 0."""
+    return EncoderSpec(name=model_config.name, pretrained=model_config.pretrained, device=model_config.device,
+                       precision=model_config.precision)
 
 
 class ClipEncoder:
@@ -285,3 +295,47 @@ def load_encoder(spec: EncoderSpec) -> ClipEncoder:
         with torch.inference_mode():
             encoder.embed_dim = int(model.encode_text(tokenizer([""]).to(device)).shape[-1])
     return encoder
+
+
+#: One :class:`ClipEncoder` per spec per process. The frame and the text handler are two
+#: ``RunInference`` transforms, each loading its own model; both use the same open_clip model,
+#: and two copies of a CLIP-size one would double a worker's memory (``nccurate bench memory``).
+_ENCODERS: dict[EncoderSpec, ClipEncoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def shared_encoder(spec: EncoderSpec) -> ClipEncoder:
+    """The process's encoder of ``spec``, built on first use (thread-safe). Read-only use only:
+    callers in other threads run forward passes on the same module."""
+    with _ENCODERS_LOCK:
+        if spec not in _ENCODERS:
+            _ENCODERS[spec] = load_encoder(spec)
+        return _ENCODERS[spec]
+
+
+class LazyEncoder:
+    """An encoder of ``spec`` built (or reused, :func:`shared_encoder`) on first use
+    (thread-safe): what the Beam handlers' ``load_model`` returns.
+
+    Every run's graph holds the video-mode branch, since the mode is chosen per manifest row;
+    a run of feature-mode rows only (or of videos that all bring ``caption_features``) thus
+    never loads weights it does not use. The spec is checked at launch (:func:`check_spec`), so
+    a bad model name or checkpoint path still fails the run before any work starts.
+    """
+
+    def __init__(self, spec: EncoderSpec):
+        self.spec = spec
+        self._encoder: ClipEncoder | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ClipEncoder:
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = shared_encoder(self.spec)
+            return self._encoder
+
+    def encode_frames(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
+        return self.get().encode_frames(frames, batch_size)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        return self.get().encode_texts(texts, batch_size)

@@ -1,6 +1,6 @@
 """Train the demo's small dual encoder: open_clip ``nccurate-tiny`` on the synthetic pixel world.
 
-``python -m models.train_demo [--out PATH] [--steps N] [--seed S] [--eval-only] [--eval-h264 [decord|pyav]]``
+``python -m models.train_demo [--out PATH] [--steps N] [--seed S] [--eval-only]``
 (every :class:`TrainConfig` field is a flag too, e.g. ``--styles``, ``--lr``, ``--content-share``)
 writes ``models/assets/nccurate-demo-tiny.pt`` (a plain fp32 ``state_dict``, 6.9 MB) that
 ``models.encoder.load_encoder(EncoderSpec(name='nccurate-tiny', pretrained=PATH))`` and
@@ -22,11 +22,11 @@ the world's 128x96. The pool is generated once, single-threaded, from that one g
 
 **Preprocessing = the pipeline's.** Every frame goes the way a demo frame goes to the model:
 RGB -> ``yuv420p`` (what the H.264 file stores) -> one swscale step to 85x64 RGB, bilinear
-(``pipeline.media.decode.to_rgb`` with ``resize_dims(128, 96, 64)``) -> centre crop 64x64
-(``pipeline.media.decode.center_crop``) -> ``/255``, normalised with the model's open_clip mean/std
-(OpenAI's), as ``models.encoder.ClipEncoder.encode_frames`` does. :func:`pipeline_view`
-reimplements the two decode steps with PyAV alone (``models`` must not import ``pipeline``);
-``tests/models/test_train_demo.py`` checks it is byte-identical to the pipeline's functions.
+(``curation.frames.resize_dims(128, 96, 64)``) -> centre crop 64x64 (``curation.frames.center_crop``)
+-> ``/255``, normalised with the model's open_clip mean/std (OpenAI's), as
+``models.encoder.ClipEncoder.encode_frames`` does. :func:`pipeline_view` makes the swscale call
+with PyAV itself (``models`` must not import ``pipeline``); ``tests/models/test_train_demo.py``
+checks it is byte-identical to the decoder's ``pipeline.media.pyav.to_rgb``.
 Augmentation: Gaussian pixel noise (sigma uniform in [0, ``noise``] grey levels per image), a
 stand-in for H.264 quantisation.
 
@@ -83,14 +83,13 @@ embeddings in the same cone) scores R@1 85.3 and AUC 99.3 with the default align
 left is the world's and the aligner's (repeated concepts, the +-60 s window), not the encoder's.
 
 **Acceptance** (:func:`evaluate`, also ``--eval-only``): the demo's own plans (seed 0, videos
-0..23, ``VideoParams()``, 678 captions), frames at ``t = k + 0.5`` s (nearest source frame at
-4 fps, the pipeline's resize/crop), captions through the text tower, then
-``curation.evaluate.score_method`` with the pipeline's default ``AlignParams()``: R@1 of the
-default method vs the ASR timestamps, and alignability ROC-AUC. ``--eval-h264 [backend]``
-instead writes each demo video as the demo does (``pipeline.synth.video_corpus.write_plan_video``:
-libx264 veryfast crf 23, yuv420p) and decodes it with ``pipeline.media.decode.decode_frames``
-(``decord``, the pipeline's default backend, or ``pyav``). Targets: R@1 >= ASR R@1 + 15 points
-and AUC >= 85. The shipped asset:
+0..23, ``VideoParams()``, 678 captions), frames at ``t = k + 0.5`` s (the decoder's sampling
+rule, ``curation.frames``: nearest source frame at 4 fps; the decoder's resize/crop), captions
+through the text tower, then ``curation.evaluate.score_method`` with the pipeline's default
+``AlignParams()``: R@1 of the default method vs the ASR timestamps, and alignability ROC-AUC.
+The same score through real H.264 files and the pipeline's decoder (``pyav``, the default
+backend, or ``decord``) is ``pipeline.bench.train.evaluate_demo_h264``, which passes its frames
+to :func:`evaluate`. Targets: R@1 >= ASR R@1 + 15 points and AUC >= 85. The shipped asset:
 
 ====================  =====  =========  =====  ===============  =============
 frames                R@1    ASR R@1    AUC    kept alignable   kept chatter
@@ -149,24 +148,19 @@ class TrainConfig:
 # Frames as the pipeline feeds them
 
 
-def resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
-    """Shorter side -> ``size``, aspect kept (``pipeline.media.decode.resize_dims``)."""
-    scale = size / min(width, height)
-    return max(size, round(width * scale)), max(size, round(height * scale))
-
-
 def pipeline_view(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB as rendered -> ``(size, size, 3)`` uint8 as the pipeline decodes it
     from an H.264 file (less the compression): yuv420p, one bilinear swscale step to the shorter
-    side ``size`` in RGB (``pipeline.media.decode.to_rgb``), centre crop (``center_crop``)."""
+    side ``size`` in RGB (the decoder's ``to_rgb``), centre crop (:func:`curation.frames.center_crop`)."""
     import av
     from av.video.reformatter import Interpolation
+
+    from curation.frames import center_crop, resize_dims
 
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
     w, h = resize_dims(frame.width, frame.height, size)
     out = frame.reformat(width=w, height=h, format="rgb24", interpolation=Interpolation.BILINEAR).to_ndarray()
-    top, left = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(out[top:top + size, left:left + size])
+    return np.ascontiguousarray(center_crop(out, size))
 
 
 @dataclass(frozen=True)
@@ -438,34 +432,31 @@ def save_state_dict(model, path: str) -> int:
 # Acceptance: the demo's videos through the pipeline's aligner
 
 
+def demo_sample_indices(plan, sample_fps: float = 1.0) -> np.ndarray:
+    """``(T,)`` int: the source frame of each sample at ``sample_fps`` of ``plan`` (frame ``i`` at
+    ``i / plan.fps`` s, ``plan.n_frames / plan.fps`` s long), by the decoder's rule
+    (:func:`curation.frames.sample_times_s` targets, :func:`~curation.frames.nearest_indices`)."""
+    from curation.frames import nearest_indices, sample_times_s
+
+    return nearest_indices(np.arange(plan.n_frames) / plan.fps, sample_times_s(plan.n_frames / plan.fps, sample_fps))
+
+
 def demo_frames(plan, sample_fps: float = 1.0, size: int = INPUT_SIZE) -> np.ndarray:
     """``(T, size, size, 3)`` uint8: sample ``k`` at ``(k + 0.5) / sample_fps`` s, the nearest
-    source frame at ``plan.fps`` (ties to the earlier), in :func:`pipeline_view`."""
+    source frame at ``plan.fps`` (ties to the earlier, :func:`demo_sample_indices`), in
+    :func:`pipeline_view`."""
     from curation.synth.video import frames_of
 
-    n = max(1, int(math.floor(plan.n_frames / plan.fps * sample_fps + 1e-9)))
-    targets = (np.arange(n) + 0.5) / sample_fps
-    idx = np.clip(np.ceil(targets * plan.fps - 0.5).astype(int), 0, plan.n_frames - 1)
-    return np.stack([pipeline_view(rgb, size) for rgb in frames_of(plan, idx.tolist())])
+    return np.stack([pipeline_view(rgb, size) for rgb in frames_of(plan, demo_sample_indices(plan, sample_fps).tolist())])
 
 
-def demo_frames_h264(plan, directory: str, sample_fps: float = 1.0, size: int = INPUT_SIZE,
-                     backend: str = "decord") -> np.ndarray:
-    """The same samples through a real file: the demo's H.264 writer and the pipeline's decoder
-    (imported here only: this check is the one place ``models`` reaches into ``pipeline``)."""
-    from pipeline.media.decode import decode_frames
-    from pipeline.synth.video_corpus import write_plan_video
-
-    path = write_plan_video(os.path.join(directory, f"{plan.video_id}.mp4"), plan)
-    return decode_frames(path, sample_fps, size, backend=backend).frames
-
-
-def evaluate(checkpoint: str, n_videos: int = DEMO_VIDEOS, seed: int = DEMO_SEED, h264: str | None = None,
-             verbose: bool = True) -> dict:
+def evaluate(checkpoint: str, n_videos: int = DEMO_VIDEOS, seed: int = DEMO_SEED, frames_of_plan=None,
+             frames_label: str = "rendered", verbose: bool = True) -> dict:
     """Score ``checkpoint`` on the demo's plans with the pipeline's default ``AlignParams()``;
     returns ``{'r_at_1', 'asr_r_at_1', 'auc', 'kept_alignable', 'kept_other', ...}`` (percent).
-    ``h264``: None (rendered frames in :func:`pipeline_view`) or a decode backend (``decord``,
-    the pipeline's default, or ``pyav``) reading the demo's H.264 files."""
+    ``frames_of_plan(plan, directory) -> (T, S, S, 3)`` uint8 gives each video's samples
+    (default: :func:`demo_frames`, the rendered frames in :func:`pipeline_view`; ``directory`` is
+    a scratch directory for files), ``frames_label`` names them in the result and the printout."""
     import tempfile
 
     from curation.align import AlignParams
@@ -479,7 +470,7 @@ def evaluate(checkpoint: str, n_videos: int = DEMO_VIDEOS, seed: int = DEMO_SEED
     with tempfile.TemporaryDirectory(prefix="nccurate-eval-") as tmp:
         for i in range(n_videos):
             plan = make_video_plan(i, seed)
-            frames = demo_frames_h264(plan, tmp, backend=h264) if h264 else demo_frames(plan)
+            frames = frames_of_plan(plan, tmp) if frames_of_plan is not None else demo_frames(plan)
             frame_emb = encoder.encode_frames(frames)
             caption_emb = encoder.encode_texts(list(plan.texts))
             videos.append(EvalVideo(caption_emb, frame_emb, 1.0, plan.asr_start_s, plan.asr_end_s,
@@ -491,7 +482,7 @@ def evaluate(checkpoint: str, n_videos: int = DEMO_VIDEOS, seed: int = DEMO_SEED
     result = {"r_at_1": method.r_at_1, "asr_r_at_1": asr.r_at_1, "auc": method.auc,
               "kept_alignable": method.kept_alignable, "kept_other": method.kept_other,
               "videos": n_videos, "captions": int(sum(len(v.alignable) for v in videos)),
-              "frames": f"h264/{h264}" if h264 else "rendered"}
+              "frames": frames_label}
     result.update({f"cos_{k}": float(np.mean(v)) if v else float("nan") for k, v in stats.items()})
     if verbose:
         print(f"eval ({result['frames']} frames, {n_videos} demo videos, seed {seed}, "
@@ -528,9 +519,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train_demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=DEFAULT_OUT, help="checkpoint path (default: the shipped asset)")
     parser.add_argument("--eval-only", action="store_true", help="only score --out on the demo's videos")
-    parser.add_argument("--eval-h264", nargs="?", const="decord", default=None, choices=("decord", "pyav"),
-                        help="score through the demo's H.264 files and the pipeline's decoder "
-                             "(backend: decord, the pipeline's default, or pyav)")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     for f in dataclasses.fields(TrainConfig):
         parser.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(defaults, f.name)),
@@ -544,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out} ({size} bytes) after {time.perf_counter() - start:.0f} s", flush=True)
     if args.no_eval:
         return 0
-    result = evaluate(args.out, h264=args.eval_h264)
+    result = evaluate(args.out)
     ok = passes(result)
     print("acceptance (R@1 >= ASR R@1 + 15, AUC >= 85): " + ("pass" if ok else "FAIL"), flush=True)
     return 0 if ok else 1

@@ -13,6 +13,10 @@ On the synthetic pixel world of the demo (``curation.synth.video``):
    every alignable caption paired with the frames of its true step; text -> clip retrieval where
    a hit is a clip showing the caption's concept (concepts repeat, so exact-clip identity would
    be ambiguous).
+
+It also holds the demo encoder's acceptance check through real files (:func:`evaluate_demo_h264`):
+``models.train_demo.evaluate`` on frames that went through the demo's H.264 writer and the
+pipeline's decoder instead of the rendered ones.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from curation.frames import segment_centres
 from pipeline.config import load_config
 
 TRAIN_WORLD_SEED, EVAL_WORLD_SEED = 100, 200
@@ -45,8 +50,9 @@ def curate(manifest: str, output: str, method: str) -> dict:
 
 def step_frames(frames: np.ndarray, start_s: float, end_s: float, n_frames: int) -> np.ndarray:
     """(n_frames, S, S, 3): frames of a 1-fps decode (``frames[t]`` covers [t, t+1) s) spread
-    uniformly over [start_s, end_s) (centres of n_frames equal segments)."""
-    centres = start_s + (np.arange(n_frames) + 0.5) * (end_s - start_s) / n_frames
+    uniformly over [start_s, end_s): the frame covering each of the
+    :func:`~curation.frames.segment_centres` of n_frames equal segments."""
+    centres = segment_centres(start_s, end_s, n_frames)
     return frames[np.clip(np.floor(centres).astype(int), 0, len(frames) - 1)]
 
 
@@ -131,3 +137,30 @@ def report(results: dict, kept: dict, n_asr: int, n_curated: int, heldout, seeds
         lines.append(f"({hi}) - ({lo}): R@1 {diff.mean():+.1f} (per seed {', '.join(f'{d:+.1f}' for d in diff)}; "
                      f"better in {int((diff > 0).sum())} of {len(diff)} seeds)")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------ the demo encoder through H.264 files
+
+
+def demo_frames_h264(plan, directory: str, backend: str = "pyav", sample_fps: float = 1.0, size: int | None = None):
+    """``(T, size, size, 3)`` uint8: ``plan``'s samples through a real file: written to
+    ``directory`` as the demo writes its videos (``write_plan_video``: libx264 veryfast crf 23,
+    yuv420p) and decoded with the pipeline's decoder (``backend``); ``size`` defaults to the demo
+    encoder's input side. The same sample grid as ``models.train_demo.demo_frames``."""
+    from models.train_demo import INPUT_SIZE
+    from pipeline.media.decode import decode_frames
+    from pipeline.synth.video_corpus import write_plan_video
+
+    path = write_plan_video(os.path.join(directory, f"{plan.video_id}.mp4"), plan)
+    return decode_frames(path, sample_fps, INPUT_SIZE if size is None else size, backend=backend).frames
+
+
+def evaluate_demo_h264(checkpoint: str, backend: str = "pyav", n_videos: int | None = None, verbose: bool = True) -> dict:
+    """``models.train_demo.evaluate`` of ``checkpoint`` on the demo's videos (all of them by
+    default) read through H.264 files and the ``backend`` decoder (:func:`demo_frames_h264`);
+    the result's ``frames`` is ``h264/<backend>``."""
+    from models.train_demo import DEMO_VIDEOS, evaluate
+
+    return evaluate(checkpoint, DEMO_VIDEOS if n_videos is None else n_videos,
+                    frames_of_plan=lambda plan, directory: demo_frames_h264(plan, directory, backend),
+                    frames_label=f"h264/{backend}", verbose=verbose)

@@ -9,7 +9,7 @@ cache makes the reads free either way), each with HowTo100M-style captions (one 
 Measured, in this order, all on the same files:
 
 1. **Each stage alone, one core** (``resources`` threads = 1 for the decoder and torch):
-   * the reference: a plain sequential PyAV 1-fps decode (:func:`pipeline.media.decode.plain_sequential_decode`);
+   * the reference: a plain sequential PyAV 1-fps decode (:func:`plain_sequential_decode`);
    * the pipeline's decode of each backend, as the pipeline calls it (a child process per video,
      frames read back in chunks), as a ratio to the reference: **decode efficiency**;
    * the encoder alone on decoded frames (images/s, and video-seconds/s at ``decode.sample_fps``);
@@ -74,6 +74,23 @@ def write_inputs(workdir: str, n_videos: int, duration_s: float, width: int, hei
             "generation_s": made["generation_s"]}
 
 
+def plain_sequential_decode(path: str, sample_fps: float = 1.0, threads: int = 0) -> int:
+    """The reference for decode efficiency (DESIGN §7): one plain sequential PyAV pass over every
+    frame, converting the first frame at or after each ``k / sample_fps`` to full-size RGB.
+    Returns the number of converted frames."""
+    from pipeline.media.pyav import frame_times, open_video_stream
+
+    container, stream = open_video_stream(path, threads)
+    converted, next_s = 0, 0.0
+    with container:
+        for t_s, _, frame in frame_times(stream, container.decode(stream)):
+            if t_s >= next_s:
+                frame.to_ndarray(format="rgb24")
+                converted += 1
+                next_s = converted / sample_fps
+    return converted
+
+
 @dataclass
 class StageTimes:
     """Seconds each stage took alone over all videos, on one core."""
@@ -110,17 +127,15 @@ def _time_stages(config: Config, videos: list[str], workdir: str, backends: tupl
     import torch
 
     from curation.records import CaptionSet, FrameFeatures
-    from models.encoder import input_size_of
-    from pipeline.media.decode import decode_isolated, plain_sequential_decode
-    from pipeline.transforms.inference import shared_encoder
-    from pipeline.inputs.manifest import parse_manifest_line
+    from models.encoder import encoder_spec_of, input_size_of, shared_encoder
     from pipeline.inputs.arrays import load_caption_set
-    from pipeline.results import aligned_rows, samples_for_video
-    from pipeline.transforms.video import encoder_spec
+    from pipeline.inputs.manifest import parse_manifest_line
+    from pipeline.media.isolated import decode_isolated
     from pipeline.outputs.tables import write_shard
+    from pipeline.results import aligned_rows, samples_for_video
 
     torch.set_num_threads(1)
-    spec = encoder_spec(config.model)
+    spec = encoder_spec_of(config.model)
     size, fps, batch = input_size_of(spec), config.decode.sample_fps, config.model.frame_batch_size
     encoder = shared_encoder(spec)
     encoder.encode_frames(np.zeros((2, size, size, 3), np.uint8), 2)  # warm-up outside the timings
@@ -169,7 +184,7 @@ def run_pipeline(manifest: str, output: str, config_path: str | None, overrides:
     """``nccurate run`` as a child with ``workers`` DirectRunner worker processes of one thread
     each; ``(wall_s, peak_tree_rss_bytes, returncode)``."""
     from pipeline.bench.memory import run_measured
-    from pipeline.media.decode import child_env
+    from pipeline.media.isolated import child_env
 
     cmd = [sys.executable, "-m", "pipeline.cli", "run", "--manifest", manifest, "--output", output, "--overwrite",
            "--set", "resources.decode_threads=1", "--set", "resources.torch_threads=1", "--set", "checkpoints=false",

@@ -24,6 +24,9 @@ import math
 from fractions import Fraction
 
 from curation.errors import InputError
+from curation.frames import NearestPicker, resize_dims
+from pipeline.media.failures import check_file
+from pipeline.media.pyav import frame_times, open_video_stream, to_rgb
 
 CLIP_FORMATS = ("mp4", "jpg")
 #: x264 options of clips (one thread is set separately): fast, visually fine, deterministic.
@@ -58,8 +61,6 @@ def with_portable_asm(options: dict) -> dict:
 def clip_dims(width: int, height: int, size: int) -> tuple[int, int]:
     """``(w, h)``: shorter side ``size``, aspect kept, each rounded *up* to an even number
     (yuv420p), so the shorter side is ``size`` or ``size + 1``."""
-    from pipeline.media.decode import resize_dims
-
     return tuple(2 * math.ceil(v / 2) for v in resize_dims(width, height, size))
 
 
@@ -90,8 +91,6 @@ def _span_frames(source: str, start_s: float, end_s: float, size: int, fps: floa
     """``(frames, width, height)``: the clip's output frames, ``(height, width, 3)`` uint8 RGB.
     Each pick is converted as soon as it is final, so only small frames are held."""
     import av
-
-    from pipeline.media.decode import NearestPicker, check_file, frame_times, open_video_stream, to_rgb
 
     try:
         check_file(source)

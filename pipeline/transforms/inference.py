@@ -3,7 +3,9 @@
 Both handlers hold only an :class:`~models.encoder.EncoderSpec` and batch sizes, so they pickle
 at construction; the model is built in ``load_model`` on the worker (once per process: Beam's
 ``RunInference`` shares it between the threads of a process through ``shared.Shared``;
-``share_model_across_processes`` is False, each process has its own copy).
+``share_model_across_processes`` is False, each process has its own copy). ``load_model`` returns
+a :class:`models.encoder.LazyEncoder`, so both handlers share the process's one encoder
+(:func:`models.encoder.shared_encoder`).
 
 Use them keyed (the pipeline keys frame chunks by ``(video_id, chunk)``)::
 
@@ -28,13 +30,12 @@ never cross a shuffle.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from models.encoder import ClipEncoder, EncoderSpec, load_encoder
+from models.encoder import EncoderSpec, LazyEncoder
 
 
 def model_id_of(spec: EncoderSpec) -> str:
@@ -54,51 +55,6 @@ def _check_sizes(batch_size: int, max_videos_per_batch: int) -> None:
     for label, value in (("batch_size", batch_size), ("max_videos_per_batch", max_videos_per_batch)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
-
-
-#: One :class:`ClipEncoder` per spec per process. The frame and the text handler are two
-#: ``RunInference`` transforms, each loading its own model; both use the same open_clip model,
-#: and two copies of a CLIP-size one (ViT-B-32: about 600 MB in fp32) would double a worker's
-#: memory (measured by ``nccurate bench memory``).
-_ENCODERS: dict[EncoderSpec, ClipEncoder] = {}
-_ENCODERS_LOCK = threading.Lock()
-
-
-def shared_encoder(spec: EncoderSpec) -> ClipEncoder:
-    """The process's encoder of ``spec``, built on first use (thread-safe). Read-only use only:
-    callers in other threads run forward passes on the same module."""
-    with _ENCODERS_LOCK:
-        if spec not in _ENCODERS:
-            _ENCODERS[spec] = load_encoder(spec)
-        return _ENCODERS[spec]
-
-
-class LazyEncoder:
-    """What ``load_model`` returns: builds (or reuses, :func:`shared_encoder`) the
-    :class:`ClipEncoder` on first use (thread-safe).
-
-    Every run's graph holds the video-mode branch, since the mode is chosen per manifest row;
-    a run of feature-mode rows only (or of videos that all bring ``caption_features``) thus
-    never loads weights it does not use. The spec is checked at launch (``check_spec``), so
-    a bad model name or checkpoint path still fails the run before any work starts.
-    """
-
-    def __init__(self, spec: EncoderSpec):
-        self.spec = spec
-        self._encoder: ClipEncoder | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> ClipEncoder:
-        with self._lock:
-            if self._encoder is None:
-                self._encoder = shared_encoder(self.spec)
-            return self._encoder
-
-    def encode_frames(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
-        return self.get().encode_frames(frames, batch_size)
-
-    def encode_texts(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        return self.get().encode_texts(texts, batch_size)
 
 
 class _EncoderHandler(ModelHandler):

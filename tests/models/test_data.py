@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from models.data import clip_frames, curated_dataset, load_curated, make_loader, set_epoch, uniform_indices
+from models.data import clip_frames, curated_dataset, load_curated, make_loader, set_epoch
 from tests.videos import LEFT_BAR, RIGHT_BAR, colour_of, frame_index_of, make_video
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)  # not symmetric: a channel mix-up shows
@@ -89,13 +89,6 @@ def _fingerprint(item) -> tuple:
 
 
 # ---------------------------------------------------------------------------------- clip_frames
-
-
-def test_uniform_indices_are_segment_centres():
-    assert uniform_indices(20, 4).tolist() == [2, 7, 12, 17]
-    assert uniform_indices(3, 6).tolist() == [0, 0, 1, 1, 2, 2]      # short clip: frames repeat
-    assert uniform_indices(8, 8).tolist() == list(range(8))
-    assert uniform_indices(1, 3).tolist() == [0, 0, 0]
 
 
 def test_mp4_uniform_frame_choice(data):

@@ -11,7 +11,15 @@ import sys
 import numpy as np
 import pytest
 
-from models.encoder import EncoderSpec, input_size_of, load_encoder, register_project_configs
+from models.encoder import (
+    EncoderSpec,
+    LazyEncoder,
+    encoder_spec_of,
+    input_size_of,
+    load_encoder,
+    register_project_configs,
+    shared_encoder,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 D = 64  # embed_dim of models/configs/nccurate-tiny.json
@@ -195,6 +203,35 @@ def test_unavailable_cuda_is_a_value_error():
         pytest.skip("CUDA is available here")
     with pytest.raises(ValueError, match="cuda"):
         load_encoder(EncoderSpec(device="cuda"))
+
+
+def test_shared_encoder_is_one_per_spec_per_process():
+    spec = EncoderSpec(seed=11)
+    first = shared_encoder(spec)
+    assert shared_encoder(EncoderSpec(seed=11)) is first  # equal specs, one model
+    other = shared_encoder(EncoderSpec(seed=12))
+    assert other is not first
+    frames = _frames(2)
+    assert not np.allclose(first.encode_frames(frames), other.encode_frames(frames))
+
+
+def test_lazy_encoder_builds_the_shared_one_on_first_use():
+    spec = EncoderSpec(seed=13)
+    a, b = LazyEncoder(spec), LazyEncoder(spec)
+    assert a._encoder is None and b._encoder is None  # nothing loaded at construction
+    np.testing.assert_array_equal(a.encode_texts(["a red circle"], 4), shared_encoder(spec).encode_texts(["a red circle"]))
+    assert a.get() is b.get() is shared_encoder(spec)
+
+
+def test_encoder_spec_of_a_config_model_section():
+    from types import SimpleNamespace
+
+    section = SimpleNamespace(name="ViT-B-32", pretrained="openai", device="cuda:1", precision="bf16",
+                              frame_batch_size=64, text_batch_size=256)
+    assert encoder_spec_of(section) == EncoderSpec(name="ViT-B-32", pretrained="openai", device="cuda:1",
+                                                   precision="bf16", seed=0)
+    with pytest.raises(ValueError, match="precision"):
+        encoder_spec_of(SimpleNamespace(name="ViT-B-32", pretrained=None, device="cpu", precision="int8"))
 
 
 LAZY = """

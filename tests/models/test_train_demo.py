@@ -1,5 +1,7 @@
 """models.train_demo: the recipe trains (loss falls, deterministic), its checkpoints load
-through ``load_encoder``, its frames are the pipeline decoder's, and the shipped asset is in place."""
+through ``load_encoder``, its frames are the pipeline decoder's (the swscale step; the sampling
+and the resize/crop are curation.frames, tested in tests/curation/test_frames.py), and the
+shipped asset is in place."""
 
 from __future__ import annotations
 
@@ -39,11 +41,14 @@ def test_pool_shapes_and_labels(pool):
     assert all(len(set(row[:4].tolist())) == 4 for row in pool.concepts)  # distinct per style
 
 
-def test_pipeline_view_is_the_decoders_resize_and_crop():
+def test_pipeline_view_is_the_decoders_swscale_step():
+    """pipeline_view makes its own swscale call (models never imports pipeline): it must be the
+    PyAV decoder's conversion of a yuv420p frame."""
     import av
 
+    from curation.frames import center_crop, resize_dims
     from curation.synth.video import VideoStyle, render_frame
-    from pipeline.media.decode import center_crop, resize_dims, to_rgb
+    from pipeline.media.pyav import to_rgb
 
     rng = np.random.default_rng(7)
     style = VideoStyle.draw(rng)
@@ -157,15 +162,24 @@ def test_evaluate_runs_on_one_video(tiny_run, tmp_path):
     result = td.evaluate(path, n_videos=1, verbose=False)
     for key in ("r_at_1", "asr_r_at_1", "auc", "kept_alignable", "kept_other"):
         assert key in result
-    assert 0.0 <= result["asr_r_at_1"] <= 100.0
+    assert 0.0 <= result["asr_r_at_1"] <= 100.0 and result["frames"] == "rendered"
+    # other frames come in through frames_of_plan: the same frames give the same scores
+    same = td.evaluate(path, n_videos=1, verbose=False, frames_label="passed in",
+                       frames_of_plan=lambda plan, directory: td.demo_frames(plan))
+    assert same["frames"] == "passed in" and same["r_at_1"] == result["r_at_1"] and same["auc"] == result["auc"]
 
 
 def test_demo_frames_sample_the_pipeline_grid():
-    from curation.synth.video import make_video_plan
+    from curation.synth.video import frames_of, make_video_plan
 
     plan = make_video_plan(0, 0)
+    assert plan.fps == 4.0
+    idx = td.demo_sample_indices(plan)
+    assert idx.tolist() == [4 * k + 2 for k in range(plan.duration_s)]  # the frame at k + 0.5 s
+    assert td.demo_sample_indices(plan, 0.5).tolist() == [8 * k + 4 for k in range(plan.duration_s // 2)]  # 2k + 1 s
     frames = td.demo_frames(plan)
     assert frames.shape == (plan.duration_s, 64, 64, 3)  # one per second, k + 0.5 s
+    np.testing.assert_array_equal(frames[3], td.pipeline_view(next(frames_of(plan, [14]))))
 
 
 # ------------------------------------------------------------------------------ shipped asset

@@ -24,3 +24,30 @@ def test_report_states_margins_per_seed():
     assert "| (c) realigned + filtered + confidence weights | 40 | 36.5 ± 12.0 |" in text
     assert "(c) - (b): R@1 +1.5 (per seed +5.0, -2.0; better in 1 of 2 seeds)" in text
     assert "(b) - (a): R@1 +24.0" in text and "3 captions of 2 other videos" in text
+
+
+def test_demo_frames_through_h264_are_the_rendered_samples(tmp_path):
+    """The H.264 check of the demo encoder: the same samples as models.train_demo.demo_frames
+    (same grid, same resize/crop), up to the compression."""
+    from curation.synth.video import make_video_plan
+    from models.train_demo import demo_frames
+    from pipeline.bench.train import demo_frames_h264
+
+    plan = make_video_plan(0, 0)
+    rendered = demo_frames(plan).astype(int)
+    for backend in ("pyav", "decord"):
+        decoded = demo_frames_h264(plan, str(tmp_path), backend).astype(int)
+        assert decoded.shape == rendered.shape, backend
+        err = np.abs(decoded - rendered).mean(axis=(1, 2, 3))
+        assert err.max() < 6, (backend, err.max())
+        # a one-sample shift of the grid would show: neighbours differ far more than the codec's error
+        assert np.abs(decoded[1:] - rendered[:-1]).mean() > 2 * err.mean(), backend
+
+
+def test_evaluate_demo_h264_scores_the_shipped_encoder_on_decoded_files():
+    from models.train_demo import DEFAULT_OUT
+    from pipeline.bench.train import evaluate_demo_h264
+
+    result = evaluate_demo_h264(DEFAULT_OUT, "pyav", n_videos=1, verbose=False)
+    assert result["frames"] == "h264/pyav" and result["videos"] == 1
+    assert 0.0 <= result["r_at_1"] <= 100.0 and result["auc"] > 50.0

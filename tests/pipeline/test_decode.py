@@ -1,6 +1,7 @@
-"""Tests for pipeline.media.decode: both backends pick the same frames at the same times, resize and
-centre-crop, count time from the stream start, and map bad files (missing, not a video, audio
-only, a FIFO that never delivers) to InputErrors of the right class."""
+"""Tests for pipeline.media (decode, pyav, decord, isolated): both backends pick the same frames at
+the same times, resize and centre-crop, count time from the stream start, and map bad files
+(missing, not a video, audio only, a FIFO that never delivers) to InputErrors of the right class;
+the keyframe-aware PyAV path's plan and its execution."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import numpy as np
 import pytest
 
 from curation.errors import InputError
-from pipeline.media.decode import BACKENDS, decode_frames, decode_frames_isolated, sample_times_s
+from curation.frames import sample_times_s
+from pipeline.media import pyav
+from pipeline.media.decode import BACKENDS, ArraySink, decode_frames
+from pipeline.media.isolated import decode_frames_isolated, decode_isolated
 from tests.videos import LEFT_BAR, RIGHT_BAR, colour_of, frame_index_of, make_audio_only, make_video
 
 SRC_FPS = 8
@@ -195,17 +199,15 @@ def test_keyframe_aware_pyav_decode_equals_the_sequential_pass(tmp_path, case):
     """The indexed path picks the frames the sequential pass picks, pixel for pixel and PTS for
     PTS, while sending fewer packets to the decoder where groups allow; open groups (leading B
     pictures that reference the previous group) are never cut."""
-    from pipeline.media import decode as dec
-
     codec, options, all_closed, skips = KEYFRAME_CASES[case]
     path = make_video(str(tmp_path / f"{case}.{'webm' if codec == 'libvpx-vp9' else 'mp4'}"), 12, fps=SRC_FPS,
                       size=(96, 64), codec=codec, options=options)
-    index = dec.index_packets(path)
+    index = pyav.index_packets(path)
     assert index is not None
     assert bool(index.closed[:-1].all()) == all_closed
-    fast, slow, stats = dec.ArraySink(), dec.ArraySink(), {}
-    pts_fast, dur_fast = dec._decode_pyav_indexed(path, 1.0, 32, fast, index, stats)
-    pts_slow, dur_slow = dec._decode_pyav_sequential(path, 1.0, 32, slow)
+    fast, slow, stats = ArraySink(), ArraySink(), {}
+    pts_fast, dur_fast = pyav.decode_indexed(path, 1.0, 32, fast, index, stats)
+    pts_slow, dur_slow = pyav.decode_sequential(path, 1.0, 32, slow)
     np.testing.assert_array_equal(pts_fast, pts_slow)
     np.testing.assert_array_equal(fast.array(32), slow.array(32))
     assert dur_fast == dur_slow == pytest.approx(12.0)
@@ -219,13 +221,11 @@ def test_keyframe_aware_pyav_decode_equals_the_sequential_pass(tmp_path, case):
 
 def test_keyframe_aware_decode_falls_back_when_a_frame_does_not_appear(video8, monkeypatch):
     """If a picked PTS never comes out of the decoder, the sequential pass decides: same result."""
-    from pipeline.media import decode as dec
-
-    index = dec.index_packets(video8)
-    shifted = dec.PacketIndex(index.pts * 2, index.end * 2, index.gop, index.closed, index.time_base / 2, index.origin)
-    monkeypatch.setattr(dec, "index_packets", lambda path: shifted)
-    with pytest.raises(dec._GaveUp):
-        dec._decode_pyav_indexed(video8, 2, 32, dec.ArraySink(), shifted)
+    index = pyav.index_packets(video8)
+    shifted = pyav.PacketIndex(index.pts * 2, index.end * 2, index.gop, index.closed, index.time_base / 2, index.origin)
+    monkeypatch.setattr(pyav, "index_packets", lambda path: shifted)
+    with pytest.raises(pyav.GaveUp):
+        pyav.decode_indexed(video8, 2, 32, ArraySink(), shifted)
     got = decode_frames(video8, 2, 32, "pyav")
     monkeypatch.undo()
     want = decode_frames(video8, 2, 32, "pyav")
@@ -234,8 +234,6 @@ def test_keyframe_aware_decode_falls_back_when_a_frame_does_not_appear(video8, m
 
 
 def test_isolated_decode_streams_frames_in_chunks(video8):
-    from pipeline.media.decode import decode_isolated
-
     whole = decode_frames(video8, 2, 32, "pyav")
     with decode_isolated(video8, 2, 32, "pyav", 60) as result:
         chunks = list(result.in_chunks(3))
@@ -244,3 +242,55 @@ def test_isolated_decode_streams_frames_in_chunks(video8):
     assert [len(c) for c in chunks] == [3, 3, 3, 3, 1]  # 13 samples at 2 Hz in 6.5 s
     np.testing.assert_array_equal(np.concatenate(chunks), whole.frames)
     np.testing.assert_array_equal(result.pts_s, whole.pts_s)
+
+
+def test_the_default_backend_is_pyav(video8):
+    """The in-process decode defaults to the pipeline's default backend (decode.backend: pyav)."""
+    from pipeline.config import DecodeConfig
+
+    default = decode_frames(video8, 2, 32)
+    np.testing.assert_array_equal(default.frames, decode_frames(video8, 2, 32, DecodeConfig().backend).frames)
+    assert DecodeConfig().backend == "pyav"
+
+
+# ------------------------------------------------------------ the plan of the keyframe-aware path
+
+
+def _index(gops: list[list[int]], closed: list[bool], ticks_per_s: int = 8) -> pyav.PacketIndex:
+    """A PacketIndex of frames at ``ticks_per_s`` ticks per second, packets in the given decode
+    order (a list per group of pictures, keyframe first), each one tick long."""
+    pts = np.array([p for group in gops for p in group], np.int64)
+    gop = np.array([g for g, group in enumerate(gops) for _ in group], np.int64)
+    return pyav.PacketIndex(pts, pts + 1, gop, np.array(closed + [True], bool), 1.0 / ticks_per_s, 0)
+
+
+def test_plan_picks_the_nearest_frame_per_sample_and_counts_picks_per_group():
+    """Two 2-s groups at 8 fps with B-frames in decode order; 1 Hz targets 0.5, 1.5, 2.5, 3.5 s
+    are frames 4, 12, 20, 28: two picks in each group."""
+    gops = [[0, 3, 1, 2, 7, 5, 4, 6, 8, 9, 10, 11, 12, 13, 14, 15],
+            [16, 19, 17, 18, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]]
+    plan = pyav.plan_indexed_decode(_index(gops, [True, True]), 1.0)
+    assert plan.pick_pts.tolist() == [4, 12, 20, 28]
+    np.testing.assert_array_equal(plan.pick_s, [0.5, 1.5, 2.5, 3.5])
+    assert plan.duration_s == 4.0
+    assert plan.picks_per_gop.tolist() == [2, 2, 0]
+    assert plan.gop_of_pick == {4: 0, 12: 0, 20: 1, 28: 1}
+
+
+def test_plan_repeats_a_frame_for_several_samples_and_ties_go_to_the_earlier():
+    """Frames every 0.5 s (0, 0.5, 1.0, 1.5 s; the last ends at 1.625 s). At 4 Hz two targets
+    share each frame; at 2 Hz every target (0.25, 0.75, 1.25 s) lies midway: the earlier wins."""
+    index = _index([[0, 4, 8, 12]], [True])
+    plan = pyav.plan_indexed_decode(index, 4.0)
+    assert plan.pick_pts.tolist() == [0, 4, 4, 8, 8, 12]
+    assert plan.picks_per_gop.tolist() == [4, 0] and sorted(plan.gop_of_pick) == [0, 4, 8, 12]
+    assert pyav.plan_indexed_decode(index, 2.0).pick_pts.tolist() == [0, 4, 8]
+
+
+def test_plan_gives_up_on_shared_pts_and_zero_duration():
+    with pytest.raises(pyav.GaveUp, match="share a PTS"):
+        pyav.plan_indexed_decode(_index([[0, 1, 1, 2]], [True]), 1.0)
+    empty = pyav.PacketIndex(np.array([0], np.int64), np.array([0], np.int64), np.array([0], np.int64),
+                             np.array([True, True]), 0.125, 0)
+    with pytest.raises(pyav.GaveUp, match="zero duration"):
+        pyav.plan_indexed_decode(empty, 1.0)

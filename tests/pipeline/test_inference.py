@@ -116,6 +116,7 @@ def test_handlers_pickle_before_loading_and_describe_batching():
     lazy = frames.load_model()
     assert lazy._encoder is None, "load_model must not build the model before it is used"
     assert lazy.encode_texts(["a red circle"], 4).shape == (1, 64) and lazy._encoder is not None
+    assert texts.load_model().get() is lazy.get(), "both handlers share the process's one encoder"
     assert FrameEmbeddingHandler(SPEC, max_videos_per_batch=3).batch_elements_kwargs() == {"max_batch_size": 3}
     assert not frames.share_model_across_processes() and not texts.share_model_across_processes()
     assert frames.get_metrics_namespace() == "nccurate_frames"
@@ -129,3 +130,15 @@ def test_embeddings_of():
     emb = np.ones((2, 4), np.float32)
     assert embeddings_of(("v", PredictionResult("x", emb)))[1] is emb
     assert embeddings_of(("v", emb))[1] is emb
+
+
+def test_the_run_config_gives_the_handlers_spec():
+    """The default config's model section through models.encoder.encoder_spec_of, as the graph,
+    the report and the benchmarks build the spec."""
+    from models.encoder import encoder_spec_of
+    from pipeline.config import load_config
+
+    model = load_config(None, ["model.name=nccurate-tiny", "model.pretrained=null"]).model
+    spec = encoder_spec_of(model)
+    assert spec == EncoderSpec(name="nccurate-tiny", pretrained=None, device=model.device, precision=model.precision)
+    assert FrameEmbeddingHandler(spec).spec == SPEC

@@ -5,7 +5,7 @@ item must fail *its* video with a closed-vocabulary ``error_class`` and a one-li
 it; every good video, including VP8/VP9 webm and videos that their captions outlast, must
 complete; the books must balance, and ``max_failure_ratio`` decides the exit status.
 
-The decoder crash is real: a watcher thread finds the ``python -m pipeline.media.decode`` child that
+The decoder crash is real: a watcher thread finds the ``python -m pipeline.media.isolated`` child that
 is decoding one FIFO (the child blocks opening it) through ``/proc`` and sends it SIGSEGV, as a
 native crash in libavcodec would. The pipeline has no hook for it.
 """
@@ -45,7 +45,7 @@ needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the cra
 
 
 def _decoder_children(path: str) -> list[int]:
-    """Pids of this process's ``python -m pipeline.media.decode PATH ...`` children."""
+    """Pids of this process's ``python -m pipeline.media.isolated PATH ...`` children."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -58,7 +58,7 @@ def _decoder_children(path: str) -> list[int]:
                 argv = handle.read().decode("utf-8", "replace").split("\0")
         except (OSError, IndexError, ValueError):  # exited meanwhile, or not ours to read
             continue
-        if "pipeline.media.decode" in argv and path in argv:
+        if "pipeline.media.isolated" in argv and path in argv:
             pids.append(int(entry))
     return pids
 
@@ -95,7 +95,7 @@ class DecoderKiller(threading.Thread):
 def test_a_decoder_killed_by_a_signal_is_a_decode_error_naming_it(tmp_path, monkeypatch, sig):
     """Unit level: ``decode_frames_isolated`` maps a child's death by signal to decode_error
     (not timeout, not an exception escaping) and removes its temporary directory."""
-    from pipeline.media.decode import decode_frames_isolated
+    from pipeline.media.isolated import decode_frames_isolated
 
     fifo = str(tmp_path / "crash.mp4")
     os.mkfifo(fifo)

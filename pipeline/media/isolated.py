@@ -1,0 +1,169 @@
+"""A decode in a child process (``python -m pipeline.media.isolated``) with a wall-clock limit,
+so a native hang or crash in a decoder fails only its video (DESIGN §1).
+
+The child runs :func:`pipeline.media.decode.decode_into` into a raw frames file and writes the
+frames' times as JSON last (its presence says the frames are complete), or its ``InputError`` as
+JSON with exit status :data:`_EXIT_INPUT_ERROR`. The parent reads the frames back in chunks
+(:class:`IsolatedDecode`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from curation.errors import InputError
+from pipeline.media.decode import BACKENDS, DecodedFrames, FileSink, check_backend, decode_into
+from pipeline.media.failures import check_file, decode_error
+
+#: This module, as the child's ``python -m`` argument.
+CHILD_MODULE = "pipeline.media.isolated"
+#: Exit status of the child when it wrote a structured :class:`InputError` to its error file.
+_EXIT_INPUT_ERROR = 3
+
+
+class IsolatedDecode:
+    """A video decoded by the child (:func:`decode_isolated`): ``pts_s (N,)``, ``duration_s``,
+    ``sample_fps``, ``size`` and ``n_frames``; the frames stay in the child's raw file and are read
+    :meth:`in_chunks`, so the reader holds one chunk at a time. A context manager: leaving it
+    removes the child's temporary directory."""
+
+    def __init__(self, tmp: str, frames_path: str, meta: dict):
+        self.tmp, self.frames_path = tmp, frames_path
+        self.pts_s = np.asarray(meta["pts_s"], np.float64)
+        self.duration_s, self.sample_fps = float(meta["duration_s"]), float(meta["sample_fps"])
+        self.size, self.n_frames = int(meta["size"]), int(meta["n_frames"])
+
+    def __enter__(self) -> "IsolatedDecode":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def in_chunks(self, chunk_frames: int):
+        """Yield ``(n <= chunk_frames, size, size, 3)`` uint8 arrays, in sample order."""
+        frame_bytes = self.size * self.size * 3
+        with open(self.frames_path, "rb") as handle:
+            for lo in range(0, self.n_frames, chunk_frames):
+                n = min(chunk_frames, self.n_frames - lo)
+                data = handle.read(n * frame_bytes)
+                if len(data) != n * frame_bytes:
+                    raise OSError(f"decoded frames file {self.frames_path} is short")
+                yield np.frombuffer(bytearray(data), np.uint8).reshape(n, self.size, self.size, 3)
+
+    def decoded(self) -> DecodedFrames:
+        """Every frame at once."""
+        frames = np.concatenate(list(self.in_chunks(max(1, self.n_frames))))
+        return DecodedFrames(frames=frames, pts_s=self.pts_s, duration_s=self.duration_s, sample_fps=self.sample_fps)
+
+
+def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float,
+                    threads: int = 0) -> IsolatedDecode:
+    """:func:`~pipeline.media.decode.decode_into` in a child process (``python -m
+    pipeline.media.isolated``) killed after ``timeout_s`` seconds of wall clock; returns an
+    :class:`IsolatedDecode` whose frames are read from the child's file (use it in a ``with``:
+    leaving it removes the file). On an error the temporary directory is removed here.
+
+    Raises ``InputError('timeout')`` when the limit is hit; the child's own ``InputError`` with
+    its class and message; ``InputError('decode_error')`` when the child dies from a signal or
+    exits non-zero without one.
+    """
+    check_backend(backend)
+    check_file(path)
+    tmp = tempfile.mkdtemp(prefix="nccurate-decode-")
+    out, err, log = (os.path.join(tmp, name) for name in ("frames", "error.json", "stderr.txt"))
+    cmd = [sys.executable, "-m", CHILD_MODULE, path, "--sample-fps", repr(float(sample_fps)),
+           "--size", str(int(size)), "--backend", backend, "--threads", str(int(threads)), "--out", out, "--error", err]
+    try:
+        with open(log, "wb") as stderr:
+            try:
+                proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                      env=child_env(), timeout=timeout_s, check=False)
+            except subprocess.TimeoutExpired:  # run() has killed and reaped the child
+                raise InputError("timeout", f"decoding {path} exceeded decode_timeout_s={timeout_s}") from None
+        return _read_child_result(path, proc.returncode, tmp, out, err, log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def decode_frames_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float) -> DecodedFrames:
+    """:func:`decode_isolated`, every frame read at once."""
+    with decode_isolated(path, sample_fps, size, backend, timeout_s) as result:
+        return result.decoded()
+
+
+def child_env() -> dict[str, str]:
+    """The environment with this package's root first on PYTHONPATH, so a child
+    ``python -m pipeline.<module>`` imports this very code whatever the working directory."""
+    import pipeline
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pipeline.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
+def _read_child_result(path: str, returncode: int, tmp: str, out: str, err: str, log: str) -> IsolatedDecode:
+    if returncode == 0 and os.path.exists(out + ".json"):
+        with open(out + ".json", encoding="utf-8") as handle:
+            return IsolatedDecode(tmp, out + ".u8", json.load(handle))
+    if returncode == _EXIT_INPUT_ERROR and os.path.exists(err):
+        with open(err, encoding="utf-8") as handle:
+            payload = json.load(handle)
+        raise InputError(payload["error_class"], payload["message"])
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        raise decode_error(path, f"the decoder process died from {name}")
+    raise decode_error(path, f"the decoder process exited with status {returncode}: {_last_line(log)}")
+
+
+def _last_line(log: str) -> str:
+    """The last non-empty line of the child's stderr (at most 300 characters)."""
+    with open(log, "rb") as handle:
+        handle.seek(max(0, os.path.getsize(log) - 4096))
+        lines = [ln.strip() for ln in handle.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """Child entry point: decode one file to raw frames + a JSON of their times, or write its
+    InputError to a JSON file."""
+    parser = argparse.ArgumentParser(prog=f"python -m {CHILD_MODULE}", description=_main.__doc__)
+    parser.add_argument("path")
+    parser.add_argument("--sample-fps", type=float, required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--backend", choices=BACKENDS, required=True)
+    parser.add_argument("--threads", type=int, default=0, help="decoder threads (0: one per core)")
+    parser.add_argument("--out", required=True, help="OUT.u8 (raw frames) and OUT.json (their times) are written")
+    parser.add_argument("--error", required=True, help="where an InputError is written as JSON")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.out + ".u8", "wb") as handle:
+            sink = FileSink(handle)
+            pts_s, duration_s = decode_into(args.path, args.sample_fps, args.size, args.backend, sink, args.threads)
+    except InputError as exc:
+        with open(args.error, "w", encoding="utf-8") as handle:
+            json.dump({"error_class": exc.error_class, "message": exc.message}, handle)
+        return _EXIT_INPUT_ERROR
+    meta = {"pts_s": pts_s.tolist(), "duration_s": duration_s, "sample_fps": args.sample_fps, "size": args.size,
+            "n_frames": sink.count}
+    with open(args.out + ".json.part", "w", encoding="utf-8") as handle:
+        json.dump(meta, handle)  # floats round-trip exactly through JSON
+    os.replace(args.out + ".json.part", args.out + ".json")  # written last: it says the frames are complete
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

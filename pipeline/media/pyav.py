@@ -1,0 +1,335 @@
+"""The PyAV decode backend: a keyframe-aware fast path and a sequential pass that pick the same
+frames (the rules of :mod:`curation.frames`).
+
+* :func:`index_packets` demuxes the stream without decoding into a :class:`PacketIndex`.
+* :func:`plan_indexed_decode` turns the index and the sample rate into a :class:`DecodePlan`
+  (which frame each sample uses, how many picked frames each group of pictures holds): pure, no
+  file.
+* :func:`decode_indexed` executes a plan: it demuxes again and sends to the decoder only the
+  packets a picked frame can depend on; :func:`decode_sequential` decodes every frame and picks
+  with a :class:`~curation.frames.NearestPicker`. :func:`decode_pyav` tries the first and falls
+  back to the second.
+
+Each path writes ``(n, size, size, 3)`` uint8 frames to a sink (``add``/``keep_first``, see
+:class:`pipeline.media.decode.FrameSink`) and returns ``(pts_s, duration_s)``. PyAV is imported
+inside functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from curation.frames import NearestPicker, center_crop, nearest_indices, resize_dims, sample_times_s
+from pipeline.media.failures import decode_error
+
+
+def open_video_stream(path: str, threads: int = 0):
+    """``(container, stream)`` of the first video stream, opened with PyAV (decode_error else);
+    the decoder uses ``threads`` threads (0: FFmpeg's choice, one per core)."""
+    import av
+
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise decode_error(path, "cannot open", exc) from None
+    if not container.streams.video:
+        container.close()
+        raise decode_error(path, "no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = int(threads)
+    return container, stream
+
+
+def video_dims(path: str) -> tuple[int, int]:
+    """``(width, height)`` of the first video stream, read from the header."""
+    container, stream = open_video_stream(path)
+    with container:
+        return stream.codec_context.width, stream.codec_context.height
+
+
+def frame_times(stream, frames):
+    """``(t_s, end_s, frame)`` for each decoded frame: PTS relative to the stream start, and the
+    frame's end (PTS + its duration, else one frame period)."""
+    tb = float(stream.time_base) if stream.time_base else None
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    period = 1.0 / float(rate) if rate else 0.0
+    origin = stream.start_time if stream.start_time is not None else None
+    for i, frame in enumerate(frames):
+        if frame.pts is None or tb is None:
+            t_s = i * period
+        else:
+            if origin is None:
+                origin = frame.pts
+            t_s = (frame.pts - origin) * tb
+        dur = frame.duration * tb if frame.duration and tb else period
+        yield t_s, t_s + dur, frame
+
+
+def to_rgb(frame, width: int, height: int) -> np.ndarray:
+    """PyAV frame -> ``(height, width, 3)`` uint8 RGB (one swscale step, bilinear)."""
+    from av.video.reformatter import Interpolation
+
+    return frame.reformat(width=width, height=height, format="rgb24",
+                          interpolation=Interpolation.BILINEAR).to_ndarray()
+
+
+def crop_rgb(frame, size: int) -> np.ndarray:
+    """PyAV frame -> ``(size, size, 3)`` uint8: shorter side resized to ``size``, centre crop (a copy)."""
+    return np.ascontiguousarray(center_crop(to_rgb(frame, *resize_dims(frame.width, frame.height, size)), size))
+
+
+# ------------------------------------------------------------------------------ the packet index
+
+
+@dataclass(frozen=True)
+class PacketIndex:
+    """The first video stream's packets in decode order, read by demuxing only (no decoding).
+
+    pts: (P,) int64 ticks; end: (P,) int64 ticks (pts + duration); gop: (P,) int, the number of
+    the keyframe-started group each packet belongs to; closed: (G + 1,) bool, ``closed[g]``: no
+    packet of group g shows before its keyframe and the keyframe resets every reference (so
+    group g decodes without the packets of group g - 1); time_base and origin (ticks of time 0)."""
+
+    pts: np.ndarray
+    end: np.ndarray
+    gop: np.ndarray
+    closed: np.ndarray
+    time_base: float
+    origin: int
+
+
+#: Codecs whose keyframes are checked to reset every reference (see :func:`_resets_references`).
+_SKIPPABLE_CODECS = ("h264", "hevc", "vp8", "vp9")
+
+
+def _nal_types(data: bytes, hevc: bool):
+    """NAL unit types of a length-prefixed (avcC / hvcC, 4-byte lengths) access unit."""
+    pos = 0
+    while pos + 5 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        head = data[pos + 4]
+        yield (head >> 1) & 0x3F if hevc else head & 0x1F
+        pos += 4 + length
+
+
+def _resets_references(codec: str, extradata: bytes | None, packet_bytes: bytes) -> bool:
+    """True when a keyframe packet starts a group nothing later can reference across: an H.264
+    IDR picture (NAL type 5), an HEVC IDR (19, 20), a VP8 or VP9 keyframe. Annex-B H.264/HEVC
+    (no avcC/hvcC extradata) and other codecs answer False: their groups are never skipped."""
+    if codec in ("vp8", "vp9"):
+        return True
+    if not extradata or extradata[0] != 1:  # not length-prefixed
+        return False
+    types = set(_nal_types(packet_bytes, codec == "hevc"))
+    return bool(types & ({19, 20} if codec == "hevc" else {5}))
+
+
+def index_packets(path: str) -> PacketIndex | None:
+    """Demux ``path``'s first video stream; None when a packet lacks a PTS (then the sequential
+    path decides what is what) or the codec is not one of :data:`_SKIPPABLE_CODECS`."""
+    import av
+
+    container, stream = open_video_stream(path)
+    codec = stream.codec_context.name
+    if codec not in _SKIPPABLE_CODECS or not stream.time_base:
+        container.close()
+        return None
+    extradata, time_base = stream.codec_context.extradata, float(stream.time_base)
+    pts, end, gop, closed = [], [], [], []
+    with container:
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.pts is None:
+                    return None
+                if packet.is_keyframe or not gop:
+                    closed.append(packet.is_keyframe and _resets_references(codec, extradata, bytes(packet)))
+                    key_pts = packet.pts
+                elif packet.pts < key_pts:
+                    closed[-1] = False  # a leading picture: it may reference the previous group
+                pts.append(packet.pts)
+                end.append(packet.pts + (packet.duration or 0))
+                gop.append(len(closed) - 1)
+        except (av.FFmpegError, OSError):
+            return None
+        origin = stream.start_time if stream.start_time is not None else (min(pts) if pts else 0)
+    if not pts:
+        return None
+    return PacketIndex(np.array(pts, np.int64), np.array(end, np.int64), np.array(gop, np.int64),
+                       np.array(closed + [True], bool), time_base, int(origin))
+
+
+# ----------------------------------------------------------------- keyframe-aware path (fast path)
+
+
+class GaveUp(Exception):
+    """The keyframe-aware path cannot vouch for its picks; the sequential path runs instead."""
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """Which frames the samples of one video use, from its :class:`PacketIndex` alone.
+
+    pick_pts: (n,) int64 ticks, the PTS of the frame sample ``k`` uses (the nearest PTS to the
+    sample's target, near-ties to the earlier frame); pick_s: (n,) float64 seconds of the same,
+    from the stream start; duration_s: the end of the last packet in seconds; picks_per_gop:
+    (G + 1,) int, the number of distinct picked frames in each group of pictures; gop_of_pick:
+    the group of each distinct picked PTS."""
+
+    pick_pts: np.ndarray
+    pick_s: np.ndarray
+    duration_s: float
+    picks_per_gop: np.ndarray
+    gop_of_pick: dict[int, int]
+
+
+def plan_indexed_decode(index: PacketIndex, sample_fps: float) -> DecodePlan:
+    """The :class:`DecodePlan` of ``sample_fps`` Hz samples over the video of ``index``
+    (targets :func:`~curation.frames.sample_times_s` of the packets' span). Raises
+    :class:`GaveUp` when two packets share a PTS or the packets span zero seconds."""
+    order = np.argsort(index.pts, kind="stable")
+    frame_pts = index.pts[order]                            # (P,) presentation order
+    if np.any(np.diff(frame_pts) == 0):
+        raise GaveUp("two packets share a PTS")
+    pts_s = (frame_pts - index.origin) * index.time_base
+    duration_s = float(((index.end - index.origin) * index.time_base).max())
+    targets = sample_times_s(duration_s, sample_fps)
+    if not len(targets):
+        raise GaveUp("zero duration")
+    need = nearest_indices(pts_s, targets)                  # (n,) positions in presentation order
+    needed = np.unique(need)
+    gops = index.gop[order][needed]
+    return DecodePlan(pick_pts=frame_pts[need], pick_s=pts_s[need], duration_s=duration_s,
+                      picks_per_gop=np.bincount(gops, minlength=len(index.closed)),
+                      gop_of_pick=dict(zip(frame_pts[needed].tolist(), gops.tolist())))
+
+
+class _InSampleOrder:
+    """Writes a plan's samples to ``sink`` in sample order while picked frames arrive in decode
+    order: each crop is held until every earlier sample is written, then dropped."""
+
+    def __init__(self, pick_pts: np.ndarray, sink, size: int):
+        self.pick_pts, self.sink, self.size = pick_pts, sink, size
+        self.next_k = 0
+        self.crops: dict[int, np.ndarray] = {}
+
+    def add(self, pts: int, crop: np.ndarray) -> None:
+        """``crop`` ``(size, size, 3)`` is the frame of PTS ``pts``; write what became ready."""
+        self.crops[pts] = crop
+        self.flush()
+
+    def flush(self) -> None:
+        n, picks = len(self.pick_pts), self.pick_pts
+        while self.next_k < n and int(picks[self.next_k]) in self.crops:
+            first = self.next_k
+            while self.next_k < n and picks[self.next_k] == picks[first]:
+                self.next_k += 1
+            self.sink.add(np.broadcast_to(self.crops[int(picks[first])], (self.next_k - first, self.size, self.size, 3)))
+        done_below = picks[self.next_k] if self.next_k < n else None
+        for key in [k for k in self.crops if done_below is None or k < done_below]:
+            del self.crops[key]
+
+    @property
+    def missing(self) -> int:
+        """Samples not written yet."""
+        return len(self.pick_pts) - self.next_k
+
+
+def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketIndex,
+                   stats: dict | None = None, threads: int = 0):
+    """Decode only what the samples need: within each group of pictures, packets after the
+    group's last picked frame are not decoded when the next group does not reference them
+    (``index.closed``); whole groups without a picked frame are skipped the same way. The picks
+    are those of the sequential path (:func:`plan_indexed_decode`), and every picked frame is
+    checked to come out of the decoder with its PTS. Returns ``(pts_s, duration_s)``; raises
+    :class:`GaveUp` when a picked frame does not appear. ``stats`` (a dict) receives
+    ``packets`` (in the stream) and ``decoded`` (sent to the decoder)."""
+    import av
+
+    plan = plan_indexed_decode(index, sample_fps)
+    left = plan.picks_per_gop.copy()                         # picked frames not yet decoded, per group
+    wanted = dict(plan.gop_of_pick)
+    out = _InSampleOrder(plan.pick_pts, sink, size)
+    container, stream = open_video_stream(path, threads)
+    skip_until_key, current, sent = False, -1, 0
+    with container:
+        try:
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None:
+                    if packet.is_keyframe:
+                        current, skip_until_key = current + 1, False
+                        if left[current] == 0 and index.closed[current + 1]:
+                            skip_until_key = True  # nothing needed here, and the next group starts afresh
+                    if skip_until_key:
+                        continue
+                    sent += 1
+                for frame in packet.decode():
+                    gop = wanted.pop(frame.pts, None)
+                    if gop is not None:
+                        left[gop] -= 1
+                        out.add(frame.pts, crop_rgb(frame, size))
+                if current >= 0 and left[current] == 0 and index.closed[current + 1]:
+                    skip_until_key = True
+        except (av.FFmpegError, OSError) as exc:
+            raise GaveUp(str(exc)) from None
+    if out.missing:
+        raise GaveUp(f"{out.missing} picked frames did not come out of the decoder")
+    if stats is not None:
+        stats.update(packets=len(index.pts), decoded=sent)
+    return plan.pick_s, plan.duration_s
+
+
+# ------------------------------------------------------------------------------- sequential path
+
+
+def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: int = 0):
+    """One sequential pass over every frame: a :class:`~curation.frames.NearestPicker` chooses,
+    only the chosen frames are converted. Returns ``(pts_s, duration_s)``. Handles what the
+    indexed path does not vouch for (damaged files, missing PTS, other codecs)."""
+    import av
+
+    container, stream = open_video_stream(path, threads)
+    picker = NearestPicker(sample_fps, 0.5)
+    pts_s: list[float] = []
+    cache: tuple[object, np.ndarray] | None = None  # the last converted frame (a frame can serve several targets)
+    end_s = 0.0
+
+    def keep(picks):
+        nonlocal cache
+        for _k, t_s, frame in picks:
+            if cache is None or cache[0] is not frame:
+                cache = (frame, crop_rgb(frame, size))
+            sink.add(cache[1][None])
+            pts_s.append(float(t_s))
+
+    try:
+        with container:
+            for t_s, end, frame in frame_times(stream, container.decode(stream)):
+                keep(picker.push(t_s, frame))
+                end_s = max(end_s, end)
+            n = len(sample_times_s(end_s, sample_fps))
+            keep(picker.finish(n))
+    except (av.FFmpegError, OSError) as exc:
+        raise decode_error(path, "decoding failed", exc) from None
+    if picker.prev is None:
+        raise decode_error(path, "no frame could be decoded")
+    if n == 0:
+        raise decode_error(path, "the decoded frames span zero seconds")
+    sink.keep_first(n)  # a pick may have been made for a target past the last frame's end
+    return np.array(pts_s[:n], np.float64), float(end_s)
+
+
+def decode_pyav(path: str, sample_fps: float, size: int, sink, threads: int = 0):
+    """The keyframe-aware path where the packet index allows it, else (or when it gives up) the
+    sequential one; both pick the same frames. Returns ``(pts_s, duration_s)``."""
+    index = index_packets(path)
+    if index is not None:
+        try:
+            return decode_indexed(path, sample_fps, size, sink, index, threads=threads)
+        except GaveUp:
+            sink.keep_first(0)
+    return decode_sequential(path, sample_fps, size, sink, threads)
