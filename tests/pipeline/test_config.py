@@ -275,3 +275,86 @@ def test_hash_changes_when_a_value_changes(override):
 def test_hashes_of_different_values_are_distinct():
     hashes = {load_config(None, [f"seed={s}"]).hash() for s in range(20)}
     assert len(hashes) == 20
+
+
+#: Values the config's earlier (hand-validated dataclass) implementation gave. The hash is in
+#: every sample's json and in the checkpoints, ``to_dict`` is summary.json's ``config``: any
+#: change here changes output bytes and stops old runs from resuming.
+OVERRIDES = ["align.eps=0.05", "seed=3", "features.dim=512", "align.window_s=30", "align.prior_sigma_s=5",
+             "clips.format=jpg", "io.backoff_s=1", "model.pretrained=null", "resources.torch_threads=2",
+             "beam.experiments=[a, b]"]
+PINNED = [
+    (None, [], "8b99cdd334b14296", "4bc6f03b7cb9d214"),
+    ("dataflow.yaml", [], "84d882c2a1e6f135", "091d86a250f4991f"),
+    (None, OVERRIDES, "fea05649ffbba478", "c4211ceb63a5217b"),
+    ("flink.yaml", [], "a8067573254b6488", None),
+    ("spark.yaml", [], "a8067573254b6488", None),
+    ("norton-v0.yaml", [], "80fb5f1b25cb95b7", None),
+    (None, ["align.eps=1", "decode.sample_fps=2", "max_failure_ratio=0", "align.window_s=1e2"], "bebe5216c0215e8d", None),
+]
+
+
+@pytest.mark.parametrize("name, overrides, config_hash, dict_digest", PINNED)
+def test_hash_and_recorded_dict_are_what_they_always_were(name, overrides, config_hash, dict_digest):
+    import hashlib
+    import json
+
+    config = load_config(os.path.join(CONFIGS, name) if name else None, overrides)
+    assert config.hash() == config_hash
+    if dict_digest is not None:
+        assert hashlib.sha256(json.dumps(config.to_dict()).encode()).hexdigest()[:16] == dict_digest
+
+
+# ----------------------------------------------------------------------------- summary.json, YAML, origins
+
+
+def test_from_summary_rebuilds_the_run_config_without_its_runtime_sections():
+    import json
+
+    config = load_config(os.path.join(CONFIGS, "dataflow.yaml"), ["align.eps=0.2", "seed=4"])
+    rebuilt = Config.from_summary(json.loads(json.dumps(config.to_dict())))
+    assert rebuilt.hash() == config.hash() and rebuilt.align == config.align and rebuilt.model == config.model
+    assert rebuilt.beam == {} and rebuilt.resources == Config().resources
+    tree = config.to_dict()
+    tree["align"]["eps"] = -1
+    with pytest.raises(ConfigError, match=re.escape("config align.eps: -1 is not allowed")):
+        Config.from_summary(tree)
+
+
+@pytest.mark.parametrize("override, value", [
+    ("align.eps=1.5e-3", 0.0015), ("decode_timeout_s=1.0e3", 1000.0), ("align.eps=2E-1", 0.2), ("seed=1e1", 10),
+])
+def test_exponent_forms_yaml_1_1_reads_as_text_are_numbers(override, value):
+    key = override.split("=")[0]
+    got = _get(load_config(None, [override]), key)
+    assert got == pytest.approx(value) and type(got) is type(value)
+
+
+def test_errors_say_which_file_or_set_gave_the_key(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("align:\n  eps: -1\noutput:\n  layout: shuffled\n")
+    with pytest.raises(ConfigError, match=re.escape(f"align.eps: -1 is not allowed; expected a positive number "
+                                                    f"(in config file {path})")):
+        load_config(str(path))
+    with pytest.raises(ConfigError, match=re.escape("(from --set align.eps=0)")):
+        load_config(str(path), ["align.eps=0"])
+    with pytest.raises(ConfigError, match=re.escape("'beam.machine_typ'") + ".*" +
+                       re.escape("(from --set beam={runner: DirectRunner, machine_typ: x})")):
+        load_config(None, ["beam={runner: DirectRunner, machine_typ: x}"])
+
+
+def test_a_section_left_empty_in_a_file_keeps_its_defaults(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("align:\n  # eps: 0.2\nbeam:\n")
+    assert load_config(str(path)) == Config()
+
+
+def test_the_pure_package_does_not_import_pydantic():
+    """AlignParams's bounds are annotated_types metadata, read by pydantic only in pipeline.config."""
+    import subprocess
+    import sys
+
+    code = "import sys, curation.align; print('pydantic' in sys.modules, 'annotated_types' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(CONFIGS), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["False", "True"], done.stdout + done.stderr
