@@ -17,17 +17,6 @@ from functools import cached_property
 import numpy as np
 
 
-def run_config(tree: dict):
-    """``summary.json``'s ``config`` -> :class:`pipeline.config.Config` (validated; the runtime
-    sections ``beam`` and ``resources`` are left out: they do not change what was computed)."""
-    from pipeline.config import build_config
-
-    flat = {f"{section}.{key}": value for section, fields in tree.items()
-            if isinstance(fields, dict) and section not in ("beam", "resources") for key, value in fields.items()}
-    flat.update({key: value for key, value in tree.items() if not isinstance(value, dict)})
-    return build_config(flat)
-
-
 class SimilarityMatrices:
     """The prepared similarity ``(m captions, T frames)`` of a run's videos, recomputed from its
     inputs; the encoder (video mode) is loaded once, on first use."""
@@ -37,7 +26,10 @@ class SimilarityMatrices:
 
     @cached_property
     def config(self):
-        return run_config(self.summary.get("config", {}))
+        """The run's validated :class:`pipeline.config.Config`, from ``summary.json``'s ``config``."""
+        from pipeline.config import Config
+
+        return Config.from_summary(self.summary.get("config", {}))
 
     @cached_property
     def refs(self) -> dict:
