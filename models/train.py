@@ -26,10 +26,13 @@ training" step of DESIGN §1.
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import hashlib
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -42,7 +45,8 @@ WEIGHTS = ("json", "ones")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Knobs of :func:`train` (steps and sizes are counts, ``lr`` per step)."""
+    """Knobs of :func:`train` (steps and sizes are counts, ``lr`` per step). Each value is
+    checked against :data:`_CHECKS` on construction."""
 
     model: str = "nccurate-tiny"
     pretrained: str | None = None
@@ -62,17 +66,106 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
-        if self.weights not in WEIGHTS:
-            raise ValueError(f"weights {self.weights!r} is not one of {', '.join(WEIGHTS)}")
-        for name in ("steps", "batch_size", "n_frames", "videos_per_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.heldout_fraction < 1.0:
-            raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for key, (allowed, expected) in _CHECKS.items():
+            if not allowed(getattr(self, key)):
+                raise TrainConfigError(f"train config {key}: {getattr(self, key)!r} is not allowed; expected {expected}",
+                                       key)
+
+
+class TrainConfigError(ValueError):
+    """A bad :class:`TrainConfig` key or value; ``key``: the field it is about, if any."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+_AT_LEAST_1 = (lambda v: v >= 1, "an integer >= 1")
+_AT_LEAST_0 = (lambda v: v >= 0, "an integer >= 0 (0: never)")
+#: field -> (predicate, what is allowed); fields not listed take any value of their type.
+_CHECKS = {
+    "steps": _AT_LEAST_1, "batch_size": _AT_LEAST_1, "n_frames": _AT_LEAST_1, "videos_per_batch": _AT_LEAST_1,
+    "checkpoint_every": _AT_LEAST_0, "log_every": _AT_LEAST_0,
+    "lr": (lambda v: v > 0, "a number > 0"),
+    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "warmup_frac": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    "heldout_fraction": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "loss": (lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
+    "weights": (lambda v: v in WEIGHTS, f"one of {', '.join(WEIGHTS)}"),
+}
+_NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string"}
+
+
+def _typed(key: str, value, annotation: str):
+    """``value`` as the field's type (``int``, ``float``, ``str``, optionally ``| None``); an int
+    is accepted for a float, a whole float for an int, and a number written as text (YAML 1.1
+    reads ``1e-3`` as a string) for either."""
+    base = annotation.split("|")[0].strip()
+    if value is None and "None" in annotation:
+        return None
+    if isinstance(value, str) and base in ("int", "float") and _NUMBER_RE.fullmatch(value.strip()):
+        value = float(value)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base == "float" and number:
+        return float(value)
+    if base == "int" and number and float(value).is_integer():
+        return int(value)
+    if base == "str" and isinstance(value, str):
+        return value
+    expected = _TYPE_NAMES[base] + (" or null" if "None" in annotation else "")
+    raise TrainConfigError(f"train config {key}: {value!r} is not allowed; expected {expected}", key)
+
+
+def train_config_of(values: dict) -> TrainConfig:
+    """A :class:`TrainConfig` from ``{field: value}``: unknown keys (with the nearest field),
+    types and ranges are checked."""
+    import difflib
+
+    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for key in values:
+        if key not in fields:
+            near = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise TrainConfigError(f"train config: unknown key {key!r}{hint}", key)
+    return TrainConfig(**{key: _typed(key, value, fields[key]) for key, value in values.items()})
+
+
+def load_train_config(path: str | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """:class:`TrainConfig` from the YAML mapping in ``path`` (default: none, the defaults),
+    then ``key=value`` overrides (values read as YAML scalars, as ``nccurate run --set`` reads
+    them). A :class:`TrainConfigError` names the key and where it was set: ``(in config file
+    PATH)`` or ``(from --set ...)``."""
+    import yaml
+
+    values: dict = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                tree = yaml.safe_load(handle) or {}
+        except OSError as exc:
+            raise TrainConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from None
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise TrainConfigError(f"config file {path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        if not isinstance(tree, dict):
+            raise TrainConfigError(f"config file {path}: top level must be a mapping of TrainConfig keys")
+        values = dict(tree)
+    origins = dict.fromkeys(values, f"in config file {path}")
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        if not sep:
+            raise TrainConfigError(f"--set {text!r}: expected key=value, e.g. --set steps=300")
+        try:
+            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise TrainConfigError(f"--set {text!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+        origins[key.strip()] = f"from --set {text}"
+    try:
+        return train_config_of(values)
+    except TrainConfigError as exc:
+        if exc.key not in origins:
+            raise
+        raise TrainConfigError(f"{exc} ({origins[exc.key]})", exc.key) from None
 
 
 @dataclass
@@ -284,12 +377,14 @@ def pairs_from_shards(urls: Sequence[str], n_frames: int, size: int) -> Pairs:
                  video_ids=[m["video_id"] for m in data["meta"]])
 
 
-def train_on_shards(urls: Sequence[str], out_dir: str, cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """``nccurate train``: load the shards, split by video, train, score the held-out split."""
+def train_on_shards(shards: str, out_dir: str, cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """``nccurate train``: load the shards matching the glob ``shards``, split by video, train,
+    score the held-out split."""
     from models.encoder import EncoderSpec, input_size_of
 
+    urls = sorted(glob.glob(shards))
     if not urls:
-        raise ValueError("no shard files given")
+        raise ValueError(f"--shards {shards}: no file matches")
     size = input_size_of(EncoderSpec(name=cfg.model, pretrained=cfg.pretrained, device=cfg.device))
     pairs = pairs_from_shards(urls, cfg.n_frames, size)
     train_pairs, held = split_pairs(pairs, cfg.heldout_fraction, cfg.seed)

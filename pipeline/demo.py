@@ -13,6 +13,7 @@ import dataclasses
 import os
 
 from pipeline.config import Config
+from pipeline.errors import RunError
 from pipeline.tools.score import score_output
 from pipeline.tools.report import build_report
 from pipeline.run import run
@@ -47,6 +48,8 @@ def demo(output: str, config: Config, n_videos: int = 24, seed: int = 0, mode: s
     demo's outputs there), build the HTML report of the first 8 videos in ``output/report``
     (beside ``curated``: ``nccurate run --overwrite`` refuses files it did not write); returns
     the printout."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise RunError(f"--output {output}: exists and is not a directory")
     inputs, curated = os.path.join(output, "inputs"), os.path.join(output, "curated")
     manifest, truth_path = make_inputs(inputs, mode, n_videos, seed)
     config = demo_config(config, mode)

@@ -37,3 +37,9 @@ class OutputError(NccurateError, ValueError):
 
 class AccountingError(NccurateError, RuntimeError):
     """Counts that must agree do not: the run's outputs are not trustworthy."""
+
+
+class ArgumentError(NccurateError, ValueError):
+    """A command-line argument that cannot be used as given: a file that does not match its
+    partner (a truth file and its manifest), a glob that matches nothing, options that go
+    together given alone."""

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from models.train import Pairs, TrainConfig, heldout_video, lr_at, retrieval_at_k, split_pairs, train
+from models.train import (Pairs, TrainConfig, TrainConfigError, heldout_video, load_train_config, lr_at, retrieval_at_k,
+                          split_pairs, train)
 
 
 def _pairs(n_videos: int = 6, per_video: int = 4, size: int = 64) -> Pairs:
@@ -53,6 +54,40 @@ def test_config_rejects_bad_values():
         TrainConfig(weights="maybe")
     with pytest.raises(ValueError, match="heldout_fraction"):
         TrainConfig(heldout_fraction=1.0)
+    with pytest.raises(ValueError, match=r"train config steps: 0 is not allowed; expected an integer >= 1"):
+        TrainConfig(steps=0)
+
+
+def test_settings_from_a_file_then_set_items(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("steps: 40\nlr: 1e-3\nloss: norton_clip\npretrained: openai\n")
+    cfg = load_train_config(str(path), ["steps=7", "pretrained=null", "heldout_fraction=0"])
+    assert (cfg.steps, cfg.lr, cfg.loss, cfg.pretrained, cfg.heldout_fraction) == (7, 1e-3, "norton_clip", None, 0.0)
+    assert isinstance(cfg.heldout_fraction, float) and load_train_config() == TrainConfig()
+
+
+@pytest.mark.parametrize("sets, needles", [
+    (["stepz=3"], ("unknown key 'stepz'", "did you mean 'steps'", "(from --set stepz=3)")),
+    (["steps=abc"], ("train config steps", "'abc'", "an integer", "(from --set steps=abc)")),
+    (["steps=2.5"], ("steps", "2.5", "an integer")),
+    (["loss=mse"], ("loss", "'mse'", "cali_nce")),
+    (["steps"], ("--set 'steps'", "key=value")),
+])
+def test_bad_settings_name_the_key_and_where_it_was_set(sets, needles):
+    with pytest.raises(TrainConfigError) as info:
+        load_train_config(None, sets)
+    assert "\n" not in str(info.value)
+    for needle in needles:
+        assert needle in str(info.value)
+
+
+def test_bad_settings_file_names_the_file(tmp_path):
+    (tmp_path / "list.yaml").write_text("- steps\n")
+    (tmp_path / "typo.yaml").write_text("batchsize: 3\n")
+    for name, needle in (("list.yaml", "mapping"), ("typo.yaml", "did you mean 'batch_size'"), ("nope.yaml", "cannot be read")):
+        with pytest.raises(TrainConfigError, match=needle) as info:
+            load_train_config(str(tmp_path / name))
+        assert name in str(info.value)
 
 
 @pytest.mark.parametrize("loss", ["cali_nce", "norton_clip", "video_paragraph"])
@@ -114,8 +149,11 @@ def test_cli_train_on_a_shard(tmp_path):
                             "json": json.dumps(meta)})
     out = tmp_path / "trained"
     result = CliRunner().invoke(main, ["train", "--shards", str(tmp_path / "*.tar"), "--output", str(out),
-                                       "--steps", "3", "--batch-size", "4", "--heldout-fraction", "0.25"])
+                                       "--set", "steps=3", "--set", "batch_size=4", "--set", "heldout_fraction=0.25"])
     assert result.exit_code == 0, result.output
     assert os.path.exists(out / "model.pt") and json.loads((out / "metrics.json").read_text())["heldout"]["queries"] == 3
     missing = CliRunner().invoke(main, ["train", "--shards", str(tmp_path / "nope*.tar"), "--output", str(out)])
     assert missing.exit_code == 2 and "no file matches" in missing.output
+    typo = CliRunner().invoke(main, ["train", "--shards", shard, "--output", str(out), "--set", "step=3"])
+    assert typo.exit_code == 2 and typo.output.count("\n") == 1
+    assert "nccurate: error: train config: unknown key 'step'; did you mean 'steps'? (from --set step=3)" in typo.output
