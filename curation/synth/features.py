@@ -38,26 +38,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation.synth.captions import (CaptionWorld, caption_counts, chatter_start_s, draw_steps, place_alignable,
+                                     t2_offset_s)
+
 WORDS = ("cut", "stir", "pour", "fold", "screw", "sand", "paint", "glue", "whisk", "peel",
          "slice", "knead", "drill", "measure", "wrap", "rinse", "fry", "clamp", "sew", "mix")
 
 
 @dataclass(frozen=True)
-class WorldParams:
-    """Knobs of the synthetic world (durations in seconds)."""
+class WorldParams(CaptionWorld):
+    """Knobs of the feature world: the narration of :class:`CaptionWorld` (its defaults) and
+    the feature space's (durations in seconds)."""
 
     dim: int = 512
     n_concepts: int = 400
     n_chatter_topics: int = 300
-    duration_s: tuple[int, int] = (360, 480)
-    captions_per_minute: float = 8.5
-    alignable_fraction: float = 0.3
-    step_s: tuple[int, int] = (10, 40)
-    gap_s: tuple[int, int] = (5, 30)
-    repeat_concept_prob: float = 0.2
-    offset_scale_s: float = 15.0
-    max_offset_s: float = 60.0
-    caption_s: tuple[float, float] = (2.0, 6.0)
     scene_strength: float = 1.0
     concept_strength: float = 0.9
     frame_noise: float = 1.0
@@ -115,23 +110,6 @@ class World:
         return World(world.concepts, world.chatter, world.text_offset, shared)
 
 
-def draw_steps(rng: np.random.Generator, p, duration_s: int, n_concepts: int) -> list[tuple[int, int, int]]:
-    """``[(start_s, end_s, concept)]`` steps in time order, separated by background gaps.
-    ``p`` has ``step_s``, ``gap_s`` (``(low, high)`` seconds) and ``repeat_concept_prob``."""
-    steps, t, used = [], int(rng.integers(*p.gap_s)), []
-    while True:
-        length = int(rng.integers(*p.step_s))
-        if t + length > duration_s:
-            return steps
-        if used and rng.random() < p.repeat_concept_prob:
-            concept = used[int(rng.integers(len(used)))]
-        else:
-            concept = int(rng.integers(n_concepts))
-        used.append(concept)
-        steps.append((t, t + length, concept))
-        t += length + int(rng.integers(*p.gap_s))
-
-
 def _frame_noise(rng: np.random.Generator, n_frames: int, dim: int, corr_s: float, fps: float) -> np.ndarray:
     """``(T, D)`` unit-variance-per-entry noise, independent per frame or AR(1) with time
     constant ``corr_s`` seconds (stationary: every frame has the same variance)."""
@@ -150,7 +128,7 @@ def _offset_s(rng: np.random.Generator, extra: np.random.Generator, p: "WorldPar
     """ASR time minus true time of one alignable caption, seconds (the default draws from ``rng``
     exactly as the first world did; the other knobs from ``extra``)."""
     if p.offset_dist == "t2" and p.offset_bias_s == 0.0 and p.outlier_share == 0.0:
-        return float(np.clip(rng.standard_t(2) * p.offset_scale_s, -p.max_offset_s, p.max_offset_s))
+        return t2_offset_s(rng, p)
     if extra.random() < p.outlier_share:
         return float(extra.uniform(-p.max_offset_s, p.max_offset_s))
     noise = extra.standard_t(2) if p.offset_dist == "t2" else extra.standard_normal()
@@ -180,16 +158,13 @@ def make_video(world: World, p: WorldParams, seed: int, index: int, fps: float =
     if p.shared_strength > 0:
         frames = frames + p.shared_strength * world.shared
 
-    n_captions = max(2, int(round(duration_s / 60.0 * p.captions_per_minute)))
-    n_align = min(int(round(n_captions * p.alignable_fraction)), 3 * len(steps)) if steps else 0
+    n_captions, n_align = caption_counts(p, duration_s, len(steps))
     rows = []
     for k in range(n_captions):
         dur = float(rng.uniform(*p.caption_s))
         if k < n_align:
-            start, end, concept = steps[int(rng.integers(len(steps)))]
-            centre = float(rng.uniform(start, end))
-            offset = _offset_s(rng, extra, p)
-            asr_start = float(np.clip(centre + offset - dur / 2, 0.0, duration_s - dur))
+            (start, end, concept), centre, asr_start = place_alignable(rng, p, steps, duration_s, dur,
+                                                                       lambda: _offset_s(rng, extra, p))
             emb = world.concepts[concept]
             text = f"now {WORDS[concept % len(WORDS)]} the part {concept}"
             true = (float(start), float(end))
@@ -204,7 +179,7 @@ def make_video(world: World, p: WorldParams, seed: int, index: int, fps: float =
             rows.append((asr_start, dur, emb, text, True) + true)
         else:
             topic = int(rng.integers(p.n_chatter_topics))
-            asr_start = float(rng.uniform(0.0, duration_s - dur))
+            asr_start = chatter_start_s(rng, duration_s, dur)
             text = f"by the way, story number {topic}"
             rows.append((asr_start, dur, world.chatter[topic], text, False, np.nan, np.nan))
     rows.sort(key=lambda r: r[0])

@@ -12,11 +12,12 @@ The visual vocabulary is 40 concepts, (colour, shape) pairs: 8 colours x 5 shape
 * between steps (``gap_s``, 5–20 s) the background shows a distractor instead: faint drifting
   stripes and a desaturated blob (never a concept colour or shape).
 
-Captions follow :mod:`curation.synth.features` exactly (same parameters, same draws): ~8.5 per minute,
-sorted by ASR start; ``alignable_fraction`` of them describe one step ("now take the red circle",
-"see how the red circle moves", ...) and their ASR time is the step's time shifted by a
-heavy-tailed offset (Student-t, df 2, scale 15 s, clipped to ±60 s); the rest is chatter at
-uniformly random times that never names a colour or a shape ("my cousin loves gardening").
+Captions are drawn as the feature world's are (:mod:`curation.synth.captions`: the same knobs,
+the same draws): ~8.5 per minute, sorted by ASR start; ``alignable_fraction`` of them describe
+one step ("now take the red circle", "see how the red circle moves", ...) and their ASR time is
+the step's time shifted by a heavy-tailed offset (Student-t, df 2, scale 15 s, clipped to
+±60 s); the rest is chatter at uniformly random times that never names a colour or a shape
+("my cousin loves gardening").
 Texts are unique within a video (WebVTT de-duplication cannot merge two of them).
 
 Everything of a plan comes from ``np.random.default_rng([seed, index])``; frame ``i``'s jitter
@@ -32,7 +33,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from curation.synth.features import draw_steps
+from curation.synth.captions import CaptionWorld, caption_counts, chatter_start_s, draw_steps, place_alignable
 
 #: Colour name -> RGB (saturated, far from the backgrounds' desaturated tints).
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -283,21 +284,18 @@ def _box(cx: float, cy: float, half: float, width: int, height: int) -> tuple[sl
 
 
 @dataclass(frozen=True)
-class VideoParams:
-    """Knobs of the pixel world (durations in seconds); caption knobs as in ``curation.synth.features``."""
+class VideoParams(CaptionWorld):
+    """Knobs of the pixel world: the narration of :class:`CaptionWorld` with shorter videos,
+    steps and gaps and a third of the captions alignable, and the frames' size and rate
+    (durations in seconds)."""
 
     duration_s: tuple[int, int] = (150, 240)
-    fps: float = 4.0
-    width: int = 128
-    height: int = 96
-    captions_per_minute: float = 8.5
     alignable_fraction: float = 0.33
     step_s: tuple[int, int] = (10, 30)
     gap_s: tuple[int, int] = (5, 20)
-    repeat_concept_prob: float = 0.2
-    offset_scale_s: float = 15.0
-    max_offset_s: float = 60.0
-    caption_s: tuple[float, float] = (2.0, 6.0)
+    fps: float = 4.0
+    width: int = 128
+    height: int = 96
 
 
 @dataclass(frozen=True, eq=False)
@@ -354,27 +352,23 @@ def _unique(draw, used: set[str], tries: int = 30) -> str:
 
 def make_video_plan(index: int, seed: int, params: VideoParams = VideoParams()) -> VideoPlan:
     """Video number ``index`` of the world seeded by ``seed``; depends only on ``(seed, index,
-    params)``. Caption draws follow ``curation.synth.features.make_video``."""
+    params)``. Caption timing comes from :mod:`curation.synth.captions`, as the feature world's."""
     p = params
     rng = np.random.default_rng([seed, index])
     duration_s = int(rng.integers(*p.duration_s))
     style = VideoStyle.draw(rng)
     steps = draw_steps(rng, p, duration_s, len(CONCEPTS))
 
-    n_captions = max(2, int(round(duration_s / 60.0 * p.captions_per_minute)))
-    n_align = min(int(round(n_captions * p.alignable_fraction)), 3 * len(steps)) if steps else 0
+    n_captions, n_align = caption_counts(p, duration_s, len(steps))
     rows, used = [], set()
     for k in range(n_captions):
         dur = float(rng.uniform(*p.caption_s))
         if k < n_align:
-            start, end, concept = steps[int(rng.integers(len(steps)))]
-            centre = float(rng.uniform(start, end))
-            offset = float(np.clip(rng.standard_t(2) * p.offset_scale_s, -p.max_offset_s, p.max_offset_s))
-            asr_start = float(np.clip(centre + offset - dur / 2, 0.0, duration_s - dur))
+            (start, end, concept), _, asr_start = place_alignable(rng, p, steps, duration_s, dur)
             text = _unique(lambda: random_alignable_text(concept, rng), used)
             rows.append((asr_start, dur, text, True, float(start), float(end), concept))
         else:
-            asr_start = float(rng.uniform(0.0, duration_s - dur))
+            asr_start = chatter_start_s(rng, duration_s, dur)
             text = _unique(lambda: random_chatter_text(rng), used)
             rows.append((asr_start, dur, text, False, np.nan, np.nan, -1))
     rows.sort(key=lambda r: r[0])

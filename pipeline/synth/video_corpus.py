@@ -4,8 +4,8 @@ rows and the ground truth in HTM-Align format ``{video_id: [[alignable, start, e
 
 Conventions follow :mod:`pipeline.synth.feature_corpus` (same caption writers, same truth rows, relative
 paths in the manifest). Files are deterministic: the same ``(n_videos, seed, params)`` gives
-byte-identical videos, captions, manifest and truth (single-threaded x264 with fixed options,
-no creation time in the mp4).
+byte-identical videos, captions, manifest and truth (single-threaded x264 with the clips' fixed
+options, :data:`pipeline.media.clips.CLIP_X264_OPTIONS`; no creation time in the mp4).
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ import json
 import os
 
 from curation.synth.video import VideoParams, VideoPlan, frames_of, make_video_plan
-from pipeline.media.clips import encode_h264
+from pipeline.media.clips import CLIP_X264_OPTIONS, encode_h264
 from pipeline.synth.feature_corpus import captions_text, truth_entries
-
-#: x264 options of the corpus videos: fixed preset and quality (one thread: deterministic).
-X264_OPTIONS = {"preset": "veryfast", "crf": "23"}
 
 
 def write_plan_video(path: str, plan: VideoPlan) -> str:
     """Render every frame of ``plan`` and write them to ``path`` (H.264 mp4 at ``plan.fps``)."""
-    encode_h264(path, frames_of(plan), plan.fps, plan.width, plan.height, X264_OPTIONS)
+    encode_h264(path, frames_of(plan), plan.fps, plan.width, plan.height, CLIP_X264_OPTIONS)
     return path
 
 

@@ -1,4 +1,5 @@
-"""Pieces of ``nccurate bench memory`` that run in seconds (the command itself is a benchmark)."""
+"""Pieces of ``nccurate bench memory`` that run in seconds (the command itself is a benchmark):
+the /proc sampler, the long video and its captions, the child run's config."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ import time
 
 import numpy as np
 
-from pipeline.bench.memory import (TreeRssSampler, long_video_planes, make_captions, read_proc_table, run_measured,
-                                   tree_pids, tree_rss, write_inputs)
+import pytest
+
+from curation.synth.captions import howto_captions
+from pipeline.bench.proctree import TreeRssSampler, read_proc_table, run_measured, tree_pids, tree_rss
+from pipeline.bench.runs import KEEP_ALL, run_command, write_run_config
+from pipeline.errors import ArgumentError
+from pipeline.synth.long_video import long_video_planes, write_inputs
 
 #: A child that allocates ~60 MB, touches it, says so and sleeps.
 _HOLD = "import sys, time; b = bytearray(60 * 10**6); b[::4096] = b'x' * len(b[::4096]); print('ready', flush=True); time.sleep(30)"
@@ -56,14 +62,14 @@ def test_run_measured_sees_a_grandchild(tmp_path):
 
 
 def test_captions_cover_the_duration_in_howto100m_form():
-    caps = make_captions(3600.0)
+    caps = howto_captions(3600.0)
     start, end = np.array(caps["start"]), np.array(caps["end"])
     assert len(caps["text"]) == len(start) == len(end) == 600
     assert start[0] < 6.0 and end[-1] > 3600.0 - 6.0 and end.max() <= 3600.0
     assert np.all(np.diff(start) > 0) and np.all(end > start)
     assert all(len(t.split()) >= 4 for t in caps["text"])
-    assert make_captions(3600.0) == caps  # deterministic
-    assert len(make_captions(3.0)["text"]) == 1
+    assert howto_captions(3600.0) == caps  # deterministic
+    assert len(howto_captions(3.0)["text"]) == 1
 
 
 def test_planes_are_yuv420_frames():
@@ -87,3 +93,21 @@ def test_inputs_written_once_and_reused(tmp_path):
     assert len(packets) == 20 and sum(p.is_keyframe for p in packets) == 2  # a keyframe every 2 s
     row = json.loads(open(first["manifest"], encoding="utf-8").read())
     assert os.path.exists(tmp_path / row["video"]) and os.path.exists(tmp_path / row["captions"])
+
+
+def test_planes_refuse_odd_sizes_naming_them():
+    with pytest.raises(ArgumentError, match="63x36"):
+        next(long_video_planes(1.0, 63, 36, 5))
+
+
+def test_child_config_is_the_config_with_the_bench_settings_on_top(tmp_path):
+    from pipeline.config import load_config
+
+    user = load_config(None, ["align.min_alignability=0.7", "clips.size=48"])
+    path = str(tmp_path / "child.yaml")
+    merged = write_run_config(user, ("model.name=nccurate-tiny", "model.pretrained=null", *KEEP_ALL), path)
+    assert load_config(path) == merged  # the child reads back exactly what the bench measures with
+    assert merged.align.min_alignability == 0.0 and merged.clips.size == 48 and merged.model.pretrained is None
+    cmd = run_command("m.jsonl", "out", path, ["--direct_num_workers=2"])
+    assert cmd[1:4] == ["-m", "pipeline.cli", "run"] and cmd[cmd.index("--config") + 1] == path
+    assert cmd[-1] == "--direct_num_workers=2" and "--overwrite" in cmd
