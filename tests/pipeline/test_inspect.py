@@ -1,5 +1,7 @@
 """``nccurate inspect OUT`` on a real feature-mode run with failures: its totals equal
-summary.json, its per-reason counts equal the index, failure classes come with an example."""
+summary.json, its per-reason counts equal the index, failure classes come with an example; a
+missing, unreadable or foreign summary.json is a one-line error naming it (inspect and report
+share the reader, ``pipeline.tools.read``)."""
 
 from __future__ import annotations
 
@@ -94,3 +96,18 @@ def test_not_an_output_is_one_line_exit_2(tmp_path):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and str(tmp_path) in lines[0] and "summary.json" in lines[0]
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("{not json", "cannot be read (JSONDecodeError"),
+    ('{"videos_in": 1, "videos_ok": 1}', "not an nccurate summary (no videos_failed, captions_in"),
+    ("[1, 2]", "not an nccurate summary (no videos_in"),
+])
+def test_unreadable_summary_is_one_line_naming_the_file(tmp_path, content, needle):
+    (tmp_path / "summary.json").write_text(content)
+    for command in ("inspect", "report"):
+        result = CliRunner().invoke(main, [command, str(tmp_path)], catch_exceptions=False)
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and str(tmp_path / "summary.json") in lines[0] and needle in lines[0], lines
+    assert not (tmp_path / "report").exists()

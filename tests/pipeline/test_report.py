@@ -280,7 +280,7 @@ def test_video_report_says_when_the_input_video_is_gone(video_report):
         assert image.size[0] < 400  # the bucket-mass panel alone
 
 
-def test_thumbnails_first_jpg_frame_none_for_npy_or_broken_media(tmp_path):
+def test_thumbnails_first_decodable_frame_none_for_npy_or_broken_media_or_shards(tmp_path):
     from PIL import Image
 
     from pipeline.outputs.shards import write_tar_shard
@@ -295,11 +295,19 @@ def test_thumbnails_first_jpg_frame_none_for_npy_or_broken_media(tmp_path):
         {"__key__": "v_00000", "f0000.jpg": jpg((255, 0, 0)), "f0001.jpg": jpg((0, 0, 255)), "txt": b"a"},
         {"__key__": "v_00001", "npy": b"\x93NUMPY", "txt": b"b"},
         {"__key__": "v_00002", "mp4": b"not a video", "txt": b"c"},
+        {"__key__": "v_00003", "f0000.jpg": b"not a jpeg", "f0001.jpg": jpg((0, 0, 255)), "txt": b"d"},
+        {"__key__": "v_00004", "f0000.jpg": jpg((0, 255, 0)), "txt": b"not asked for"},
     ])
-    rows = [{"shard": "s.tar", "key": f"v_0000{i}"} for i in range(3)] + [{"shard": "gone.tar", "key": "w_00000"}]
+    (tmp_path / "junk.tar").write_bytes(b"this is no tar archive" * 40)
+    write_tar_shard(str(tmp_path / "whole.tar"), [{"__key__": "c_00000", "f0000.jpg": jpg((255, 0, 0)), "txt": b"e"}])
+    with open(tmp_path / "whole.tar", "rb") as handle:
+        (tmp_path / "cut.tar").write_bytes(handle.read()[:700])  # the first member's header and part of its data
+    rows = ([{"shard": "s.tar", "key": f"v_0000{i}"} for i in range(4)] + [{"shard": "gone.tar", "key": "w_00000"}]
+            + [{"shard": "junk.tar", "key": "j_00000"}, {"shard": "cut.tar", "key": "c_00000"}])
     thumbs = thumbnails(str(tmp_path), rows)
-    assert list(thumbs) == ["v_00000"]
+    assert sorted(thumbs) == ["v_00000", "v_00003"]
     assert thumbs["v_00000"].getpixel((8, 6))[0] > 200  # the first (red) frame
+    assert thumbs["v_00003"].getpixel((8, 6))[2] > 200  # the first frame that decodes (blue)
 
 
 # ------------------------------------------------------------------------------- report_data
