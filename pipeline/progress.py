@@ -146,7 +146,7 @@ def _result_failed(path: str) -> bool | None:
     from pipeline.outputs.checkpoint import result_outcome
 
     outcome = result_outcome(path)
-    return None if outcome is None else bool(outcome.get("videos_failed"))
+    return None if outcome is None else not outcome.ok
 
 
 class ResultPoller:

@@ -1,4 +1,7 @@
-"""Per-video results -> index rows and shard samples (plain dicts and bytes; no Beam).
+"""One video's result: typed index rows, shard samples, failures and counts (no Beam).
+
+:func:`realign_video` is what ``Realign`` runs per video; :class:`VideoResult` is what it
+emits, checkpoints (``pipeline.outputs.checkpoint``) and a resumed run restores.
 
 Index columns follow DESIGN §5; ``drop_reason`` says why a caption was not kept
 (``unalignable``: alignability below ``align.min_alignability``; ``video_failed``: the video's
@@ -8,43 +11,173 @@ table).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+from collections import Counter
+from typing import NamedTuple
 
 import numpy as np
-import pyarrow as pa
 
 from curation.align import AlignParams, align_video
 from curation.errors import InputError
-from curation.records import CaptionSet, FrameFeatures
+from curation.records import CaptionSet, Failure, FrameFeatures, VideoInputs
 from curation.spans import confidence_weight
 from curation.timeline import span_frame_mask
-from pipeline.outputs.shards import sample_key, shard_name
+from pipeline.outputs.layout import shard_name
+from pipeline.outputs.shards import sample_key
 
-PIPELINE_VERSION = "0.2.0"
+
+def _package_version() -> str:
+    from importlib.metadata import version
+
+    return version("nccurate")
+
+
+PIPELINE_VERSION = _package_version()
 DROP_REASONS = ("unalignable", "video_failed", "clip_failed")
 
-INDEX_SCHEMA = pa.schema([
-    ("video_id", pa.string()), ("caption_idx", pa.int32()), ("text", pa.string()),
-    ("asr_start", pa.float64()), ("asr_end", pa.float64()),
-    ("start", pa.float64()), ("end", pa.float64()),
-    ("alignable", pa.bool_()), ("alignability", pa.float64()), ("similarity", pa.float64()),
-    ("bucket_mass", pa.float64()), ("concentration", pa.float64()), ("weight", pa.float64()),
-    ("kept", pa.bool_()), ("drop_reason", pa.string()), ("shard", pa.string()), ("key", pa.string()),
-])
-FAILURE_SCHEMA = pa.schema([("video_id", pa.string()), ("stage", pa.string()),
-                            ("error_class", pa.string()), ("message", pa.string())])
+#: Stages whose failures :func:`realign_video` records (the others come with the video's inputs).
+REALIGN, CLIPS = "realign", "clips"
 
 
-def failed_video_rows(captions: CaptionSet) -> list[dict]:
+class IndexRow(NamedTuple):
+    """One row of the index (DESIGN §5): one input caption, kept or not. The field order and
+    types are the parquet ``INDEX_SCHEMA`` (``pipeline.outputs.tables.arrow_schema``): times
+    in seconds, scores in [0, 1] rounded to 1e-9, None where the video could not be aligned."""
+
+    video_id: str
+    caption_idx: int
+    text: str
+    asr_start: float
+    asr_end: float
+    start: float | None
+    end: float | None
+    alignable: bool | None
+    alignability: float | None
+    similarity: float | None
+    bucket_mass: float | None
+    concentration: float | None
+    weight: float
+    kept: bool
+    drop_reason: str | None
+    shard: str | None
+    key: str | None
+
+
+def __getattr__(name: str):
+    """``INDEX_SCHEMA`` (of :class:`IndexRow`) and ``FAILURE_SCHEMA`` (of
+    :class:`curation.records.Failure`), built on first use so pyarrow is imported only then."""
+    if name in ("INDEX_SCHEMA", "FAILURE_SCHEMA"):
+        from pipeline.outputs.tables import arrow_schema
+
+        return arrow_schema(IndexRow if name == "INDEX_SCHEMA" else Failure)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one video adds to the run's counts (``summary.json``): whether it was usable,
+    its captions in and kept, and ``dropped``: sorted ``(drop_reason, captions)`` pairs."""
+
+    ok: bool
+    captions_in: int
+    captions_kept: int
+    dropped: tuple[tuple[str, int], ...] = ()
+    resumed: bool = False
+
+    def counts(self) -> dict[str, int]:
+        """``{"videos_ok" | "videos_failed": 1, "captions_in", "captions_kept", "dropped/<reason>",
+        ["videos_resumed": 1]}``: the run summed over videos (``SumCounts``) is the summary's."""
+        counts = {"videos_ok" if self.ok else "videos_failed": 1, "captions_in": self.captions_in,
+                  "captions_kept": self.captions_kept, **{f"dropped/{k}": v for k, v in self.dropped}}
+        if self.resumed:
+            counts["videos_resumed"] = 1
+        return counts
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int]) -> "Outcome":
+        """The inverse of :meth:`counts`."""
+        dropped = tuple(sorted((k.split("/", 1)[1], v) for k, v in counts.items() if k.startswith("dropped/")))
+        return cls(bool(counts.get("videos_ok")), counts["captions_in"], counts["captions_kept"], dropped,
+                   bool(counts.get("videos_resumed")))
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoResult:
+    """Everything one video contributes to the outputs: its index ``rows`` (every caption), its
+    kept ``samples`` (WebDataset dicts ``{"__key__", ext: bytes}``), its ``failures`` (those of
+    loading included) and its ``outcome``."""
+
+    video_id: str
+    rows: tuple[IndexRow, ...]
+    samples: tuple[dict, ...]
+    failures: tuple[Failure, ...]
+    outcome: Outcome
+
+    @property
+    def realign_failures(self) -> tuple[Failure, ...]:
+        """The failures :func:`realign_video` recorded (alignment and clip cutting)."""
+        return tuple(f for f in self.failures if f.stage in (REALIGN, CLIPS))
+
+
+def failure_of(video_id: str, stage: str, error: Exception) -> Failure:
+    """A failures-table row; unexpected exceptions become ``internal_error`` with their type."""
+    if isinstance(error, InputError):
+        return Failure(video_id, stage, error.error_class, error.message)
+    return Failure(video_id, stage, "internal_error", " ".join(f"{type(error).__name__}: {error}".split())[:500])
+
+
+def realign_video(inputs: VideoInputs, params: AlignParams, provenance: dict, clips,
+                  run_prompt_value: float | None = None, run_calibration=None) -> VideoResult:
+    """One loaded video -> its :class:`VideoResult`: align it (a video whose inputs failed, or
+    whose alignment raises, gets ``video_failed`` rows), then build the kept rows' samples
+    (cutting clips from ``clips``; a clip that cannot be cut drops its row as ``clip_failed``).
+    ``provenance``: the fields every sample's json carries; ``run_prompt_value`` and
+    ``run_calibration``: the run-level estimates of ``prompt_mode=run`` and method ``posterior``."""
+    failures = [Failure(**f) for f in inputs.failures]
+    rows, ok = None, inputs.ok
+    if ok:
+        try:
+            rows = aligned_rows(inputs.frames, inputs.captions, params, run_prompt_value, run_calibration,
+                                inputs.evidence)
+        except Exception as exc:  # noqa: BLE001 - recorded as a failure row, never swallowed
+            failures.append(failure_of(inputs.video_id, REALIGN, exc))
+            ok = False
+    if rows is None:
+        rows = failed_video_rows(inputs.captions) if inputs.captions is not None else []
+    rows, samples, clip_errors = samples_for_video(rows, inputs.frames, provenance, clips)
+    failures.extend(failure_of(row.video_id, CLIPS, exc) for row, exc in clip_errors)
+    dropped = Counter(r.drop_reason for r in rows if not r.kept)
+    outcome = Outcome(ok, len(rows), len(samples), tuple(sorted(dropped.items())))
+    return VideoResult(inputs.video_id, tuple(rows), tuple(samples), tuple(failures), outcome)
+
+
+def prompt_histogram(inputs: VideoInputs, params: AlignParams):
+    """The video's share of the run-level prompt value (``prompt_mode=run``, a usable video of
+    matching widths), or None."""
+    from curation.prompt import paired_histogram
+
+    if params.prompt_mode != "run" or not has_usable_features(inputs):
+        return None
+    return paired_histogram(inputs.frames, inputs.captions, params)
+
+
+def has_usable_features(video: VideoInputs) -> bool:
+    """Loaded, with frame and caption features of one width (a mismatch fails the video in
+    :func:`realign_video`, where it is recorded)."""
+    return video.ok and video.frames.emb.shape[1] == video.captions.emb.shape[1]
+
+
+def failed_video_rows(captions: CaptionSet) -> list[IndexRow]:
     """Index rows for a video whose captions parsed but which could not be aligned."""
     return [
-        {"video_id": captions.video_id, "caption_idx": i, "text": text,
-         "asr_start": captions.start_s[i], "asr_end": captions.end_s[i],
-         "start": None, "end": None, "alignable": None, "alignability": None, "similarity": None,
-         "bucket_mass": None, "concentration": None, "weight": 0.0, "kept": False,
-         "drop_reason": "video_failed", "shard": None, "key": None}
+        IndexRow(video_id=captions.video_id, caption_idx=i, text=text,
+                 asr_start=captions.start_s[i], asr_end=captions.end_s[i],
+                 start=None, end=None, alignable=None, alignability=None, similarity=None,
+                 bucket_mass=None, concentration=None, weight=0.0, kept=False,
+                 drop_reason="video_failed", shard=None, key=None)
         for i, text in enumerate(captions.text)
     ]
 
@@ -56,7 +189,7 @@ def _score(x) -> float:
 
 
 def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParams,
-                 run_prompt_value: float | None, run_calibration=None, evidence=None) -> list[dict]:
+                 run_prompt_value: float | None, run_calibration=None, evidence=None) -> list[IndexRow]:
     """Align one video and return one index row per caption (``shard`` filled in later);
     ``run_calibration``: method ``posterior``'s run-level estimates, ``evidence`` the video's."""
     if captions.emb.shape[1] != frames.emb.shape[1]:
@@ -67,14 +200,14 @@ def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParam
     kept = scores.alignability >= params.min_alignability
     weight = confidence_weight(scores.alignability, scores.concentration, kept)
     return [
-        {"video_id": captions.video_id, "caption_idx": i, "text": text,
-         "asr_start": captions.start_s[i], "asr_end": captions.end_s[i],
-         "start": round(float(scores.start_s[i]), 3), "end": round(float(scores.end_s[i]), 3),
-         "alignable": bool(kept[i]), "alignability": _score(scores.alignability[i]),
-         "similarity": _score(scores.similarity[i]), "bucket_mass": _score(scores.bucket_mass[i]),
-         "concentration": _score(scores.concentration[i]), "weight": _score(weight[i]),
-         "kept": bool(kept[i]), "drop_reason": None if kept[i] else "unalignable",
-         "shard": None, "key": sample_key(captions.video_id, i) if kept[i] else None}
+        IndexRow(video_id=captions.video_id, caption_idx=i, text=text,
+                 asr_start=captions.start_s[i], asr_end=captions.end_s[i],
+                 start=round(float(scores.start_s[i]), 3), end=round(float(scores.end_s[i]), 3),
+                 alignable=bool(kept[i]), alignability=_score(scores.alignability[i]),
+                 similarity=_score(scores.similarity[i]), bucket_mass=_score(scores.bucket_mass[i]),
+                 concentration=_score(scores.concentration[i]), weight=_score(weight[i]),
+                 kept=bool(kept[i]), drop_reason=None if kept[i] else "unalignable",
+                 shard=None, key=sample_key(captions.video_id, i) if kept[i] else None)
         for i, text in enumerate(captions.text)
     ]
 
@@ -92,43 +225,43 @@ def npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def payload_for_row(row: dict, frames: FrameFeatures, clips) -> dict[str, bytes]:
+def payload_for_row(row: IndexRow, frames: FrameFeatures, clips) -> dict[str, bytes]:
     """The sample's media members: the span's frame embeddings (``npy``; always in feature
     mode) or a clip cut from ``frames.source`` (``mp4`` or ``jpg`` frames; see ``pipeline.media.clips``)."""
     if frames.source is None or clips.format == "npy":
-        return {"npy": npy_bytes(span_features(frames, row["start"], row["end"]))}
+        return {"npy": npy_bytes(span_features(frames, row.start, row.end))}
     from pipeline.media.clips import cut_clip
 
-    return cut_clip(frames.source, row["start"], row["end"], clips.format, clips.size, clips.fps)
+    return cut_clip(frames.source, row.start, row.end, clips.format, clips.size, clips.fps)
 
 
-def sample_for_row(row: dict, frames: FrameFeatures, provenance: dict, clips) -> dict:
+def sample_for_row(row: IndexRow, frames: FrameFeatures, provenance: dict, clips) -> dict:
     """The WebDataset sample of a kept row: media payload, ``txt`` caption, ``json`` metadata."""
     meta = {
-        "video_id": row["video_id"], "caption_idx": row["caption_idx"], "text": row["text"],
-        "asr_span": [row["asr_start"], row["asr_end"]], "span": [row["start"], row["end"]],
-        "fps": frames.fps, "alignability": row["alignability"], "similarity": row["similarity"],
-        "bucket_mass": row["bucket_mass"], "concentration": row["concentration"], "weight": row["weight"],
+        "video_id": row.video_id, "caption_idx": row.caption_idx, "text": row.text,
+        "asr_span": [row.asr_start, row.asr_end], "span": [row.start, row.end],
+        "fps": frames.fps, "alignability": row.alignability, "similarity": row.similarity,
+        "bucket_mass": row.bucket_mass, "concentration": row.concentration, "weight": row.weight,
         **provenance,
     }
     if frames.pts_s is not None:
-        inside = span_frame_mask(np.array([row["start"]]), np.array([row["end"]]), len(frames.pts_s), frames.fps)[0]
+        inside = span_frame_mask(np.array([row.start]), np.array([row.end]), len(frames.pts_s), frames.fps)[0]
         meta["frame_pts_s"] = [round(float(t), 4) for t in frames.pts_s[inside]]
-    return {"__key__": row["key"], **payload_for_row(row, frames, clips),
-            "txt": row["text"].encode("utf-8"), "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
+    return {"__key__": row.key, **payload_for_row(row, frames, clips),
+            "txt": row.text.encode("utf-8"), "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
 
 
-def samples_for_video(rows: list[dict], frames: FrameFeatures | None, provenance: dict, clips):
+def samples_for_video(rows: list[IndexRow], frames: FrameFeatures | None, provenance: dict, clips):
     """``(rows, samples, errors)``: one sample per kept row. A kept row whose clip cannot be cut
     becomes dropped (``clip_failed``, weight 0) and its error is returned as ``(row, error)``."""
     samples, errors, out_rows = [], [], []
     for row in rows:
-        if row["kept"]:
+        if row.kept:
             try:
                 samples.append(sample_for_row(row, frames, provenance, clips))
             except InputError as exc:
                 errors.append((row, exc))
-                row = {**row, "kept": False, "weight": 0.0, "drop_reason": "clip_failed", "key": None}
+                row = row._replace(kept=False, weight=0.0, drop_reason="clip_failed", key=None)
         out_rows.append(row)
     return out_rows, samples, errors
 
@@ -143,8 +276,8 @@ def shard_index_of(video_id: str, key: str, layout: str, seed: int, n_shards: in
     return _hash_int(f"{seed}:{video_id if layout == 'grouped' else key}") % max(n_shards, 1)
 
 
-def shard_of_row(row: dict, layout: str, seed: int, n_shards: int) -> str | None:
-    return shard_name(shard_index_of(row["video_id"], row["key"], layout, seed, n_shards)) if row["kept"] else None
+def shard_of_row(row: IndexRow, layout: str, seed: int, n_shards: int) -> str | None:
+    return shard_name(shard_index_of(row.video_id, row.key, layout, seed, n_shards)) if row.kept else None
 
 
 def index_file_of(video_id: str, n_files: int) -> int:
@@ -152,6 +285,6 @@ def index_file_of(video_id: str, n_files: int) -> int:
     return _hash_int(video_id) % n_files
 
 
-def sort_index_rows(rows: list[dict]) -> list[dict]:
+def sort_index_rows(rows: list[IndexRow]) -> list[IndexRow]:
     """Rows in index order: by ``video_id`` then ``caption_idx``."""
-    return sorted(rows, key=lambda r: (r["video_id"], r["caption_idx"]))
+    return sorted(rows, key=lambda r: (r.video_id, r.caption_idx))

@@ -25,11 +25,13 @@ completes. Checkpoints are read with ``allow_pickle=False`` and JSON only.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import shutil
 import tarfile
+from typing import NamedTuple
 
 import numpy as np
 
@@ -128,53 +130,66 @@ def result_file(output: str, video_id: str) -> str:
     return OutputLayout(output).result_file(video_id)
 
 
-def save_result(output: str, video_id: str, result: dict) -> None:
-    """Checkpoint one video's result ``{"rows", "samples", "failures", "outcome", "histogram"}``:
-    a tar of ``result.json`` (rows, failures, outcome, each sample's key and member names),
-    ``histogram.npy`` when present, and one member ``{i:05d}.{name}`` per sample payload."""
-    meta = {"rows": result["rows"], "failures": result["failures"], "outcome": result["outcome"],
-            "samples": [{"__key__": s["__key__"], "members": sorted(k for k in s if k != "__key__")}
-                        for s in result["samples"]]}
-    members = [("result.json", json.dumps(meta, sort_keys=True).encode("utf-8"))]
-    if result.get("histogram") is not None:
-        from pipeline.results import npy_bytes
+def save_result(output: str, result, histogram: np.ndarray | None = None) -> None:
+    """Checkpoint one video's ``pipeline.results.VideoResult`` and, for ``prompt_mode=run``, its
+    paired-similarity ``histogram``: a tar of ``result.json`` (rows, failures, outcome counts,
+    each sample's key and member names), ``histogram.npy`` when given, and one member
+    ``{i:05d}.{name}`` per sample payload."""
+    from pipeline.results import npy_bytes
 
-        members.append(("histogram.npy", npy_bytes(result["histogram"])))
-    for i, sample in enumerate(result["samples"]):
+    meta = {"rows": [row._asdict() for row in result.rows],
+            "failures": [dataclasses.asdict(f) for f in result.failures], "outcome": result.outcome.counts(),
+            "samples": [{"__key__": s["__key__"], "members": sorted(k for k in s if k != "__key__")}
+                        for s in result.samples]}
+    members = [("result.json", json.dumps(meta, sort_keys=True).encode("utf-8"))]
+    if histogram is not None:
+        members.append(("histogram.npy", npy_bytes(histogram)))
+    for i, sample in enumerate(result.samples):
         members.extend((f"{i:05d}.{name}", sample[name]) for name in sorted(sample) if name != "__key__")
-    with open_atomic(result_file(output, video_id)) as handle:
+    with open_atomic(result_file(output, result.video_id)) as handle:
         write_tar_members(handle, members)
 
 
-def result_outcome(path: str) -> dict | None:
-    """The outcome counts of the result checkpoint at ``path`` (a :func:`result_file`), reading
-    the tar only up to ``result.json``, which :func:`save_result` writes first; None when it
-    cannot be read (gone, or not complete)."""
+def result_outcome(path: str):
+    """The ``pipeline.results.Outcome`` of the result checkpoint at ``path`` (a
+    :func:`result_file`), reading the tar only up to ``result.json``, which :func:`save_result`
+    writes first; None when it cannot be read (gone, or not complete)."""
+    from pipeline.results import Outcome
+
     try:
         with tarfile.open(path, mode="r:") as tar:
             for member in tar:
                 if member.name == "result.json":
-                    return json.loads(tar.extractfile(member).read())["outcome"]
+                    return Outcome.from_counts(json.loads(tar.extractfile(member).read())["outcome"])
     except (OSError, tarfile.TarError, ValueError, KeyError):
-        pass
+        pass  # a checkpoint being replaced or removed reads as none
     return None
 
 
-def load_result(output: str, video_id: str) -> dict | None:
-    """The result :func:`save_result` wrote, or None when there is none."""
+class SavedResult(NamedTuple):
+    result: object  # pipeline.results.VideoResult
+    histogram: np.ndarray | None
+
+
+def load_result(output: str, video_id: str) -> SavedResult | None:
+    """What :func:`save_result` wrote for ``video_id``, or None when there is none."""
+    from curation.records import Failure
+    from pipeline.results import IndexRow, Outcome, VideoResult
+
     data = _read(result_file(output, video_id))
     if data is None:
         return None
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
     meta = json.loads(members["result.json"])
-    samples = [{"__key__": s["__key__"], **{name: members[f"{i:05d}.{name}"] for name in s["members"]}}
-               for i, s in enumerate(meta["samples"])]
+    samples = tuple({"__key__": s["__key__"], **{name: members[f"{i:05d}.{name}"] for name in s["members"]}}
+                    for i, s in enumerate(meta["samples"]))
     histogram = None
     if "histogram.npy" in members:
         histogram = np.load(io.BytesIO(members["histogram.npy"]), allow_pickle=False)
-    return {"rows": meta["rows"], "samples": samples, "failures": meta["failures"],
-            "outcome": meta["outcome"], "histogram": histogram}
+    result = VideoResult(video_id, tuple(IndexRow(**row) for row in meta["rows"]), samples,
+                         tuple(Failure(**f) for f in meta["failures"]), Outcome.from_counts(meta["outcome"]))
+    return SavedResult(result, histogram)
 
 
 # ------------------------------------------------------------------------- run-level calibration

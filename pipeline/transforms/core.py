@@ -13,6 +13,7 @@ multi-output ``ParDo``, main and tagged alike, to each consumer of any one of th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 
@@ -22,7 +23,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from curation.errors import InputError
-from curation.records import Failure
+from pipeline.results import failure_of, has_usable_features
 
 FAILURES = "failures"
 OUTCOMES = "outcomes"
@@ -33,12 +34,8 @@ DECOYS = "decoys"
 
 
 def failure_dict(video_id: str, stage: str, error: Exception) -> dict:
-    """A failures-table row; unexpected exceptions become ``internal_error`` with their type."""
-    if isinstance(error, InputError):
-        fail = Failure(video_id, stage, error.error_class, error.message)
-    else:
-        fail = Failure(video_id, stage, "internal_error", " ".join(f"{type(error).__name__}: {error}".split())[:500])
-    return fail.__dict__.copy()
+    """A failures-table row (``pipeline.results.failure_of`` as a dict, as failures travel)."""
+    return dataclasses.asdict(failure_of(video_id, stage, error))
 
 
 class _StageDoFn(beam.DoFn):
@@ -264,22 +261,23 @@ class LoadInputs(beam.PTransform):
         return refs | beam.ParDo(_LoadInputsFn(self.expected_dim, self.retry))
 
 
-def emit_result(result: dict, rows_tag: str | None = None):
-    """One video's result -> the tagged outputs of ``Realign``: failure rows, the list of index
-    rows (main output, or ``rows_tag``), the list of kept samples, the outcome counts and, in
-    ``prompt_mode=run``, the paired-similarity histogram (``HISTOGRAMS``)."""
-    for failure in result["failures"]:
-        yield beam.pvalue.TaggedOutput(FAILURES, failure)
-    if result["rows"]:
-        yield result["rows"] if rows_tag is None else beam.pvalue.TaggedOutput(rows_tag, result["rows"])
-    if result["samples"]:
-        yield beam.pvalue.TaggedOutput(SAMPLES, result["samples"])
-    yield beam.pvalue.TaggedOutput(OUTCOMES, result["outcome"])
+def emit_result(result, rows_tag: str | None = None):
+    """One video's ``pipeline.results.VideoResult`` -> the tagged outputs of ``Realign``: failure
+    rows (dicts), the list of index rows (main output, or ``rows_tag``), the list of kept
+    samples and the outcome counts."""
+    for failure in result.failures:
+        yield beam.pvalue.TaggedOutput(FAILURES, dataclasses.asdict(failure))
+    if result.rows:
+        rows = list(result.rows)
+        yield rows if rows_tag is None else beam.pvalue.TaggedOutput(rows_tag, rows)
+    if result.samples:
+        yield beam.pvalue.TaggedOutput(SAMPLES, list(result.samples))
+    yield beam.pvalue.TaggedOutput(OUTCOMES, result.outcome.counts())
 
 
 class _RealignFn(_StageDoFn):
-    """Realigns one video (+ cuts its clips), checkpoints the result (``pipeline.outputs.checkpoint``)
-    and emits it with :func:`emit_result`."""
+    """Realigns one video (``pipeline.results.realign_video``), checkpoints the result
+    (``pipeline.outputs.checkpoint``) and emits it with :func:`emit_result`."""
 
     stage = "realign"
 
@@ -289,44 +287,18 @@ class _RealignFn(_StageDoFn):
 
     def process(self, inputs, run_prompt_value=None, run_calibration=None):
         from pipeline.outputs.checkpoint import save_result
-        from pipeline.results import aligned_rows, failed_video_rows, samples_for_video
+        from pipeline.results import prompt_histogram, realign_video
 
         self.count("total")
-        rows, ok, failures = None, inputs.ok, list(inputs.failures)
-        if ok:
-            try:
-                rows = aligned_rows(inputs.frames, inputs.captions, self.params, run_prompt_value, run_calibration,
-                                    inputs.evidence)
-            except Exception as exc:  # noqa: BLE001 - recorded as a failure row, never swallowed
-                failures.append(self.failure_row(inputs.video_id, exc))
-                ok = False
-        if rows is None:
-            rows = failed_video_rows(inputs.captions) if inputs.captions is not None else []
-        rows, samples, clip_errors = samples_for_video(rows, inputs.frames, self.provenance, self.clips)
-        failures.extend(self.failure_row(row["video_id"], exc, "clips") for row, exc in clip_errors)
-        dropped = Counter(r["drop_reason"] for r in rows if not r["kept"])
-        self.count("kept", len(samples))
-        for reason, n in dropped.items():
+        result = realign_video(inputs, self.params, self.provenance, self.clips, run_prompt_value, run_calibration)
+        for failure in result.realign_failures:
+            self.count(f"failed/{failure.error_class}")
+        self.count("kept", result.outcome.captions_kept)
+        for reason, n in result.outcome.dropped:
             self.count(f"dropped/{reason}", n)
-        outcome = {"videos_ok" if ok else "videos_failed": 1, "captions_in": len(rows), "captions_kept": len(samples),
-                   **{f"dropped/{k}": v for k, v in sorted(dropped.items())}}
-        result = {"rows": rows, "samples": samples, "failures": failures, "outcome": outcome}
         if self.output is not None:
-            save_result(self.output, inputs.video_id, {**result, "histogram": self._histogram(inputs)})
+            save_result(self.output, result, prompt_histogram(inputs, self.params))
         yield from emit_result(result)
-
-    def _histogram(self, inputs):
-        """The video's share of the run-level prompt value (``prompt_mode=run`` only)."""
-        from curation.prompt import paired_histogram
-
-        if self.params.prompt_mode != "run" or not _has_histogram(inputs):
-            return None
-        return paired_histogram(inputs.frames, inputs.captions, self.params)
-
-
-def _has_histogram(video) -> bool:
-    """A width mismatch fails the video in Realign, where it is recorded."""
-    return video.ok and video.frames.emb.shape[1] == video.captions.emb.shape[1]
 
 
 def video_calibration_stats(video, params, decoy_pool):
@@ -354,7 +326,7 @@ class AttachEvidence(beam.PTransform):
 
             from curation.align import caption_evidence
 
-            if not _has_histogram(video):
+            if not has_usable_features(video):
                 return video
             frames, captions = video.frames, video.captions
             evidence = caption_evidence(captions.emb, frames.emb, np.array(captions.start_s),
@@ -396,18 +368,19 @@ class _ResumeFn(_StageDoFn):
     def process(self, ref):
         from pipeline.outputs.checkpoint import load_calibration, load_result
 
-        result = load_result(self.output, ref.video_id)
-        calibration = load_calibration(self.output, ref.video_id) if self.calibrated and result is not None else None
-        if result is None or (self.calibrated and calibration is None and result["outcome"].get("videos_ok")):
+        saved = load_result(self.output, ref.video_id)
+        calibration = load_calibration(self.output, ref.video_id) if self.calibrated and saved is not None else None
+        if saved is None or (self.calibrated and calibration is None and saved.result.outcome.ok):
             yield ref  # nothing to restore (a finished video of method posterior has both files)
             return
         self.count("videos")
-        if result["histogram"] is not None:
-            yield beam.pvalue.TaggedOutput(HISTOGRAMS, result["histogram"])
+        if saved.histogram is not None:
+            yield beam.pvalue.TaggedOutput(HISTOGRAMS, saved.histogram)
         if calibration is not None:
             yield beam.pvalue.TaggedOutput(CALIBRATIONS, calibration[0])
             yield beam.pvalue.TaggedOutput(DECOYS, calibration[1])
-        yield from emit_result({**result, "outcome": {**result["outcome"], "videos_resumed": 1}}, rows_tag="rows")
+        resumed = dataclasses.replace(saved.result.outcome, resumed=True)
+        yield from emit_result(dataclasses.replace(saved.result, outcome=resumed), rows_tag="rows")
 
 
 class Resume(beam.PTransform):
@@ -435,13 +408,14 @@ class RunPromptValue(beam.PTransform):
         self.params, self.restored = params, restored
 
     def expand(self, inputs):
-        from curation.prompt import histogram_quantile, paired_histogram
+        from curation.prompt import histogram_quantile
+        from pipeline.results import prompt_histogram
 
         params = self.params
 
         def histogram(video):
-            if _has_histogram(video):
-                yield paired_histogram(video.frames, video.captions, params)
+            if has_usable_features(video):
+                yield prompt_histogram(video, params)
 
         histograms = inputs | "Histogram" >> beam.FlatMap(histogram)
         if self.restored is not None:
@@ -463,7 +437,7 @@ class DecoyPool(beam.PTransform):
         def candidates(video):
             from curation.calibration import pool_candidates
 
-            if _has_histogram(video):
+            if has_usable_features(video):
                 yield pool_candidates(video.video_id, video.captions.emb)
 
         parts = inputs | "Candidates" >> beam.FlatMap(candidates)
@@ -491,7 +465,7 @@ class RunCalibration(beam.PTransform):
         params, output = self.params, self.output
 
         def stats(video, pool):
-            if _has_histogram(video):
+            if has_usable_features(video):
                 from curation.calibration import pool_candidates
                 from pipeline.outputs.checkpoint import save_calibration
 

@@ -65,8 +65,8 @@ class WriteIndex(beam.PTransform):
 
         def with_shard(video_rows, n_shards):
             """One video's rows -> (index file number, rows with their shard name)."""
-            rows = [{**row, "shard": shard_of_row(row, layout, seed, n_shards)} for row in video_rows]
-            return index_file_of(rows[0]["video_id"], n_files), rows
+            rows = [row._replace(shard=shard_of_row(row, layout, seed, n_shards)) for row in video_rows]
+            return index_file_of(rows[0].video_id, n_files), rows
 
         def write(idx, parts):
             return write_index_file(output, idx, [r for part in parts for r in part])

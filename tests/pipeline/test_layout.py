@@ -49,8 +49,10 @@ def test_writers_put_files_where_the_layout_says(tmp_path):
     from pipeline.outputs.tables import write_index_file, write_shard
 
     layout = OutputLayout(str(tmp_path))
-    row = {"video_id": "v", "caption_idx": 0, "text": "t", "asr_start": 0.0, "asr_end": 1.0, "kept": False,
-           "weight": 0.0, "drop_reason": "unalignable"}
+    from pipeline.results import IndexRow
+
+    row = IndexRow("v", 0, "t", 0.0, 1.0, None, None, None, None, None, None, None, 0.0, False, "unalignable",
+                   None, None)
     name, n, kept = write_index_file(layout.root, 3, [row])
     assert (name, n, kept) == (part_name(3), 1, 0) and os.path.exists(layout.index_part(3))
     info = write_shard(layout.root, 1, [{"__key__": "v_00000", "txt": b"t"}], "grouped", 0)

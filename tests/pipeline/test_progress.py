@@ -113,11 +113,15 @@ def test_tty_rendering_rewrites_one_line_at_most_four_times_a_second():
 
 def write_result(output: str, video_id: str, failed: bool) -> None:
     """A result checkpoint as ``Realign`` writes it (``pipeline.outputs.checkpoint.save_result``)."""
-    rows = [{"video_id": video_id, "caption_idx": 0, "text": "now take the red circle", "kept": not failed}]
-    samples = [] if failed else [{"__key__": f"{video_id}_00000", "npy": b"\x93NUMPY" + bytes(200), "txt": b"x"}]
-    failures = [{"video_id": video_id, "stage": "features", "error_class": "missing_file", "message": "m"}] if failed else []
-    outcome = {"videos_failed" if failed else "videos_ok": 1, "captions_in": 1, "captions_kept": int(not failed)}
-    save_result(output, video_id, {"rows": rows, "samples": samples, "failures": failures, "outcome": outcome})
+    from curation.records import Failure
+    from pipeline.results import IndexRow, Outcome, VideoResult
+
+    row = IndexRow(video_id, 0, "now take the red circle", 0.0, 1.0, None, None, None, None, None, None, None,
+                   0.0, not failed, "video_failed" if failed else None, None, None)
+    samples = () if failed else ({"__key__": f"{video_id}_00000", "npy": b"\x93NUMPY" + bytes(200), "txt": b"x"},)
+    failures = (Failure(video_id, "features", "missing_file", "m"),) if failed else ()
+    outcome = Outcome(not failed, 1, int(not failed), (("video_failed", 1),) if failed else ())
+    save_result(output, VideoResult(video_id, (row,), samples, failures, outcome))
 
 
 def test_poller_counts_results_and_failures_and_resumed(tmp_path):
