@@ -13,30 +13,32 @@ Two sections say how and where a run executes, not what it writes, and are left 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import hashlib
 import json
 import re
-import typing
 from typing import Annotated, Any, Literal
 
 import annotated_types
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
-from pydantic.fields import FieldInfo
 
 from curation.align import AlignParams
 from models.encoder import PRECISIONS
-from pipeline import beam_options
-from pipeline.errors import ConfigError  # noqa: F401 (re-exported: callers import it from here)
-from pipeline.inputs.retry import RetryPolicy
-from pipeline.media.clips import CLIP_FORMATS
-from pipeline.media.decode import BACKENDS as DECODE_BACKENDS
+from pipeline import beam_options, config_messages
 
 # Re-exported so callers keep importing them from here; their owner is pipeline.beam_options.
 from pipeline.beam_options import (  # noqa: F401
-    EXTRA_RUNNERS, beam_args, check_beam_flags, encoder_resource_hints, runner_path)
+    EXTRA_RUNNERS,
+    beam_args,
+    check_beam_flags,
+    encoder_resource_hints,
+    runner_path,
+)
+from pipeline.errors import ConfigError  # callers import it from here too
+from pipeline.inputs.retry import RetryPolicy
+from pipeline.media.clips import CLIP_FORMATS
+from pipeline.media.decode import BACKENDS as DECODE_BACKENDS
 
 #: Output layouts: ``grouped`` keeps a video's samples in one shard, ``shuffled`` spreads them.
 LAYOUTS = ("grouped", "shuffled")
@@ -187,125 +189,9 @@ def _adapter() -> TypeAdapter:
     return TypeAdapter(Config)
 
 
-@functools.lru_cache(maxsize=1)
 def _sections() -> dict[str, list[str]]:
     """section -> its keys, for the sections of :class:`Config` (``beam``: Beam's options, not listed)."""
-    hints = typing.get_type_hints(Config)
-    sections = {f.name: [leaf.name for leaf in dataclasses.fields(hints[f.name])]
-                for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])}
-    return {**sections, "beam": []}
-
-
-def _known_keys() -> list[str]:
-    """Every dotted leaf key of :class:`Config` (``beam``'s options excluded)."""
-    sections = _sections()
-    return [f"{name}.{leaf}" if leaf else name for name in (f.name for f in dataclasses.fields(Config))
-            for leaf in (sections.get(name) or [""]) if name != "beam"]
-
-
-def _nearest_key(key: str) -> str | None:
-    """The valid key a misspelt ``key`` most likely meant: its section (``algin`` -> ``align``)
-    and then its leaf (``epss`` -> ``eps``) are matched separately, then the whole key."""
-    sections = _sections()
-    section, _, leaf = key.partition(".")
-    if leaf:
-        near_section = section if section in sections else next(
-            iter(difflib.get_close_matches(section, list(sections), n=1, cutoff=0.6)), None)
-        if near_section == "beam":
-            return f"beam.{leaf}" if leaf in beam_options.known_flags([leaf]) else None
-        if near_section is not None:
-            leaves = sections[near_section]
-            near_leaf = leaf if leaf in leaves else next(iter(difflib.get_close_matches(leaf, leaves, n=1)), None)
-            if near_leaf is not None:
-                return f"{near_section}.{near_leaf}"
-    return next(iter(difflib.get_close_matches(key, _known_keys(), n=1)), None)
-
-
-_TYPE_NAMES = {float: "a number", int: "an integer", bool: "a boolean (true/false)", str: "a string",
-               dict: "a mapping"}
-
-
-def _allowed(annotation: Any) -> str:
-    """What a field annotated ``annotation`` takes, in words, from its declaration: ``one of
-    [...]``, ``a number in [0, 1]``, ``null or a positive integer``, or its Field description."""
-    base, metadata = annotation, []
-    if typing.get_origin(base) is Annotated:
-        base, *metadata = typing.get_args(base)
-    args = typing.get_args(base)
-    nullable = type(None) in args
-    if nullable:
-        (base,) = [arg for arg in args if arg is not type(None)]
-    bounds: dict[str, Any] = {}
-    for item in metadata:
-        if isinstance(item, FieldInfo) and item.description:
-            return item.description
-        for bound in (item.metadata if isinstance(item, FieldInfo) else
-                      item if isinstance(item, annotated_types.GroupedMetadata) else [item]):
-            bounds.update({name: getattr(bound, name) for name in ("gt", "ge", "le") if hasattr(bound, name)})
-    if typing.get_origin(base) is Literal:
-        text = f"one of {list(typing.get_args(base))}"
-    else:
-        text = _TYPE_NAMES.get(typing.get_origin(base) or base, "a value")
-        if bounds.get("gt") == 0:
-            text = text.replace("a number", "a positive number").replace("an integer", "a positive integer")
-        elif {"ge", "le"} <= set(bounds):
-            text = f"{text} in [{bounds['ge']:g}, {bounds['le']:g}]"
-        elif "ge" in bounds:
-            text = f"{text} >= {bounds['ge']:g}"
-        elif "gt" in bounds:
-            text = f"{text} > {bounds['gt']:g}"
-    return f"null or {text}" if nullable else text
-
-
-def _allowed_at(loc: tuple[str, ...]) -> str:
-    """:func:`_allowed` for the field at ``loc``; a number whose key ends in ``_s`` is seconds."""
-    text = _allowed(_annotation(loc))
-    return f"{text} (seconds)" if loc[-1].endswith("_s") and text.endswith("number") else text
-
-
-def _annotation(loc: tuple) -> Any:
-    """The declared type of the field at ``loc`` (``("align", "eps")``)."""
-    owner, annotation = Config, None
-    for part in loc:
-        annotation = typing.get_type_hints(owner, include_extras=True)[part]
-        owner = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
-    return annotation
-
-
-def _first_leaf(key: str, value: Any) -> str:
-    """``key`` extended to the first leaf under it: an unknown section names a key inside it."""
-    while isinstance(value, dict) and value:
-        name, value = next(iter(value.items()))
-        key = f"{key}.{name}"
-    return key
-
-
-def _lookup(tree: dict, loc: tuple, default: Any) -> Any:
-    for part in loc:
-        if not isinstance(tree, dict) or part not in tree:
-            return default
-        tree = tree[part]
-    return tree
-
-
-def _config_error(error: dict, tree: dict) -> ConfigError:
-    """One of pydantic's ``ValidationError.errors()`` as nccurate's one-line ConfigError."""
-    loc = tuple(str(part) for part in error["loc"])
-    key, value, kind = ".".join(loc), _lookup(tree, loc, error.get("input")), error["type"]
-    cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, ConfigError):  # raised by a field's own check, message and key complete
-        return cause
-    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
-        key = key if loc[0] == "beam" else _first_leaf(key, value)
-        near = _nearest_key(key)
-        return ConfigError(f"config: unknown key {key!r}" + (f"; did you mean {near!r}?" if near else ""), key)
-    if kind == "dataclass_type" and loc[0] in _sections():
-        return ConfigError(f"config {key}: {value!r} is not allowed; {key} is a section: set its keys "
-                           f"(e.g. {key}.{_sections()[key][0]})", key)
-    named = re.match(rf"({re.escape(key)}\.\w+): (.*)", str(cause)) if cause is not None else None
-    if named:  # a section's own check across its keys (AlignParams: posterior needs a window)
-        return ConfigError(f"config {named[1]}: {named[2]}", named[1])
-    return ConfigError(f"config {key}: {value!r} is not allowed; expected {_allowed_at(loc)}", key)
+    return config_messages.sections(Config)
 
 
 def _whole_numbers(tree: Any) -> Any:
@@ -328,7 +214,7 @@ def validate(tree: dict) -> Config:
         return _adapter().validate_json(blob)  # JSON mode: sections are read from mappings, strictly
     except ValidationError as exc:
         errors = sorted(exc.errors(), key=lambda e: e["type"] not in ("unexpected_keyword_argument", "extra_forbidden"))
-        raise _config_error(errors[0], tree) from None
+        raise config_messages.config_error(errors[0], tree, Config) from None
 
 
 def build_config(values: dict[str, Any]) -> Config:

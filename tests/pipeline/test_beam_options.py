@@ -13,7 +13,6 @@ from pipeline import beam_options
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
 
-
 # ----------------------------------------------------------------------------- private Beam API
 
 
@@ -29,7 +28,11 @@ def test_installed_beam_is_a_verified_version():
 
 
 def test_private_parser_api_gives_beams_flags_and_their_kinds():
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
+    from apache_beam.options.pipeline_options import (
+        PipelineOptions,
+        StandardOptions,
+        _BeamArgumentParser,
+    )
 
     assert issubclass(_BeamArgumentParser, argparse.ArgumentParser)
     assert "_add_argparse_args" in StandardOptions.__dict__
@@ -42,7 +45,11 @@ def test_private_parser_api_gives_beams_flags_and_their_kinds():
 
 
 def test_private_flags_of_from_dictionary_are_what_it_parses():
-    from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import (
+        DebugOptions,
+        PipelineOptions,
+        StandardOptions,
+    )
 
     options = PipelineOptions.from_dictionary({"experiments": ["a", "b"], "streaming": True, "runner": "X"})
     assert options._flags == ["--experiments=a", "--experiments=b", "--streaming", "--runner=X"]
