@@ -217,14 +217,6 @@ def validate(tree: dict) -> Config:
         raise config_messages.config_error(errors[0], tree, Config) from None
 
 
-def build_config(values: dict[str, Any]) -> Config:
-    """Validate a flat ``{dotted key: value}`` mapping and build the frozen :class:`Config`."""
-    tree: dict[str, Any] = {}
-    for key, value in values.items():
-        _set(tree, key, value)
-    return validate(tree)
-
-
 def _set(tree: dict, key: str, value: Any) -> None:
     """Set dotted ``key`` in the nested ``tree``; a mapping given for a mapping is merged into it."""
     *parents, leaf = key.split(".") if not key.startswith("beam.") else ["beam", key[len("beam."):]]
@@ -256,6 +248,7 @@ def _yaml_loader():
 
 
 def _read_yaml(text_or_stream) -> Any:
+    """YAML text or a stream read with :func:`_yaml_loader`."""
     import yaml
 
     return yaml.load(text_or_stream, Loader=_yaml_loader())
