@@ -355,6 +355,6 @@ def test_the_pure_package_does_not_import_pydantic():
     import sys
 
     code = "import sys, curation.align; print('pydantic' in sys.modules, 'annotated_types' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(CONFIGS), capture_output=True,
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=os.path.dirname(CONFIGS), capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["False", "True"], done.stdout + done.stderr
