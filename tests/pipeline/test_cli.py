@@ -140,3 +140,39 @@ def test_demo_video_mode_beats_asr(tmp_path):
         assert any(name.endswith(".mp4") for name in tar.getnames())
     r_at_1, asr = (float(x) for x in re.search(r"R@1 ([\d.]+) \(ASR timestamps: ([\d.]+)\)", result.output).groups())
     assert r_at_1 > asr
+
+
+def test_the_group_turns_any_nccurate_error_into_one_line_with_its_exit_code():
+    import click
+
+    from pipeline.cli import _OneLineErrors
+    from pipeline.errors import NccurateError
+
+    class Busy(NccurateError):
+        exit_code = 3
+
+    @click.group(cls=_OneLineErrors)
+    def group():
+        pass
+
+    @group.command()
+    def fails():
+        raise Busy("the output\n  is busy")
+
+    result = CliRunner().invoke(group, ["fails"])
+    assert result.exit_code == 3 and result.stderr == "nccurate: error: the output is busy\n"
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_bench_options_are_declared_once():
+    """throughput and memory share the video-corpus options; every bench takes --config/--set."""
+    bench = main.commands["bench"]
+    corpus = {"--duration-s", "--width", "--height", "--fps", "--model"}
+    for name in ("throughput", "memory"):
+        opts = {o for p in bench.commands[name].params for o in p.opts}
+        assert corpus <= opts, name
+    for name in ("align", "throughput", "memory"):
+        opts = {o for p in bench.commands[name].params for o in p.opts}
+        assert {"--config", "--set"} <= opts, name
+    backend = next(p for p in bench.commands["memory"].params if p.name == "backend")
+    assert backend.default == "pyav"
