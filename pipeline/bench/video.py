@@ -2,8 +2,8 @@
 as ratios measured in one run on the same files (DESIGN §7). Prints numbers, never asserts.
 
 Inputs (under ``--workdir``, reused by later runs): one long synthetic H.264 video
-(:func:`pipeline.bench.memory.write_long_video`: 640x360, 25 fps, a keyframe every 2 s, moving
-noise, about 1 Mbit/s), hard-linked as ``--videos`` files (decode work is per file; the page
+(:func:`pipeline.synth.long_video.write_long_video`: 640x360, 25 fps, a keyframe every 2 s, moving
+noise), hard-linked as ``--videos`` files (decode work is per file; the page
 cache makes the reads free either way), each with HowTo100M-style captions (one about every 6 s).
 
 Measured, in this order, all on the same files:
@@ -25,15 +25,14 @@ Measured, in this order, all on the same files:
    alone gives on the same cores (``workers x`` its one-core rate); the **scaling** from 1 to N
    workers is the ratio of steady rates (and of raw walls).
 
-Every caption is kept (``align.min_alignability=0``), so each one's clip is cut: a fixed, worst
-case workload (a random-init encoder would otherwise keep an arbitrary share).
+Every caption is kept (:data:`pipeline.bench.runs.KEEP_ALL`), so each one's clip is cut: a fixed,
+worst case workload (a random-init encoder would otherwise keep an arbitrary share).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -41,17 +40,17 @@ import numpy as np
 
 from pipeline.config import Config
 
-KEEP_ALL = ("align.min_alignability=0",)
 #: Length of the one video of the start-up run.
 STARTUP_VIDEO_S = 10.0
 
 
-def write_inputs(workdir: str, n_videos: int, duration_s: float, width: int, height: int, fps: float, log,
-                 prefix: str = "v") -> dict:
+def write_linked_inputs(workdir: str, n_videos: int, duration_s: float, width: int, height: int, fps: float, log,
+                        prefix: str = "v") -> dict:
     """``{"manifest", "videos", "generated", "generation_s"}``: the long video
-    (:func:`pipeline.bench.memory.long_video`, written once), ``n_videos`` hard links to it
+    (:func:`pipeline.synth.long_video.long_video`, written once), ``n_videos`` hard links to it
     (``{prefix}000.mp4``, ...), their captions and a manifest."""
-    from pipeline.bench.memory import long_video, make_captions
+    from curation.synth.captions import howto_captions
+    from pipeline.synth.long_video import long_video
 
     made = long_video(workdir, duration_s, width, height, fps, log)
     master = made["video"]
@@ -64,7 +63,7 @@ def write_inputs(workdir: str, n_videos: int, duration_s: float, width: int, hei
         if not os.path.exists(path):
             os.link(master, path)
         with open(os.path.join(workdir, f"{video_id}.json"), "w", encoding="utf-8") as handle:
-            json.dump(make_captions(duration_s, seed=i), handle)
+            json.dump(howto_captions(duration_s, seed=i), handle)
         rows.append({"video_id": video_id, "video": f"{video_id}.mp4", "captions": f"{video_id}.json"})
         videos.append(path)
     manifest = os.path.join(workdir, f"manifest-{prefix}{n_videos}.jsonl")
@@ -179,47 +178,48 @@ def _time_stages(config: Config, videos: list[str], workdir: str, backends: tupl
     return StageTimes(plain, decode, encode, images, t_caps, t_align, t_clips, t_shards)
 
 
-def run_pipeline(manifest: str, output: str, config_path: str | None, overrides: tuple[str, ...], workers: int,
-                 log_path: str):
-    """``nccurate run`` as a child with ``workers`` DirectRunner worker processes of one thread
-    each; ``(wall_s, peak_tree_rss_bytes, returncode)``."""
-    from pipeline.bench.memory import run_measured
+#: What the pipeline child runs with on top of the timed stages' config: one thread per worker.
+ONE_THREAD_RUN = ("resources.decode_threads=1", "resources.torch_threads=1", "checkpoints=false")
+
+
+def run_pipeline(manifest: str, output: str, config_path: str, workers: int, log_path: str):
+    """``nccurate run`` with the config file ``config_path`` as a child with ``workers``
+    DirectRunner worker processes; ``(wall_s, peak_tree_rss_bytes, returncode)``."""
+    from pipeline.bench.proctree import run_measured
+    from pipeline.bench.runs import run_command
     from pipeline.media.isolated import child_env
 
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--manifest", manifest, "--output", output, "--overwrite",
-           "--set", "resources.decode_threads=1", "--set", "resources.torch_threads=1", "--set", "checkpoints=false",
-           f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-    cmd += ["--config", config_path] if config_path else []
-    for item in overrides:
-        cmd += ["--set", item]
+    cmd = run_command(manifest, output, config_path,
+                      (f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"))
     returncode, wall_s, sampler = run_measured(cmd, log_path, 0.5, child_env())
     return wall_s, sampler.peak_tree_bytes, returncode
 
 
-def bench_throughput_video(config_path: str | None, overrides: tuple[str, ...], workdir: str, model: str = "ViT-B-32",
-                           n_videos: int = 4, duration_s: float = 600.0, width: int = 640, height: int = 360,
-                           fps: float = 25.0, workers: int = 2, backends: tuple[str, ...] = ("pyav", "decord"),
-                           log=print) -> str:
+def bench_throughput_video(config: Config, workdir: str, model: str = "ViT-B-32", n_videos: int = 4,
+                           duration_s: float = 600.0, width: int = 640, height: int = 360, fps: float = 25.0,
+                           workers: int = 2, backends: tuple[str, ...] = ("pyav", "decord"), log=print) -> str:
     """Generate (or reuse) the inputs, time every stage alone, run the pipeline with 1 and
-    ``workers`` workers; the printed report. The config is ``config_path`` + ``overrides`` with
-    ``model`` at random init (the same compute as its weights, nothing downloaded) and every
-    caption kept; the pipeline child gets the same."""
-    from pipeline.config import load_config
+    ``workers`` workers; the printed report. Stages and pipeline run with ``config``, ``model``
+    at random init (the same compute as its weights, nothing downloaded) and every caption kept;
+    the pipeline child also with :data:`ONE_THREAD_RUN` (its config file is in ``workdir``)."""
+    from pipeline.bench.runs import KEEP_ALL, write_run_config
 
     workdir = os.path.abspath(workdir)
-    inputs = write_inputs(workdir, n_videos, duration_s, width, height, fps, log)
-    cfg_overrides = (f"model.name={model}", "model.pretrained=null", *overrides, *KEEP_ALL)
-    config = load_config(config_path, list(cfg_overrides))
+    inputs = write_linked_inputs(workdir, n_videos, duration_s, width, height, fps, log)
+    config = write_run_config(config, (f"model.name={model}", "model.pretrained=null", *KEEP_ALL),
+                              os.path.join(workdir, "config-stages.yaml"))
+    run_config = os.path.join(workdir, "config-run.yaml")
+    write_run_config(config, ONE_THREAD_RUN, run_config)
     log(f"timing each stage alone on {n_videos} videos ...")
     st = time_stages(config, inputs["videos"], workdir, backends)
     video_s = n_videos * duration_s
-    startup = write_inputs(workdir, 1, STARTUP_VIDEO_S, width, height, fps, log, prefix="startup")
+    startup = write_linked_inputs(workdir, 1, STARTUP_VIDEO_S, width, height, fps, log, prefix="startup")
     runs, startups = {}, {}
     for w in sorted({1, workers}):
         log(f"running the pipeline with {w} worker(s): start-up run, then the corpus ...")
-        startups[w] = run_pipeline(startup["manifest"], os.path.join(workdir, f"out-startup-{w}"), config_path,
-                                   cfg_overrides, w, os.path.join(workdir, f"run-startup-{w}.log"))
-        runs[w] = run_pipeline(inputs["manifest"], os.path.join(workdir, f"out-{w}"), config_path, cfg_overrides, w,
+        startups[w] = run_pipeline(startup["manifest"], os.path.join(workdir, f"out-startup-{w}"), run_config, w,
+                                   os.path.join(workdir, f"run-startup-{w}.log"))
+        runs[w] = run_pipeline(inputs["manifest"], os.path.join(workdir, f"out-{w}"), run_config, w,
                                os.path.join(workdir, f"run-{w}.log"))
     stage_s = {f"decode ({config.decode.backend}, in the pipeline's child process)": st.decode[config.decode.backend],
                f"encode frames ({config.model.name})": st.encode, "captions (parse + text tower)": st.captions,

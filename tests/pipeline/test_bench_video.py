@@ -8,12 +8,12 @@ import json
 import os
 import re
 
-from pipeline.bench.video import write_inputs
+from pipeline.bench.video import write_linked_inputs
 
 
 def test_inputs_are_links_to_one_video_with_captions(tmp_path):
-    first = write_inputs(str(tmp_path), 3, 4.0, 64, 48, 8.0, log=lambda _: None)
-    again = write_inputs(str(tmp_path), 3, 4.0, 64, 48, 8.0, log=lambda _: None)
+    first = write_linked_inputs(str(tmp_path), 3, 4.0, 64, 48, 8.0, log=lambda _: None)
+    again = write_linked_inputs(str(tmp_path), 3, 4.0, 64, 48, 8.0, log=lambda _: None)
     assert first["generated"] and not again["generated"], "the video is written once"
     assert again["generation_s"] == first["generation_s"] is not None
     assert len({os.stat(v).st_ino for v in first["videos"]}) == 1
@@ -27,10 +27,11 @@ def test_bench_prints_ratios_scaling_and_memory(tmp_path):
     import torch
 
     from pipeline.bench.video import bench_throughput_video
+    from pipeline.config import load_config
 
     threads = torch.get_num_threads()
-    text = bench_throughput_video(None, ("clips.size=32",), str(tmp_path), "nccurate-tiny", n_videos=2, duration_s=6.0,
-                                  width=64, height=48, fps=8.0, workers=2, log=lambda _: None)
+    text = bench_throughput_video(load_config(None, ["clips.size=32"]), str(tmp_path), "nccurate-tiny", n_videos=2,
+                                  duration_s=6.0, width=64, height=48, fps=8.0, workers=2, log=lambda _: None)
     assert re.search(r"decode efficiency \(rate / plain PyAV, one core\): pyav \d+\.\d\d, decord \d+\.\d\d", text)
     assert re.search(r"encoder alone: \d+\.\d images/s", text)
     runs = re.findall(r"\| (\d) worker\(s\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ GB \| (\d+) \|", text)
@@ -39,4 +40,7 @@ def test_bench_prints_ratios_scaling_and_memory(tmp_path):
     with open(tmp_path / "out-2" / "summary.json", encoding="utf-8") as handle:
         summary = json.load(handle)
     assert summary["videos_ok"] == 2 and summary["captions_kept"] == summary["captions_in"] > 0
+    child = summary["config"]  # the child ran with the bench's config, one thread per worker, every caption kept
+    assert (child["clips"]["size"], child["model"]["name"], child["model"]["pretrained"]) == (32, "nccurate-tiny", None)
+    assert child["resources"]["torch_threads"] == 1 and child["align"]["min_alignability"] == 0
     assert torch.get_num_threads() == threads, "the bench must not leave this process's torch on one thread"
