@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -178,11 +179,10 @@ def make_pipeline(flags: list[str]):
 def check_model(config: Config) -> None:
     """The encoder's name and weights exist (no weights are loaded). Only for runs with
     video-mode rows: in feature mode ``model`` is a provenance label of the user's features."""
-    from models.encoder import check_spec
-    from pipeline.transforms.video import encoder_spec
+    from models.encoder import check_spec, encoder_spec_of
 
     try:
-        check_spec(encoder_spec(config.model))
+        check_spec(encoder_spec_of(config.model))
     except ValueError as exc:
         raise RunError(f"model: {exc}") from None
 
@@ -203,6 +203,70 @@ def _raise_if_unreconciled(output: str, required: bool = True) -> dict:
     return summary
 
 
+class CheckedInputs(NamedTuple):
+    manifest: str  # absolute path, or a remote URL as given
+    scan: ManifestScan
+    flags: list[str]
+
+
+def check_inputs(manifest: str, config: Config, beam_args: list[str]) -> CheckedInputs:
+    """Everything that can be checked before the output is touched: the manifest is readable
+    and has rows, the encoder exists (video-mode rows only), the Beam flags are valid."""
+    check_manifest(manifest)
+    scan = scan_manifest(manifest)
+    if not scan.rows:
+        raise RunError(f"manifest {manifest}: has no rows; expected JSON Lines, one video per line (see README)")
+    if "video" in scan.modes:
+        check_model(config)
+    flags = beam_flags(config, beam_args)
+    return CheckedInputs(manifest if "://" in manifest else os.path.abspath(manifest), scan, flags)
+
+
+@contextlib.contextmanager
+def watched(results_dir: str | None, total: int, progress):
+    """Reports ``progress`` (None: none) while the block runs, from a :class:`pipeline.progress.ResultPoller`
+    on ``results_dir``; yields a dict whose ``"summary"`` the block sets when the run finished,
+    so the last line says done (else stopped). Nothing is reported after the block."""
+    from pipeline.progress import ResultPoller
+
+    ended: dict = {"summary": None}
+    poller = None if progress is None else ResultPoller(results_dir, total, progress)
+    if poller is not None:
+        poller.start()
+    try:
+        yield ended
+    finally:
+        if poller is not None:
+            poller.stop(ended["summary"])
+
+
+def execute(pipeline, plan, videos_in: int, progress=None) -> dict:
+    """Run ``plan``'s graph (``pipeline.transforms.graph.RunPlan``) on ``pipeline``, reporting
+    ``progress`` of ``videos_in`` videos; ``summary.json``'s content (RunError when it is
+    missing or does not reconcile)."""
+    from pipeline.transforms.graph import build_graph
+
+    results_dir = OutputLayout(plan.output).results_dir if plan.config.checkpoints else None
+    with watched(results_dir, videos_in, progress) as ended:
+        try:
+            with pipeline as p:
+                build_graph(p, plan)
+        except Exception:
+            _raise_if_unreconciled(plan.output, required=False)  # Finalize's AccountingError arrives wrapped by the runner
+            raise
+        ended["summary"] = _raise_if_unreconciled(plan.output)
+    return ended["summary"]
+
+
+def enforce_failure_ratio(summary: dict, output: str, max_failure_ratio: float) -> None:
+    """RunError when more than ``max_failure_ratio`` of the videos failed."""
+    if summary["failure_ratio"] > max_failure_ratio:
+        raise RunError(
+            f"{summary['videos_failed']} of {summary['videos_in']} videos failed "
+            f"(ratio {summary['failure_ratio']:.3f} > max_failure_ratio {max_failure_ratio}); "
+            f"see {OutputLayout(output).failures_dir}")
+
+
 def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple[str, ...] = (),
         overwrite: bool = False, notify=None, progress=None) -> dict:
     """Run the whole pipeline; returns ``summary.json``'s content. When ``output`` already holds
@@ -214,18 +278,12 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
     Raises :class:`RunError` when the inputs or output are unusable, the counts do not
     reconcile, or the failure ratio exceeds ``max_failure_ratio``."""
     from pipeline.outputs.checkpoint import remove_work, run_identity
-    from pipeline.transforms.graph import build_graph
-    from pipeline.progress import ResultPoller
-    check_manifest(manifest)
-    scan = scan_manifest(manifest)
-    if not scan.rows:
-        raise RunError(f"manifest {manifest}: has no rows; expected JSON Lines, one video per line (see README)")
-    modes = scan.modes
-    if "video" in modes:
-        check_model(config)
-    pipeline = make_pipeline(beam_flags(config, list(beam_args)))
+    from pipeline.transforms.graph import RunPlan
+
+    checked = check_inputs(manifest, config, list(beam_args))
+    pipeline = make_pipeline(checked.flags)
     output = os.path.abspath(output)
-    identity = run_identity(scan.sha256, config.hash())
+    identity = run_identity(checked.scan.sha256, config.hash())
     state = prepare_output(output, identity, overwrite)
     if notify is not None and state != FRESH:
         notify(f"output {output}: already holds this run (same manifest and configuration); nothing to do"
@@ -234,27 +292,9 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
     if state == COMPLETE:
         summary = _raise_if_unreconciled(output)
     else:
-        poller = None if progress is None else ResultPoller(
-            OutputLayout(output).results_dir if config.checkpoints else None, scan.rows, progress)
-        summary = None
-        try:
-            if poller is not None:
-                poller.start()
-            try:
-                with pipeline as p:
-                    build_graph(p, os.path.abspath(manifest), output, config, time.time(), modes,
-                                identity["manifest_sha256"], resume=state == RESUME)
-            except Exception:
-                _raise_if_unreconciled(output, required=False)  # Finalize's AccountingError arrives wrapped by the runner
-                raise
-            summary = _raise_if_unreconciled(output)
-        finally:
-            if poller is not None:
-                poller.stop(summary)  # its last line; nothing is printed after this
+        plan = RunPlan(checked.manifest, output, config, time.time(), frozenset(checked.scan.modes),
+                       checked.scan.sha256, resume=state == RESUME)
+        summary = execute(pipeline, plan, checked.scan.rows, progress)
     remove_work(output)
-    if summary["failure_ratio"] > config.max_failure_ratio:
-        raise RunError(
-            f"{summary['videos_failed']} of {summary['videos_in']} videos failed "
-            f"(ratio {summary['failure_ratio']:.3f} > max_failure_ratio {config.max_failure_ratio}); "
-            f"see {OutputLayout(output).failures_dir}")
+    enforce_failure_ratio(summary, output, config.max_failure_ratio)
     return summary

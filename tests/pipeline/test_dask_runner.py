@@ -58,7 +58,7 @@ def _dask_unsupported(directory, modes: tuple[str, ...], resume: bool = False) -
     from apache_beam.runners.direct.direct_runner import DirectRunner
 
     from pipeline.config import load_config
-    from pipeline.transforms.graph import build_graph
+    from pipeline.transforms.graph import RunPlan, build_graph
 
     rows = {"features": {"video_id": "f", "features": "f.npy", "fps": 1.0, "captions": "f.json"},
             "video": {"video_id": "v", "video": "v.mp4", "captions": "v.vtt"}}
@@ -78,8 +78,8 @@ def _dask_unsupported(directory, modes: tuple[str, ...], resume: bool = False) -
                 found.append(node.full_label)
 
     p = beam.Pipeline(runner=DirectRunner())
-    build_graph(p, manifest, os.path.join(str(directory), "out"), load_config(None, list(VIDEO_SETTINGS)), 0.0,
-                set(modes), "0" * 64, resume=resume)
+    build_graph(p, RunPlan(manifest, os.path.join(str(directory), "out"), load_config(None, list(VIDEO_SETTINGS)), 0.0,
+                           frozenset(modes), "0" * 64, resume=resume))
     p.visit(Find())
     return found
 
