@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["curation", "curation.*", "models", "models.*", "pipeline", "pipeline.*"]),
     data_files=[("share/nccurate/configs", sorted(glob.glob("configs/*.yaml")))],
-    package_data={"models": ["configs/*.json", "assets/*.pt"]},
+    package_data={"models": ["configs/*.json", "assets/*.pt"], "pipeline.tools": ["templates/*"]},
     install_requires=[
         "apache-beam>=2.60",
         "numpy>=1.26",
@@ -29,6 +29,7 @@ setup(
         "av>=12",
         "matplotlib>=3.7",
         "pydantic>=2.6",
+        "annotated-types>=0.6",
         "jinja2>=3.1",
     ],
     extras_require={

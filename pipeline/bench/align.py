@@ -67,7 +67,7 @@ def video_world(config: Config, n_videos: int, seed: int, workdir: str) -> list[
     """The video demo's world as the demo runs it: its H.264 corpus written to ``workdir``,
     decoded at ``decode.sample_fps`` and embedded by the shipped tiny model."""
     from pipeline.demo import demo_config, make_inputs
-    from pipeline.tools.report import SimilarityMatrices
+    from pipeline.tools.similarity import SimilarityMatrices
 
     manifest, truth_path = make_inputs(workdir, "video", n_videos, seed)
     cfg = demo_config(config, "video")
