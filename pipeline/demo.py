@@ -14,6 +14,7 @@ import os
 
 from pipeline.config import Config
 from pipeline.errors import RunError
+from pipeline.outputs.layout import OutputLayout
 from pipeline.tools.score import score_output
 from pipeline.tools.report import build_report
 from pipeline.run import run
@@ -54,6 +55,7 @@ def demo(output: str, config: Config, n_videos: int = 24, seed: int = 0, mode: s
     manifest, truth_path = make_inputs(inputs, mode, n_videos, seed)
     config = demo_config(config, mode)
     summary = run(manifest, curated, config, overwrite=True)
+    layout = OutputLayout(curated)
     score = score_output(curated, truth_path)
     report = build_report(curated, 8, os.path.join(output, "report"))
     payload = config.clips.format if mode == "video" else "npy"
@@ -69,6 +71,6 @@ def demo(output: str, config: Config, n_videos: int = 24, seed: int = 0, mode: s
         f"alignability AUC {score['auc']:.1f}   kept precision {score['kept_precision']:.1f}% "
         f"recall {score['kept_recall']:.1f}%",
         f"  inputs:   {manifest}",
-        f"  outputs:  {curated}/shards/*.tar, {curated}/index/*.parquet, {curated}/summary.json",
+        f"  outputs:  {layout.shards_glob}, {layout.index_glob}, {layout.summary}",
         f"  report:   {report} (open it in a browser; `nccurate inspect {curated}` prints a summary)",
     ])

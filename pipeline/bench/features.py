@@ -93,8 +93,8 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
 
         cost = aligner_cost([eval_video_of(v) for v in videos[:60]], params, NORTON_V0)
         rows = [(fc[0], aligned_rows(fc[0], fc[1], params, None, calib)) for fc in pairs[:50]]
-        t_sample = _time_per_video(lambda fr: [sample_for_row(r, fr[0], {}, config.clips) for r in fr[1] if r["kept"]], rows)
-        samples = [[sample_for_row(r, f, {}, config.clips) for r in rs if r["kept"]] for f, rs in rows]
+        t_sample = _time_per_video(lambda fr: [sample_for_row(r, fr[0], {}, config.clips) for r in fr[1] if r.kept], rows)
+        samples = [[sample_for_row(r, f, {}, config.clips) for r in rs if r.kept] for f, rs in rows]
         shard_dir = os.path.join(tmp, "shards_alone")
         t_tar = _time_per_video(lambda kv: write_shard(shard_dir, kv[0], kv[1], config.output.layout, config.seed),
                                 list(enumerate(samples)))

@@ -33,6 +33,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from pipeline.config import Config
+from pipeline.outputs.layout import OutputLayout
 
 #: The memory budget of a whole run: 2 GB.
 BUDGET_BYTES = 2 * 10**9
@@ -119,8 +120,9 @@ def bench_memory(config: Config, workdir: str, duration_s: float = 3600.0, width
     log_path = os.path.join(workdir, f"run-{label}.log")
     returncode, wall_s, sampler = run_measured(cmd, log_path, interval_s, env)
     summary = {}
-    if returncode == 0 and os.path.exists(os.path.join(output, "summary.json")):
-        with open(os.path.join(output, "summary.json"), encoding="utf-8") as handle:
+    summary_path = OutputLayout(output).summary
+    if returncode == 0 and os.path.exists(summary_path):
+        with open(summary_path, encoding="utf-8") as handle:
             summary = json.load(handle)
     else:
         with open(log_path, encoding="utf-8", errors="replace") as handle:

@@ -29,6 +29,7 @@ import numpy as np
 
 from curation.frames import segment_centres
 from pipeline.config import load_config
+from pipeline.outputs.layout import OutputLayout
 
 TRAIN_WORLD_SEED, EVAL_WORLD_SEED = 100, 200
 CONDITIONS = (
@@ -103,7 +104,7 @@ def bench_train(workdir: str, train_videos: int = 48, eval_videos: int = 12, see
     for name, method in (("asr", "asr"), ("curated", "norton")):
         log(f"curating the training corpus ({name}) ...")
         summary = curate(manifest, os.path.join(workdir, name), method)
-        shards[name] = sorted(glob.glob(os.path.join(workdir, name, "shards", "*.tar")))
+        shards[name] = sorted(glob.glob(OutputLayout(os.path.join(workdir, name)).shards_glob))
         kept[name] = summary["captions_kept"]
     data = {"asr": pairs_from_shards(shards["asr"], base.n_frames, size),
             "curated": pairs_from_shards(shards["curated"], base.n_frames, size)}

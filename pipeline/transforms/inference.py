@@ -88,7 +88,7 @@ class _EncoderHandler(ModelHandler):
 
 class FrameEmbeddingHandler(_EncoderHandler):
     """Element = frames (N, S, S, 3) uint8 (in the pipeline: one chunk of a video's frames,
-    ``N <= batch_size``, ``pipeline.transforms.video.DecodeAndEmbed``); prediction = PredictionResult whose
+    ``N <= batch_size``, ``pipeline.transforms.embed.DecodeAndEmbed``); prediction = PredictionResult whose
     ``inference`` is (N, D) float32, L2-normalised. A batch's elements are concatenated, encoded
     in chunks of ``batch_size`` frames and split back. Default one element per batch: with
     chunks of ``batch_size`` frames, each forward pass is one full chunk."""

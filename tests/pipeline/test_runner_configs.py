@@ -153,7 +153,7 @@ def test_graph_builds_and_pickles_under_each_config(name, tmp_path, pipeline_too
     from apache_beam.internal import pickler
     from apache_beam.runners.direct.direct_runner import DirectRunner
 
-    from pipeline.transforms.graph import build_graph
+    from pipeline.transforms.graph import RunPlan, build_graph
     from pipeline.run import manifest_modes
     from pipeline.synth.feature_corpus import write_corpus
 
@@ -164,7 +164,7 @@ def test_graph_builds_and_pickles_under_each_config(name, tmp_path, pipeline_too
     config = load_config(config_path(name), TINY_MODEL)
     options = options_of(config)
     p = beam.Pipeline(runner=DirectRunner(), options=options)
-    build_graph(p, manifest, str(tmp_path / "out"), config, 0.0, manifest_modes(manifest), "0" * 64, resume=True)
+    build_graph(p, RunPlan(manifest, str(tmp_path / "out"), config, 0.0, frozenset(manifest_modes(manifest)), "0" * 64, resume=True))
     proto = p.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert {"ReadManifest", "LoadInputs", "LoadVideoInputs", "Realign", "Resume", "Finalize"} <= names
@@ -375,13 +375,13 @@ def test_hints_cover_decode_and_frame_embedding_together(tmp_path, pipeline_tool
     import apache_beam as beam
     from apache_beam.runners.direct.direct_runner import DirectRunner
 
-    from pipeline.transforms.graph import build_graph
+    from pipeline.transforms.graph import RunPlan, build_graph
 
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(json.dumps({"video_id": "v1", "video": "v1.mp4", "captions": "v1.vtt"}) + "\n")
     config = load_config(config_path("dataflow"), TINY_MODEL)
     p = beam.Pipeline(runner=DirectRunner(), options=options_of(config))
-    build_graph(p, str(manifest), str(tmp_path / "out"), config, 0.0, {"video"}, "0" * 64)
+    build_graph(p, RunPlan(str(manifest), str(tmp_path / "out"), config, 0.0, frozenset({"video"}), "0" * 64))
     proto = p.to_runner_api()
     env_of = {t.unique_name: t.environment_id for t in proto.components.transforms.values() if t.environment_id}
     hinted = {name for name, env in env_of.items() if proto.components.environments[env].resource_hints}
