@@ -233,25 +233,21 @@ def _set(tree: dict, key: str, value: Any) -> None:
 # ----------------------------------------------------------------------------- YAML and --set
 
 
-@functools.lru_cache(maxsize=1)
-def _yaml_loader():
-    """PyYAML's safe loader, reading ``1e-3`` (exponent, no dot or no signed exponent) as a
-    number as YAML 1.2 does, instead of as YAML 1.1's string."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    exponent = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789."))
-    return Loader
+#: Exponent floats without a dot or a signed exponent (``1e-3``, ``2E5``), numbers in YAML 1.2
+#: but strings for PyYAML's YAML 1.1 resolver.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
 
 
 def _read_yaml(text_or_stream) -> Any:
-    """YAML text or a stream read with :func:`_yaml_loader`."""
+    """YAML text or a stream read with PyYAML's safe loader, also reading ``1e-3`` as a number
+    as YAML 1.2 does."""
     import yaml
 
-    return yaml.load(text_or_stream, Loader=_yaml_loader())
+    class NumbersLoader(yaml.SafeLoader):
+        """The safe loader with the exponent resolver (on this subclass only)."""
+
+    NumbersLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
+    return yaml.load(text_or_stream, Loader=NumbersLoader)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

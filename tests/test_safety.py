@@ -76,9 +76,29 @@ def _is_const(node: ast.AST | None, value) -> bool:
     return isinstance(node, ast.Constant) and node.value is value
 
 
-def _yaml_loader_is_safe(node: ast.AST | None) -> bool:
-    name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
-    return name in YAML_SAFE_LOADERS
+def _loader_name(node: ast.AST | None) -> str | None:
+    return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+
+
+def _safe_local_loaders(tree: ast.AST) -> set[str]:
+    """Classes of this module that derive only from safe loaders (or from such classes), so a
+    ``yaml.SafeLoader`` subclass with an extra resolver counts as safe and one of
+    ``yaml.Loader`` does not."""
+    classes = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    safe: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for cls in classes:
+            if cls.name not in safe and cls.bases and all(_loader_name(b) in YAML_SAFE_LOADERS | safe for b in cls.bases):
+                safe.add(cls.name)
+                changed = True
+    return safe
+
+
+def _yaml_loader_is_safe(node: ast.AST | None, local_safe: set[str] = frozenset()) -> bool:
+    name = _loader_name(node)
+    return name in YAML_SAFE_LOADERS or (isinstance(node, ast.Name) and name in local_safe)
 
 
 def check_source(source: str, filename: str = "<snippet>") -> tuple[list[str], int]:
@@ -86,6 +106,7 @@ def check_source(source: str, filename: str = "<snippet>") -> tuple[list[str], i
     how many deserialising calls were looked at (so a scan that sees nothing can be told apart)."""
     tree = ast.parse(source, filename)
     aliases = _aliases(tree)
+    local_safe = _safe_local_loaders(tree)
     violations, checked = [], 0
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -115,7 +136,7 @@ def check_source(source: str, filename: str = "<snippet>") -> tuple[list[str], i
             why = f"{name} unpickles its input"
         elif name in ("yaml.load", "yaml.load_all"):
             checked += 1
-            if not _yaml_loader_is_safe(_keyword(node, "Loader", 1)):
+            if not _yaml_loader_is_safe(_keyword(node, "Loader", 1), local_safe):
                 why = f"{name} without a safe Loader (use yaml.safe_load)"
         elif name in ("yaml.unsafe_load", "yaml.unsafe_load_all", "yaml.full_load", "yaml.full_load_all"):
             checked += 1
@@ -170,6 +191,8 @@ BAD_SNIPPETS = {
     "yaml.load positional UnsafeLoader": "import yaml\nyaml.load(text, yaml.UnsafeLoader)",
     "yaml.unsafe_load": "import yaml\nyaml.unsafe_load(text)",
     "yaml.full_load": "import yaml\nyaml.full_load(text)",
+    "yaml.load local subclass of Loader": "import yaml\nclass L(yaml.Loader):\n    pass\nyaml.load(text, Loader=L)",
+    "yaml.load local class of two bases": "import yaml\nclass L(yaml.SafeLoader, yaml.UnsafeLoader):\n    pass\nyaml.load(text, Loader=L)",
 }
 
 GOOD_SNIPPETS = {
@@ -180,6 +203,7 @@ GOOD_SNIPPETS = {
     "open_clip safe": "import open_clip\nopen_clip.create_model('ViT-B-32', pretrained=p, weights_only=True)",
     "yaml.safe_load": "import yaml\nyaml.safe_load(text)",
     "yaml.load SafeLoader": "import yaml\nyaml.load(text, Loader=yaml.SafeLoader)",
+    "yaml.load local SafeLoader subclass": "import yaml\nclass A(yaml.SafeLoader):\n    pass\nclass B(A):\n    pass\nyaml.load(text, Loader=B)",
     "other load": "import json\njson.load(handle)",
     "pickle.dumps": "import pickle\npickle.dumps(obj)",
 }
