@@ -152,7 +152,8 @@ def beam_flags(config: Config, beam_args: list[str]) -> list[str]:
     which win. The caller's must be Beam options with values Beam accepts
     (``pipeline.config.check_beam_flags``; the config's were checked when it was loaded), and
     the runner must be one; a runner Beam knows by its full path only is given by that."""
-    from pipeline.config import EXTRA_RUNNERS, ConfigError, beam_args as config_beam_args, check_beam_flags, runner_path
+    from pipeline.beam_options import EXTRA_RUNNERS, beam_args as config_beam_args, check_beam_flags, runner_path
+    from pipeline.errors import ConfigError
 
     try:
         name, source = check_beam_flags(beam_args).runner, "--runner"

@@ -64,7 +64,7 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
     """Feature-mode videos/s on HowTo100M-sized inputs (~7 min at 1 fps, ~60 captions, D=512):
     realignment alone (per core), the stages alone, and the whole pipeline on the same files.
     ``beam_args`` are checked before any stage is timed."""
-    from pipeline.config import check_beam_flags
+    from pipeline.beam_options import check_beam_flags
     from curation.records import CaptionSet, FrameFeatures
     from pipeline.inputs.manifest import parse_manifest_line
     from pipeline.inputs.arrays import load_caption_set, load_frame_features

@@ -6,7 +6,7 @@ Only primitives every runner executes are used. The register below names each qu
 ============================================  =====================================  =================================================
 quirk                                         workaround                             pinned by
 ============================================  =====================================  =================================================
-DaskRunner has no translation for             the manifest is read by a ``Create``   ``tests/pipeline/test_dask_runner.py``
+DaskRunner has no translation for             the manifest is read by a ``Create``   ``tests/e2e/test_dask_runner.py``
 ``beam.io.Read``                              of byte ranges and a ``FlatMap``
                                               (:func:`manifest_splits`,
                                               :func:`read_manifest_split`)
@@ -22,7 +22,7 @@ DaskRunner fuses a chain of single readers    a second reader of ``samples``    
 and evaluates a side input from the task's    (``write.WriteShards``); ``Finalize``  captions_kept)
 own copy of the graph, duplicating elements   gathers its inputs by ``GroupByKey``,
                                               not side inputs
-A Flatten of restored calibration stats       restored stats merged apart and        ``tests/pipeline/test_resume.py`` (posterior)
+A Flatten of restored calibration stats       restored stats merged apart and        ``tests/e2e/test_resume.py``     (posterior)
 with fresh ones never ran on DirectRunner     joined as a side input
                                               (``realign.RunCalibration``)
 ============================================  =====================================  =================================================

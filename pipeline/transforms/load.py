@@ -121,7 +121,7 @@ class LoadVideoInputs(beam.PTransform):
         self.config, self.save_to, self.restore_from = config, save_to, restore_from
 
     def expand(self, refs):
-        from pipeline.config import encoder_resource_hints
+        from pipeline.beam_options import encoder_resource_hints
         from models.encoder import encoder_spec_of
         from pipeline.transforms.inference import TextEmbeddingHandler, embeddings_of
 

@@ -7,13 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from curation import align
-
-from curation import similarity
-
-from curation import spans
-
-from curation import timeline
+from curation import align, similarity, spans, timeline
 from curation.align import METHODS, AlignParams, align_video
 from curation.synth.features import make_corpus
 

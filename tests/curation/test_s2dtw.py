@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 
 import numpy as np
 import pytest
 
-from curation.s2dtw import s2dtw_cost, s2dtw_plan, soft_dtw_alignment, soft_min
-from curation.s2dtw import _caption_skip_probability, _soft_dtw_tables
+from curation.s2dtw import (
+    _caption_skip_probability,
+    _soft_dtw_tables,
+    s2dtw_cost,
+    s2dtw_plan,
+    soft_dtw_alignment,
+    soft_min,
+)
 
 GAMMA = 0.1
 

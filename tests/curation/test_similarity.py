@@ -6,7 +6,13 @@ import math
 
 import numpy as np
 
-from curation.similarity import cosine_similarity, l2_normalise, mean_cosine_over_runs, minmax_scale, ncl_normalise
+from curation.similarity import (
+    cosine_similarity,
+    l2_normalise,
+    mean_cosine_over_runs,
+    minmax_scale,
+    ncl_normalise,
+)
 
 
 def test_cosine_matches_manual_and_is_bounded():

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation.spans import (box_smooth, confidence_weight, mass_in_span, peak_centre_s, span_around,
-                            temporal_mean)
+from curation.spans import (
+    box_smooth,
+    confidence_weight,
+    mass_in_span,
+    peak_centre_s,
+    span_around,
+    temporal_mean,
+)
 
 
 def _brute_box(rows, widths):

@@ -7,7 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from curation.synth.captions import CaptionWorld, caption_counts, draw_steps, place_alignable, t2_offset_s
+from curation.synth.captions import (
+    CaptionWorld,
+    caption_counts,
+    draw_steps,
+    place_alignable,
+    t2_offset_s,
+)
 from curation.synth.features import WorldParams
 from curation.synth.video import VideoParams
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation.timeline import frame_centres_s, paired_similarity, span_frame_mask, temporal_penalty
+from curation.timeline import (
+    frame_centres_s,
+    paired_similarity,
+    span_frame_mask,
+    temporal_penalty,
+)
 
 
 def test_frame_centres():

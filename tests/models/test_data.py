@@ -12,7 +12,13 @@ import os
 import numpy as np
 import pytest
 
-from models.data import clip_frames, curated_dataset, load_curated, make_loader, set_epoch
+from models.data import (
+    clip_frames,
+    curated_dataset,
+    load_curated,
+    make_loader,
+    set_epoch,
+)
 from tests.videos import LEFT_BAR, RIGHT_BAR, colour_of, frame_index_of, make_video
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)  # not symmetric: a channel mix-up shows

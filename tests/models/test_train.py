@@ -8,8 +8,17 @@ import os
 import numpy as np
 import pytest
 
-from models.train import (Pairs, TrainConfig, TrainConfigError, heldout_video, load_train_config, lr_at, retrieval_at_k,
-                          split_pairs, train)
+from models.train import (
+    Pairs,
+    TrainConfig,
+    TrainConfigError,
+    heldout_video,
+    load_train_config,
+    lr_at,
+    retrieval_at_k,
+    split_pairs,
+    train,
+)
 
 
 def _pairs(n_videos: int = 6, per_video: int = 4, size: int = 64) -> Pairs:

@@ -200,7 +200,11 @@ def test_shipped_asset_loads_with_open_clip():
 
 def test_shipped_asset_separates_captions_on_a_demo_video():
     """Frames of a step are closer to that step's caption than to chatter or other concepts."""
-    from curation.synth.video import alignable_text, make_video_plan, random_chatter_text
+    from curation.synth.video import (
+        alignable_text,
+        make_video_plan,
+        random_chatter_text,
+    )
 
     encoder = load_encoder(EncoderSpec(name="nccurate-tiny", pretrained=td.DEFAULT_OUT))
     plan = make_video_plan(0, 0)

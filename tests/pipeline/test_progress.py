@@ -13,8 +13,19 @@ import time
 import pytest
 
 from pipeline.outputs.checkpoint import result_file, save_result
-from pipeline.progress import (DONE, STOPPED, Progress, ResultPoller, StreamProgress, eta_s, format_duration,
-                               format_progress, plain_line_due, rate_per_s)
+from pipeline.progress import (
+    DONE,
+    STOPPED,
+    Progress,
+    ResultPoller,
+    StreamProgress,
+    eta_s,
+    format_duration,
+    format_progress,
+    plain_line_due,
+    rate_per_s,
+)
+from tests import helpers
 
 # ----------------------------------------------------------------------------- pure functions
 
@@ -184,7 +195,7 @@ def test_without_checkpoints_only_a_start_and_an_end(tmp_path):
     assert [(s.state, s.live) for s in seen] == [("running", False), (STOPPED, False)]
 
 
-def test_run_stops_the_poller_when_the_pipeline_fails(tmp_path, monkeypatch, pipeline_tools):
+def test_run_stops_the_poller_when_the_pipeline_fails(tmp_path, monkeypatch):
     import threading
 
     from pipeline.config import load_config
@@ -198,7 +209,7 @@ def test_run_stops_the_poller_when_the_pipeline_fails(tmp_path, monkeypatch, pip
         raise Broken
 
     monkeypatch.setattr("pipeline.transforms.graph.build_graph", broken_graph)
-    manifest, _ = write_corpus(str(tmp_path / "in"), pipeline_tools.small_corpus(2, 0))
+    manifest, _ = write_corpus(str(tmp_path / "in"), helpers.small_corpus(2, 0))
     seen = []
     with pytest.raises(Broken):
         run(manifest, str(tmp_path / "out"), load_config(None), progress=seen.append)
@@ -210,12 +221,12 @@ def test_run_stops_the_poller_when_the_pipeline_fails(tmp_path, monkeypatch, pip
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory, pipeline_tools):
+def manifest(tmp_path_factory):
     """Four good feature-mode videos, one whose features are missing (a failed video with a
     result checkpoint) and one with an invalid id (failed in the manifest stage: no checkpoint)."""
     from pipeline.synth.feature_corpus import write_corpus
 
-    path, _ = write_corpus(str(tmp_path_factory.mktemp("progress_in")), pipeline_tools.small_corpus(4, 5))
+    path, _ = write_corpus(str(tmp_path_factory.mktemp("progress_in")), helpers.small_corpus(4, 5))
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"video_id": "gone", "features": "data/gone.npy", "fps": 1, "captions": "data/gone.json",
                                  "caption_features": "data/gone.text.npy"}) + "\n")

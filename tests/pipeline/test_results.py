@@ -73,7 +73,12 @@ def test_outcome_counts_round_trip():
 
 
 def test_checkpoint_round_trip_is_the_same_typed_result(tmp_path):
-    from pipeline.outputs.checkpoint import load_result, result_file, result_outcome, save_result
+    from pipeline.outputs.checkpoint import (
+        load_result,
+        result_file,
+        result_outcome,
+        save_result,
+    )
 
     result = realign_video(_video(), _params(0.0), {"model": "m"}, load_config(None).clips)
     histogram = np.arange(5, dtype=np.int64)

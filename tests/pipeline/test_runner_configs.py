@@ -19,7 +19,14 @@ import tarfile
 import pytest
 import yaml
 
-from pipeline.config import Config, ConfigError, beam_args, encoder_resource_hints, load_config
+from pipeline.config import (
+    Config,
+    ConfigError,
+    beam_args,
+    encoder_resource_hints,
+    load_config,
+)
+from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNNERS = ("dataflow", "spark", "flink")
@@ -145,7 +152,7 @@ def test_runtime_sections_never_change_the_default_hash():
 
 
 @pytest.mark.parametrize("name", RUNNERS)
-def test_graph_builds_and_pickles_under_each_config(name, tmp_path, pipeline_tools):
+def test_graph_builds_and_pickles_under_each_config(name, tmp_path):
     """The whole graph, both modes and the resume stages, built (not run) on the DirectRunner
     with the config's options; ``to_runner_api`` pickles every DoFn, ``from_runner_api``
     unpickles them. The video row's file is never opened: nothing runs, no weights load."""
@@ -153,11 +160,11 @@ def test_graph_builds_and_pickles_under_each_config(name, tmp_path, pipeline_too
     from apache_beam.internal import pickler
     from apache_beam.runners.direct.direct_runner import DirectRunner
 
-    from pipeline.transforms.graph import RunPlan, build_graph
     from pipeline.run import manifest_modes
     from pipeline.synth.feature_corpus import write_corpus
+    from pipeline.transforms.graph import RunPlan, build_graph
 
-    manifest, _ = write_corpus(str(tmp_path / "in"), pipeline_tools.small_corpus(1, 0))
+    manifest, _ = write_corpus(str(tmp_path / "in"), helpers.small_corpus(1, 0))
     with open(manifest, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"video_id": "v1", "video": "data/v1.mp4", "captions": "data/v1.vtt"}) + "\n")
     assert manifest_modes(manifest) == {"video", "features"}
@@ -260,7 +267,7 @@ def test_set_overrides_and_command_line_flags_win():
         load_config(config_path("dataflow"), ["beam.sdk_container_image=null"])))
 
 
-def test_direct_runner_options_in_a_config_reach_beam_through_run(tmp_path, monkeypatch, pipeline_tools):
+def test_direct_runner_options_in_a_config_reach_beam_through_run(tmp_path, monkeypatch):
     """``run()`` builds its PipelineOptions from the config's beam section, then the caller's
     flags. The pipeline is stopped before it runs (no multi-process pipeline here)."""
     import apache_beam as beam
@@ -285,7 +292,7 @@ def test_direct_runner_options_in_a_config_reach_beam_through_run(tmp_path, monk
             return False
 
     monkeypatch.setattr(beam, "Pipeline", RecordingPipeline)
-    manifest, _ = write_corpus(str(tmp_path / "in"), pipeline_tools.small_corpus(1, 0))
+    manifest, _ = write_corpus(str(tmp_path / "in"), helpers.small_corpus(1, 0))
     config = load_config(None, ["beam.direct_num_workers=2", "beam.direct_running_mode=multi_processing",
                                 "beam.runner=DirectRunner"])
     with pytest.raises(Stop):
@@ -368,7 +375,7 @@ def test_sdist_holds_configs_and_model_assets_and_installs(tmp_path):
     assert loaded.strip().splitlines()[-1] == "DataflowRunner"
 
 
-def test_hints_cover_decode_and_frame_embedding_together(tmp_path, pipeline_tools):
+def test_hints_cover_decode_and_frame_embedding_together(tmp_path):
     """With ``dataflow.yaml``'s hints, decode and the frame encoder share one hinted environment
     (so the runner can fuse them and frames never cross workers), the caption encoder has the
     hints too, and the other steps (manifest, realign, writes) have none."""

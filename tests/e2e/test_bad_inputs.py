@@ -16,6 +16,7 @@ from curation.errors import ERROR_CLASSES
 from pipeline.config import load_config
 from pipeline.run import RunError, run
 from pipeline.synth.feature_corpus import captions_text, write_corpus
+from tests import helpers
 
 N_GOOD = 4
 
@@ -45,9 +46,9 @@ class Bad:
 
 
 @pytest.fixture(scope="module")
-def bad_world(tmp_path_factory, pipeline_tools):
+def bad_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    good = pipeline_tools.small_corpus(N_GOOD, 21)
+    good = helpers.small_corpus(N_GOOD, 21)
     write_corpus(str(root), good, caption_format="json")
     with open(root / "manifest.jsonl", encoding="utf-8") as handle:
         good_lines = [line for line in handle.read().splitlines() if line.strip()]
@@ -108,9 +109,9 @@ def bad_world(tmp_path_factory, pipeline_tools):
 
 
 @pytest.fixture(scope="module")
-def bad_run(bad_world, pipeline_tools):
+def bad_run(bad_world):
     out = str(bad_world["root"] / "out")
-    return pipeline_tools.run_pipeline(bad_world["manifest"], out, ["max_failure_ratio=1.0"])
+    return helpers.run_pipeline(bad_world["manifest"], out, ["max_failure_ratio=1.0"])
 
 
 def _failures_of(run_out, bad: Bad) -> list[dict]:
@@ -225,8 +226,8 @@ def test_unreadable_manifest_is_a_run_error_naming_it(tmp_path):
     assert str(directory) in str(info.value)
 
 
-def test_video_id_with_trailing_newline_fails_only_its_row(tmp_path, pipeline_tools):
-    videos = pipeline_tools.small_corpus(2, 5)
+def test_video_id_with_trailing_newline_fails_only_its_row(tmp_path):
+    videos = helpers.small_corpus(2, 5)
     manifest, _ = write_corpus(str(tmp_path / "in"), videos)
     with open(manifest, encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
@@ -234,7 +235,7 @@ def test_video_id_with_trailing_newline_fails_only_its_row(tmp_path, pipeline_to
     rows[0]["video_id"] = bad_id
     with open(manifest, "w", encoding="utf-8") as handle:
         handle.write("\n".join(json.dumps(r) for r in rows) + "\n")
-    out = pipeline_tools.run_pipeline(manifest, str(tmp_path / "out"), ["max_failure_ratio=1.0"])
+    out = helpers.run_pipeline(manifest, str(tmp_path / "out"), ["max_failure_ratio=1.0"])
     assert out.summary["videos_ok"] == 1 and out.summary["videos_failed"] == 1
     assert [(f["video_id"], f["error_class"]) for f in out.failures] == [(bad_id, "invalid_video_id")]
     assert all("\n" not in r["video_id"] for r in out.index)

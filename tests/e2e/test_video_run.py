@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from tests import helpers
 from tests.videos import NORTON_V0, make_video
 
 MODEL = ("model.name=nccurate-tiny", "model.pretrained=null", "max_failure_ratio=1.0",
@@ -60,18 +61,18 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def main(corpus, tmp_path_factory, pipeline_tools):
+def main(corpus, tmp_path_factory):
     manifest, _ = corpus
     started = time.monotonic()
-    out = pipeline_tools.run_pipeline(manifest, str(tmp_path_factory.mktemp("main") / "out"), MODEL)
+    out = helpers.run_pipeline(manifest, str(tmp_path_factory.mktemp("main") / "out"), MODEL)
     out.wall_s = time.monotonic() - started
     return out
 
 
 @pytest.fixture(scope="module")
-def rerun(corpus, main, tmp_path_factory, pipeline_tools):
+def rerun(corpus, main, tmp_path_factory):
     manifest, _ = corpus
-    return pipeline_tools.run_pipeline(manifest, str(tmp_path_factory.mktemp("rerun") / "out"), MODEL)
+    return helpers.run_pipeline(manifest, str(tmp_path_factory.mktemp("rerun") / "out"), MODEL)
 
 
 def _clip_duration_s(data: bytes) -> tuple[float, int]:
@@ -121,18 +122,18 @@ def test_index_similarities_come_from_the_model(main):
     assert len(sims) == 18 and np.std(sims) > 0
 
 
-def test_rerun_is_byte_identical(main, rerun, pipeline_tools):
+def test_rerun_is_byte_identical(main, rerun):
     assert [os.path.basename(f) for f in main.shard_files] == [os.path.basename(f) for f in rerun.shard_files]
     for a, b in zip(main.shard_files, rerun.shard_files):
-        assert pipeline_tools.md5_of(a) == pipeline_tools.md5_of(b)
+        assert helpers.md5_of(a) == helpers.md5_of(b)
     assert main.shardindex_bytes == rerun.shardindex_bytes
     assert main.index == rerun.index
 
 
 @pytest.mark.parametrize("extra", [("decode.backend=pyav",), ("clips.format=jpg", "output.layout=shuffled")])
-def test_other_backend_and_jpg_clips_in_shuffled_layout(corpus, main, tmp_path, pipeline_tools, extra):
+def test_other_backend_and_jpg_clips_in_shuffled_layout(corpus, main, tmp_path, extra):
     manifest, _ = corpus
-    out = pipeline_tools.run_pipeline(manifest, str(tmp_path / "out"), MODEL + extra + ("decode_timeout_s=2",))
+    out = helpers.run_pipeline(manifest, str(tmp_path / "out"), MODEL + extra + ("decode_timeout_s=2",))
     assert out.summary["videos_ok"] == 3 and out.summary["reconciled"]
     assert {f["error_class"] for f in out.failures} == {"missing_file", "timeout"}
     assert len(out.index) == len(main.index)
@@ -145,7 +146,7 @@ def test_other_backend_and_jpg_clips_in_shuffled_layout(corpus, main, tmp_path, 
             assert abs(len(frames) / 4 - (meta["span"][1] - meta["span"][0])) <= 0.5
 
 
-def test_multi_processing_runner_gives_the_same_shards(corpus, main, tmp_path, pipeline_tools):
+def test_multi_processing_runner_gives_the_same_shards(corpus, main, tmp_path):
     from pipeline.config import load_config
     from pipeline.run import run
 
@@ -153,13 +154,13 @@ def test_multi_processing_runner_gives_the_same_shards(corpus, main, tmp_path, p
     output = str(tmp_path / "out")
     run(manifest, output, load_config(None, list(MODEL)),
         beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
-    out = pipeline_tools.read_output(output)
+    out = helpers.read_output(output)
     assert out.summary["videos_ok"] == 3
-    assert [pipeline_tools.md5_of(f) for f in out.shard_files] == [pipeline_tools.md5_of(f) for f in main.shard_files]
+    assert [helpers.md5_of(f) for f in out.shard_files] == [helpers.md5_of(f) for f in main.shard_files]
     assert out.index == main.index
 
 
-def test_local_checkpoint_file_is_used(corpus, main, tmp_path, pipeline_tools):
+def test_local_checkpoint_file_is_used(corpus, main, tmp_path):
     """A state_dict saved from the seed-0 random init reproduces the random-init run exactly;
     one saved from another seed changes the scores (so the file is really loaded)."""
     import torch
@@ -172,7 +173,7 @@ def test_local_checkpoint_file_is_used(corpus, main, tmp_path, pipeline_tools):
         path = str(tmp_path / f"tiny-seed{seed}.pt")
         torch.save(load_encoder(EncoderSpec(name="nccurate-tiny", seed=seed)).model.state_dict(), path)
         overrides = tuple(o for o in MODEL if not o.startswith("model.pretrained")) + (f"model.pretrained={path}",)
-        results[seed] = pipeline_tools.run_pipeline(manifest, str(tmp_path / f"out{seed}"), overrides)
+        results[seed] = helpers.run_pipeline(manifest, str(tmp_path / f"out{seed}"), overrides)
         meta = json.loads(results[seed].samples[0]["json"]) if results[seed].samples else None
         assert meta is None or meta["pretrained"] == path
     sims = lambda out: [r["similarity"] for r in out.index]  # noqa: E731
@@ -192,13 +193,13 @@ def test_unknown_model_or_missing_checkpoint_fails_before_the_run(corpus, tmp_pa
     assert not os.path.exists(tmp_path / "a" / "summary.json")
 
 
-def test_a_manifest_may_mix_video_and_feature_rows(corpus, tmp_path, pipeline_tools):
+def test_a_manifest_may_mix_video_and_feature_rows(corpus, tmp_path):
     """Rows choose their mode: the graph holds both branches and every row gets its outcome."""
     from pipeline.run import manifest_modes
     from pipeline.synth.feature_corpus import write_corpus
 
     video_manifest, root = corpus
-    feature_manifest, _ = write_corpus(str(tmp_path / "feat"), pipeline_tools.small_corpus(2, 3), "json")
+    feature_manifest, _ = write_corpus(str(tmp_path / "feat"), helpers.small_corpus(2, 3), "json")
     rows = [json.loads(line) for line in open(video_manifest, encoding="utf-8")]
     for row in map(json.loads, open(feature_manifest, encoding="utf-8")):
         rows.append({k: (os.path.join(tmp_path, "feat", v) if k in ("features", "captions", "caption_features") else v)
@@ -207,7 +208,7 @@ def test_a_manifest_may_mix_video_and_feature_rows(corpus, tmp_path, pipeline_to
     with open(mixed, "w", encoding="utf-8") as handle:
         handle.write("".join(json.dumps(r) + "\n" for r in rows if r["video_id"] != "hang"))
     assert manifest_modes(mixed) == {"video", "features"} and manifest_modes(video_manifest) == {"video"}
-    out = pipeline_tools.run_pipeline(mixed, str(tmp_path / "out"), MODEL)
+    out = helpers.run_pipeline(mixed, str(tmp_path / "out"), MODEL)
     assert out.summary["videos_in"] == 6 and out.summary["videos_ok"] == 5 and out.summary["reconciled"]
     media = {(json.loads(s["json"])["video_id"] in DURATIONS_S, ext) for s in out.samples
              for ext in s if ext in ("mp4", "npy", "f0000.jpg")}

@@ -14,20 +14,21 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.synth.feature_corpus import write_corpus
+from tests import helpers
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory, pipeline_tools):
+def out(tmp_path_factory):
     """Three good videos, one whose features file is gone (its captions parse: video_failed
     rows) and one with an invalid video_id."""
     root = tmp_path_factory.mktemp("inspect")
-    manifest, _ = write_corpus(str(root / "in"), pipeline_tools.small_corpus(8, 5))
+    manifest, _ = write_corpus(str(root / "in"), helpers.small_corpus(8, 5))
     with open(manifest, encoding="utf-8") as handle:
         first = json.loads(handle.readline())
     with open(manifest, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({**first, "video_id": "gone", "features": "data/gone.features.npy"}) + "\n")
         handle.write(json.dumps({**first, "video_id": "bad.id"}) + "\n")
-    return pipeline_tools.run_pipeline(manifest, str(root / "out"), ("max_failure_ratio=1.0",))
+    return helpers.run_pipeline(manifest, str(root / "out"), ("max_failure_ratio=1.0",))
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,14 @@ import pytest
 import pipeline.inputs.arrays
 from curation.errors import InputError
 from pipeline.inputs.arrays import read_bytes
-from pipeline.inputs.retry import RetriesExhausted, RetryPolicy, is_transient, with_retries
+from pipeline.inputs.retry import (
+    RetriesExhausted,
+    RetryPolicy,
+    is_transient,
+    with_retries,
+)
 from pipeline.synth.feature_corpus import write_corpus
+from tests import helpers
 
 
 class Flaky:
@@ -103,10 +109,10 @@ def test_read_bytes_exhausted_is_an_unreadable_file_naming_it(tmp_path, monkeypa
         read_bytes(str(path), "captions", RetryPolicy(attempts=3, backoff_s=0.0))
 
 
-def test_pipeline_retries_flaky_reads_and_fails_only_the_hopeless(tmp_path, monkeypatch, pipeline_tools):
+def test_pipeline_retries_flaky_reads_and_fails_only_the_hopeless(tmp_path, monkeypatch):
     """Three videos: captions that fail twice with EIO then read (ok), captions that always
     fail with EIO (unreadable_file after 3 attempts), features denied (unreadable_file, 1 try)."""
-    corpus = pipeline_tools.small_corpus(4, 11)
+    corpus = helpers.small_corpus(4, 11)
     manifest, _ = write_corpus(str(tmp_path / "in"), corpus, caption_format="json")
     ids = [v.video_id for v in corpus]
     faults = {f"{ids[0]}.json": [_os_error(errno.EIO)] * 2,
@@ -114,7 +120,7 @@ def test_pipeline_retries_flaky_reads_and_fails_only_the_hopeless(tmp_path, monk
               f"{ids[2]}.features.npy": [PermissionError(errno.EACCES, "Permission denied")] * 99}
     calls = {}
     monkeypatch.setattr(pipeline.inputs.arrays, "open", _flaky_open(faults, calls), raising=False)
-    out = pipeline_tools.run_pipeline(manifest, str(tmp_path / "out"), ["io.backoff_s=0", "max_failure_ratio=1.0"])
+    out = helpers.run_pipeline(manifest, str(tmp_path / "out"), ["io.backoff_s=0", "max_failure_ratio=1.0"])
     assert calls[f"{ids[0]}.json"] == 3 and calls[f"{ids[1]}.json"] == 3 and calls[f"{ids[2]}.features.npy"] == 1
     failed = {(f["video_id"], f["stage"], f["error_class"]) for f in out.failures}
     assert failed == {(ids[1], "captions", "unreadable_file"), (ids[2], "features", "unreadable_file")}

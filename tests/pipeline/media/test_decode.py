@@ -17,7 +17,14 @@ from curation.frames import sample_times_s
 from pipeline.media import pyav
 from pipeline.media.decode import BACKENDS, ArraySink, decode_frames
 from pipeline.media.isolated import decode_frames_isolated, decode_isolated
-from tests.videos import LEFT_BAR, RIGHT_BAR, colour_of, frame_index_of, make_audio_only, make_video
+from tests.videos import (
+    LEFT_BAR,
+    RIGHT_BAR,
+    colour_of,
+    frame_index_of,
+    make_audio_only,
+    make_video,
+)
 
 SRC_FPS = 8
 DURATION_S = 6.5  # 52 frames: the last sample at 2 Hz (6.25 s) is inside, the 1 Hz grid ends at 5.5 s

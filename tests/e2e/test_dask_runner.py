@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from tests import helpers
 from tests.videos import NORTON_V0
 
 pytestmark = pytest.mark.slow
@@ -181,12 +182,12 @@ def _with_bad_rows(manifest: str, mode: str) -> str:
     return manifest
 
 
-def _direct_and_dask(manifest, root, settings, address, pipeline_tools):
+def _direct_and_dask(manifest, root, settings, address):
     """(DirectRunner output, DaskRunner output) of ``manifest``, each with its ``wall_s``."""
     outs = []
     for name, beam_args in (("direct", ()), ("dask", ("--runner", DASK_RUNNER, f"--dask_client_address={address}"))):
         wall_s = _nccurate_run(manifest, str(root / name), settings, beam_args)
-        out = pipeline_tools.read_output(str(root / name))
+        out = helpers.read_output(str(root / name))
         out.wall_s = wall_s
         with open(manifest, encoding="utf-8") as handle:
             out.manifest_rows = sum(1 for line in handle if line.strip())
@@ -196,17 +197,17 @@ def _direct_and_dask(manifest, root, settings, address, pipeline_tools):
 
 
 @pytest.fixture(scope="module")
-def features(dask_cluster, tmp_path_factory, pipeline_tools):
+def features(dask_cluster, tmp_path_factory):
     """Feature mode: 4 synthetic videos (json and vtt captions) + the bad rows, prompt_mode=run."""
     from pipeline.synth.feature_corpus import write_corpus
 
     root = tmp_path_factory.mktemp("features")
-    manifest, _ = write_corpus(str(root / "inputs"), pipeline_tools.small_corpus(8, 11), caption_format=("json", "vtt"))
-    return _direct_and_dask(_with_bad_rows(manifest, "features"), root, FEATURE_SETTINGS, dask_cluster, pipeline_tools)
+    manifest, _ = write_corpus(str(root / "inputs"), helpers.small_corpus(8, 11), caption_format=("json", "vtt"))
+    return _direct_and_dask(_with_bad_rows(manifest, "features"), root, FEATURE_SETTINGS, dask_cluster)
 
 
 @pytest.fixture(scope="module")
-def videos(dask_cluster, tmp_path_factory, pipeline_tools):
+def videos(dask_cluster, tmp_path_factory):
     """Video mode: a short H.264 video, a missing video file and the bad rows, random-init
     nccurate-tiny."""
     from curation.synth.video import VideoParams
@@ -216,7 +217,7 @@ def videos(dask_cluster, tmp_path_factory, pipeline_tools):
     manifest, _ = write_video_corpus(str(root / "inputs"), 1, 7, ("vtt",), VideoParams(duration_s=(20, 24)))
     with open(manifest, "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"video_id": "lost", "video": "data/lost.mp4", "captions": "data/lost.vtt"}) + "\n")
-    return _direct_and_dask(_with_bad_rows(manifest, "video"), root, VIDEO_SETTINGS, dask_cluster, pipeline_tools)
+    return _direct_and_dask(_with_bad_rows(manifest, "video"), root, VIDEO_SETTINGS, dask_cluster)
 
 
 BOTH = pytest.mark.parametrize("mode", ["features", "videos"])
@@ -231,12 +232,12 @@ def runs(request, mode):
 
 
 @BOTH
-def test_shards_and_shardindex_are_byte_identical(runs, pipeline_tools):
+def test_shards_and_shardindex_are_byte_identical(runs):
     direct, dask = runs
     assert direct.shard_files, "no shards: nothing was compared"
     assert [os.path.basename(f) for f in dask.shard_files] == [os.path.basename(f) for f in direct.shard_files]
     for a, b in zip(direct.shard_files, dask.shard_files):
-        assert pipeline_tools.md5_of(a) == pipeline_tools.md5_of(b), os.path.basename(a)
+        assert helpers.md5_of(a) == helpers.md5_of(b), os.path.basename(a)
     assert dask.shardindex_bytes == direct.shardindex_bytes
 
 

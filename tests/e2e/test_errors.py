@@ -12,15 +12,16 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from tests import helpers
 
 
 @pytest.fixture(scope="module")
-def bad(tmp_path_factory, pipeline_tools):
+def bad(tmp_path_factory):
     """A good feature-mode manifest ("M") and a directory of bad inputs ("D")."""
     from pipeline.synth.feature_corpus import write_corpus
 
     root = tmp_path_factory.mktemp("errors")
-    manifest, _ = write_corpus(str(root / "in"), pipeline_tools.small_corpus(1, 3))
+    manifest, _ = write_corpus(str(root / "in"), helpers.small_corpus(1, 3))
     files = {
         "empty.jsonl": b"", "blank.jsonl": b"\n  \n", "afile": b"x", "bin.yaml": b"\xff\xfe\x00a",
         "bad.yaml": b"align: [unclosed\n", "list.yaml": b"- a\n- b\n", "typo.yaml": b"algin:\n  eps: 0.1\n",

@@ -10,11 +10,16 @@ import sys
 import time
 
 import numpy as np
-
 import pytest
 
 from curation.synth.captions import howto_captions
-from pipeline.bench.proctree import TreeRssSampler, read_proc_table, run_measured, tree_pids, tree_rss
+from pipeline.bench.proctree import (
+    TreeRssSampler,
+    read_proc_table,
+    run_measured,
+    tree_pids,
+    tree_rss,
+)
 from pipeline.bench.runs import KEEP_ALL, run_command, write_run_config
 from pipeline.errors import ArgumentError
 from pipeline.synth.long_video import long_video_planes, write_inputs

@@ -8,12 +8,20 @@ import pickle
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import (
+    KeyedModelHandler,
+    PredictionResult,
+    RunInference,
+)
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from models.encoder import EncoderSpec, load_encoder
-from pipeline.transforms.inference import FrameEmbeddingHandler, TextEmbeddingHandler, embeddings_of
+from pipeline.transforms.inference import (
+    FrameEmbeddingHandler,
+    TextEmbeddingHandler,
+    embeddings_of,
+)
 
 SPEC = EncoderSpec()
 

@@ -22,10 +22,11 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.outputs.checkpoint import WORK_DIR, load_frames, work_path
 from pipeline.config import load_config
+from pipeline.outputs.checkpoint import WORK_DIR, load_frames, work_path
 from pipeline.run import RunError, run
 from pipeline.synth.feature_corpus import write_corpus
+from tests import helpers
 from tests.videos import NORTON_V0, make_video
 
 VIDEO_MODEL = (*NORTON_V0, "model.name=nccurate-tiny", "model.pretrained=null", "max_failure_ratio=1.0", "clips.size=48",
@@ -86,8 +87,8 @@ def video_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def video_reference(video_corpus, tmp_path_factory, pipeline_tools):
-    return pipeline_tools.run_pipeline(video_corpus, str(tmp_path_factory.mktemp("ref") / "out"), VIDEO_MODEL)
+def video_reference(video_corpus, tmp_path_factory):
+    return helpers.run_pipeline(video_corpus, str(tmp_path_factory.mktemp("ref") / "out"), VIDEO_MODEL)
 
 
 def _run_and_kill(manifest: str, output: str, ready, timeout_s: float = 120.0) -> bool:
@@ -112,7 +113,7 @@ def _run_and_kill(manifest: str, output: str, ready, timeout_s: float = 120.0) -
             proc.wait()
 
 
-def test_sigkill_at_three_points_then_resume_is_byte_identical(video_corpus, video_reference, tmp_path, pipeline_tools):
+def test_sigkill_at_three_points_then_resume_is_byte_identical(video_corpus, video_reference, tmp_path):
     out = str(tmp_path / "out")
     killed = [
         # mid-decode: two videos decoded and embedded
@@ -131,7 +132,7 @@ def test_sigkill_at_three_points_then_resume_is_byte_identical(video_corpus, vid
                          - {os.path.basename(p)[:-4] for p in glob.glob(work_path(out, "results/*.tar"))})
     messages = []
     summary = run(video_corpus, out, load_config(None, list(VIDEO_MODEL)), notify=messages.append)
-    got = pipeline_tools.read_output(out)
+    got = helpers.read_output(out)
     assert_same_outputs(got, video_reference)
     assert summary["resumed"] == {"videos": results_before, "decodes": decodes_before}
     assert results_before >= 2 and "resuming" in messages[0]
@@ -155,8 +156,8 @@ def test_video_checkpoints_hold_embeddings_and_decode_failures(video_corpus, tmp
 
 
 @pytest.fixture(scope="module")
-def feature_inputs(pipeline_tools, tmp_path_factory):
-    corpus = pipeline_tools.small_corpus(10, 5)
+def feature_inputs(tmp_path_factory):
+    corpus = helpers.small_corpus(10, 5)
     root = tmp_path_factory.mktemp("resume-features")
     manifest, _ = write_corpus(str(root), corpus, caption_format="json")
     with open(manifest, "a", encoding="utf-8") as handle:  # a failing video too
@@ -165,22 +166,22 @@ def feature_inputs(pipeline_tools, tmp_path_factory):
     return manifest
 
 
-def _finished_with_checkpoints(manifest, output, overrides, monkeypatch, pipeline_tools):
+def _finished_with_checkpoints(manifest, output, overrides, monkeypatch):
     """A complete run whose ``_work`` is kept (as if killed right before removing it)."""
     import pipeline.outputs.checkpoint
 
     with monkeypatch.context() as patch:
         patch.setattr(pipeline.outputs.checkpoint, "remove_work", lambda _output: None)
-        return pipeline_tools.run_pipeline(manifest, output, overrides)
+        return helpers.run_pipeline(manifest, output, overrides)
 
 
 @pytest.mark.parametrize("aligner", [(), ("align.method=norton", "align.prompt_mode=run")], ids=["posterior", "norton-run"])
-def test_crash_after_any_subset_of_videos_resumes_identically(feature_inputs, tmp_path, monkeypatch, pipeline_tools,
+def test_crash_after_any_subset_of_videos_resumes_identically(feature_inputs, tmp_path, monkeypatch,
                                                               aligner):
     """Both run-level side inputs (posterior's calibration and decoy pool; norton's run-level
     prompt) are rebuilt from the checkpoints of the videos that finished."""
     overrides = (*FEATURE_OVERRIDES, *aligner)
-    reference = _finished_with_checkpoints(feature_inputs, str(tmp_path / "ref"), overrides, monkeypatch, pipeline_tools)
+    reference = _finished_with_checkpoints(feature_inputs, str(tmp_path / "ref"), overrides, monkeypatch)
     results = sorted(glob.glob(work_path(reference.path, "results/*.tar")))
     assert len(results) == 11, "every video, the failed one included, has a result checkpoint"
     rng = np.random.default_rng(0)
@@ -197,16 +198,15 @@ def test_crash_after_any_subset_of_videos_resumes_identically(feature_inputs, tm
             if i not in keep:
                 os.remove(path.replace(reference.path, out))
         summary = run(feature_inputs, out, load_config(None, list(overrides)))
-        got = pipeline_tools.read_output(out)
+        got = helpers.read_output(out)
         assert_same_outputs(got, reference)
         assert summary["resumed"]["videos"] == n_done
         assert not glob.glob(os.path.join(out, "index", "*.tmp-*"))
 
 
-def test_unfinished_run_of_another_config_is_refused_then_overwritten(feature_inputs, tmp_path, monkeypatch,
-                                                                      pipeline_tools):
+def test_unfinished_run_of_another_config_is_refused_then_overwritten(feature_inputs, tmp_path, monkeypatch):
     out = str(tmp_path / "out")
-    _finished_with_checkpoints(feature_inputs, out, FEATURE_OVERRIDES, monkeypatch, pipeline_tools)
+    _finished_with_checkpoints(feature_inputs, out, FEATURE_OVERRIDES, monkeypatch)
     os.remove(os.path.join(out, "shardindex.json"))
     other = load_config(None, [*FEATURE_OVERRIDES, "align.eps=0.2"])
     with pytest.raises(RunError, match="unfinished run of another manifest, configuration"):
@@ -217,9 +217,9 @@ def test_unfinished_run_of_another_config_is_refused_then_overwritten(feature_in
     assert summary["config_hash"] == other.hash()
 
 
-def test_a_changed_manifest_does_not_resume(feature_inputs, tmp_path, monkeypatch, pipeline_tools):
+def test_a_changed_manifest_does_not_resume(feature_inputs, tmp_path, monkeypatch):
     out = str(tmp_path / "out")
-    _finished_with_checkpoints(feature_inputs, out, FEATURE_OVERRIDES, monkeypatch, pipeline_tools)
+    _finished_with_checkpoints(feature_inputs, out, FEATURE_OVERRIDES, monkeypatch)
     os.remove(os.path.join(out, "shardindex.json"))
     changed = str(tmp_path / "manifest.jsonl")
     with open(feature_inputs, encoding="utf-8") as src, open(changed, "w", encoding="utf-8") as dst:
@@ -231,12 +231,12 @@ def test_a_changed_manifest_does_not_resume(feature_inputs, tmp_path, monkeypatc
         run(changed, out, load_config(None, list(FEATURE_OVERRIDES)))
 
 
-def test_checkpoints_can_be_turned_off(feature_inputs, tmp_path, monkeypatch, pipeline_tools):
+def test_checkpoints_can_be_turned_off(feature_inputs, tmp_path, monkeypatch):
     """``checkpoints: false`` writes no per-video checkpoint (only the run's identity) and the
     same index and samples as a checkpointed run (the samples' json differs in config_hash)."""
-    on = _finished_with_checkpoints(feature_inputs, str(tmp_path / "on"), FEATURE_OVERRIDES, monkeypatch, pipeline_tools)
+    on = _finished_with_checkpoints(feature_inputs, str(tmp_path / "on"), FEATURE_OVERRIDES, monkeypatch)
     off = _finished_with_checkpoints(feature_inputs, str(tmp_path / "off"), (*FEATURE_OVERRIDES, "checkpoints=false"),
-                                     monkeypatch, pipeline_tools)
+                                     monkeypatch)
     assert glob.glob(work_path(on.path, "results", "*.tar"))
     assert os.listdir(work_path(off.path)) == ["run.json"]
     assert off.index_table.equals(on.index_table)

@@ -27,7 +27,8 @@ import pytest
 
 from curation.errors import ERROR_CLASSES, InputError
 from pipeline.synth.feature_corpus import captions_text
-from tests.pipeline.test_video_run import MODEL
+from tests import helpers
+from tests.e2e.test_video_run import MODEL
 from tests.videos import make_audio_only, make_video
 
 #: Every caption is kept (min_alignability 0), so a clip is cut for every caption of every good
@@ -309,11 +310,11 @@ def poison_world(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def poison_run(poison_world, tmp_path_factory, pipeline_tools):
+def poison_run(poison_world, tmp_path_factory):
     """The one full run (the failure ratio is under max_failure_ratio, so it succeeds)."""
     fifo = str(poison_world["root"] / "crash.mp4")
     with DecoderKiller(fifo, signal.SIGSEGV) as killer:
-        out = pipeline_tools.run_pipeline(poison_world["manifest"], str(tmp_path_factory.mktemp("run") / "out"),
+        out = helpers.run_pipeline(poison_world["manifest"], str(tmp_path_factory.mktemp("run") / "out"),
                                           OVERRIDES + ("max_failure_ratio=0.8",))
     out.killed = killer.killed
     return out

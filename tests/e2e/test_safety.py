@@ -21,7 +21,9 @@ import tarfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGES = ("curation", "models", "pipeline")
 
 # ------------------------------------------------------------------ (a) deserialisers
@@ -272,7 +274,7 @@ TAB_TEXT = "tab\tseparated\t\tcolumns"  # the parsers normalise whitespace: tabs
 
 
 @pytest.fixture(scope="module")
-def safety_run(tmp_path_factory, pipeline_tools):
+def safety_run(tmp_path_factory):
     """One feature-mode run over two videos whose captions are :data:`NASTY_TEXTS` (every
     caption kept) plus rows with :data:`NASTY_IDS`; the files under ``root`` before and after."""
     from pipeline.synth.feature_corpus import write_corpus
@@ -280,7 +282,7 @@ def safety_run(tmp_path_factory, pipeline_tools):
     root = tmp_path_factory.mktemp("safety")
     texts = NASTY_TEXTS + (TAB_TEXT,)
     videos = [dataclasses.replace(v, texts=tuple(texts[i % len(texts)] for i in range(len(v.texts))))
-              for v in pipeline_tools.small_corpus(2, 7)]
+              for v in helpers.small_corpus(2, 7)]
     manifest, _ = write_corpus(str(root / "in"), videos, "json")
     with open(manifest, encoding="utf-8") as handle:
         good = json.loads(handle.readline())
@@ -289,7 +291,7 @@ def safety_run(tmp_path_factory, pipeline_tools):
             handle.write(json.dumps({**good, "video_id": video_id}) + "\n")
     output = root / "deep" / "er" / "out"  # "../x" and "../../x" from here still land in root
     before = _files_under(root)
-    out = pipeline_tools.run_pipeline(manifest, str(output), ["align.min_alignability=0", "max_failure_ratio=1.0"])
+    out = helpers.run_pipeline(manifest, str(output), ["align.min_alignability=0", "max_failure_ratio=1.0"])
     return {"out": out, "videos": videos, "output": str(output), "before": before, "after": _files_under(root)}
 
 

@@ -20,6 +20,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.run import RunError, run
 from pipeline.synth.feature_corpus import write_corpus
+from tests import helpers
 
 SEED = 7
 N_VIDEOS = 6
@@ -32,8 +33,8 @@ SAMPLE_EXTS = {"npy", "txt", "json"}
 
 
 @pytest.fixture(scope="module")
-def corpus(pipeline_tools):
-    return pipeline_tools.small_corpus(N_VIDEOS, SEED)
+def corpus():
+    return helpers.small_corpus(N_VIDEOS, SEED)
 
 
 @pytest.fixture(scope="module")
@@ -43,42 +44,42 @@ def inputs(corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def main(inputs, tmp_path_factory, pipeline_tools):
+def main(inputs, tmp_path_factory):
     """The reference run: grouped layout, several shards."""
     manifest, _ = inputs
-    return pipeline_tools.run_pipeline(manifest, str(tmp_path_factory.mktemp("main") / "out"), BASE_OVERRIDES)
+    return helpers.run_pipeline(manifest, str(tmp_path_factory.mktemp("main") / "out"), BASE_OVERRIDES)
 
 
 @pytest.fixture(scope="module")
-def rerun(inputs, main, tmp_path_factory, pipeline_tools):
+def rerun(inputs, main, tmp_path_factory):
     """The same inputs and config again, into a second output directory."""
     manifest, _ = inputs
-    return pipeline_tools.run_pipeline(manifest, str(tmp_path_factory.mktemp("rerun") / "out"), BASE_OVERRIDES)
+    return helpers.run_pipeline(manifest, str(tmp_path_factory.mktemp("rerun") / "out"), BASE_OVERRIDES)
 
 
 @pytest.fixture(scope="module")
-def shuffled(inputs, tmp_path_factory, pipeline_tools):
+def shuffled(inputs, tmp_path_factory):
     manifest, _ = inputs
-    return pipeline_tools.run_pipeline(manifest, str(tmp_path_factory.mktemp("shuffled") / "out"),
+    return helpers.run_pipeline(manifest, str(tmp_path_factory.mktemp("shuffled") / "out"),
                                        BASE_OVERRIDES + ("output.layout=shuffled",))
 
 
 @pytest.fixture(scope="module")
-def prompt_run(inputs, tmp_path_factory, pipeline_tools):
+def prompt_run(inputs, tmp_path_factory):
     manifest, _ = inputs
-    return pipeline_tools.run_pipeline(manifest, str(tmp_path_factory.mktemp("prompt") / "out"),
+    return helpers.run_pipeline(manifest, str(tmp_path_factory.mktemp("prompt") / "out"),
                                        BASE_OVERRIDES + ("align.method=norton", "align.prompt_mode=run"))
 
 
 @pytest.fixture(scope="module")
-def formats_run(corpus, tmp_path_factory, pipeline_tools):
+def formats_run(corpus, tmp_path_factory):
     """The same videos again (the run-level calibration sees the same run), half with WebVTT
     and half with SRT captions, in one manifest whose rows point into two sub-directories."""
     root = tmp_path_factory.mktemp("formats")
     vtt_manifest, _ = write_corpus(str(root / "vtt"), corpus[:3], caption_format="vtt")
     srt_manifest, _ = write_corpus(str(root / "srt"), corpus[3:], caption_format="srt")
-    manifest = pipeline_tools.merge_manifests(str(root), {"vtt": vtt_manifest, "srt": srt_manifest})
-    return pipeline_tools.run_pipeline(manifest, str(root / "out"), BASE_OVERRIDES)
+    manifest = helpers.merge_manifests(str(root), {"vtt": vtt_manifest, "srt": srt_manifest})
+    return helpers.run_pipeline(manifest, str(root / "out"), BASE_OVERRIDES)
 
 
 def _by_id(corpus):
@@ -209,7 +210,7 @@ def test_summary_reconciles(main, corpus):
     assert s["config"]["output"]["samples_per_shard"] == SAMPLES_PER_SHARD
 
 
-def test_shardindex_describes_the_shard_files(main, pipeline_tools):
+def test_shardindex_describes_the_shard_files(main):
     idx = main.shardindex
     assert idx["__kind__"] == "wids-shard-index-v1"
     assert idx["wids_version"] == 1
@@ -222,7 +223,7 @@ def test_shardindex_describes_the_shard_files(main, pipeline_tools):
     for entry in idx["shardlist"]:
         path = os.path.join(main.path, "shards", entry["url"])
         assert entry["filesize"] == os.path.getsize(path)
-        assert entry["md5sum"] == pipeline_tools.md5_of(path)
+        assert entry["md5sum"] == helpers.md5_of(path)
         assert entry["nsamples"] == per_url.get(entry["url"], 0) > 0
 
 
@@ -262,13 +263,13 @@ def test_sample_members_agree_with_the_index(main):
         assert meta["pretrained"] == main.summary["config"]["model"]["pretrained"]
 
 
-def test_sample_npy_is_the_span_of_input_frames(main, corpus, pipeline_tools):
+def test_sample_npy_is_the_span_of_input_frames(main, corpus):
     videos = _by_id(corpus)
     rows = {r["key"]: r for r in _kept(main)}
     for sample in main.samples:
         row = rows[sample["__key__"]]
         v = videos[row["video_id"]]
-        arr = pipeline_tools.load_npy(sample["npy"])
+        arr = helpers.load_npy(sample["npy"])
         assert arr.ndim == 2 and arr.shape[0] >= 1 and arr.shape[1] == v.frames.shape[1]
         assert arr.dtype == np.float32
         centres = (np.arange(v.frames.shape[0]) + 0.5) / v.fps
@@ -442,7 +443,7 @@ def test_foreign_files_are_never_mixed_or_removed(main, inputs, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_overwrite_replaces_a_previous_output(main, inputs, tmp_path, pipeline_tools):
+def test_overwrite_replaces_a_previous_output(main, inputs, tmp_path):
     manifest, _ = inputs
     out = tmp_path / "out"
     shutil.copytree(main.path, out)
@@ -450,7 +451,7 @@ def test_overwrite_replaces_a_previous_output(main, inputs, tmp_path, pipeline_t
     stale.write_bytes(b"stale")
     (out / "report").mkdir()  # nccurate report's default folder is nccurate's own: replaced, not refused
     (out / "report" / "index.html").write_text("<html></html>")
-    again = pipeline_tools.run_pipeline(manifest, str(out), BASE_OVERRIDES, overwrite=True)
+    again = helpers.run_pipeline(manifest, str(out), BASE_OVERRIDES, overwrite=True)
     assert not stale.exists(), "overwrite must clear shards of the previous run"
     assert not (out / "report").exists()
     assert again.summary["timings"]["started_at"] >= main.summary["timings"]["finished_at"]
@@ -477,7 +478,7 @@ def test_truly_alignable_captions_score_higher(main, inputs):
 
 
 @pytest.fixture(scope="module")
-def quality_run(tmp_path_factory, pipeline_tools):
+def quality_run(tmp_path_factory):
     """Three videos of the default synthetic world (D = 512, 6-8 minutes): realistic enough
     that realignment must beat the ASR timestamps (the tiny D = 32 world is mostly noise)."""
     from curation.synth.features import WorldParams, make_corpus
@@ -486,7 +487,7 @@ def quality_run(tmp_path_factory, pipeline_tools):
     manifest, truth_path = write_corpus(str(root / "in"), make_corpus(3, 3, WorldParams()))
     with open(truth_path, encoding="utf-8") as handle:
         truth = json.load(handle)
-    return pipeline_tools.run_pipeline(manifest, str(root / "out")), truth
+    return helpers.run_pipeline(manifest, str(root / "out")), truth
 
 
 def test_realignment_moves_alignable_captions_into_their_true_step(quality_run):

@@ -11,9 +11,10 @@ import pytest
 
 import pipeline.outputs.tables
 from pipeline.config import load_config
-from pipeline.run import RunError, run
 from pipeline.outputs.summary import reconcile
+from pipeline.run import RunError, run
 from pipeline.synth.feature_corpus import write_corpus
+from tests import helpers
 
 BALANCED = {"videos_in": 5, "videos_ok": 4, "videos_failed": 1, "captions_in": 30, "captions_kept": 12,
             "captions_dropped": {"unalignable": 15, "video_failed": 3}}
@@ -35,8 +36,8 @@ def test_each_broken_identity_is_named(change, counts, broken):
     assert len(problems) == 1 and problems[0].startswith(broken)
 
 
-def test_a_run_that_loses_samples_fails_loudly(tmp_path, monkeypatch, pipeline_tools):
-    corpus = pipeline_tools.small_corpus(3, 4)
+def test_a_run_that_loses_samples_fails_loudly(tmp_path, monkeypatch):
+    corpus = helpers.small_corpus(3, 4)
     manifest, _ = write_corpus(str(tmp_path / "in"), corpus, caption_format="json")
     real = pipeline.outputs.tables.write_shard
 

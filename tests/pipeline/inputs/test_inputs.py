@@ -12,7 +12,11 @@ import pytest
 from curation.errors import ERROR_CLASSES, InputError
 from curation.records import VideoRef
 from pipeline.inputs.arrays import load_caption_set, load_frame_features, load_matrix
-from pipeline.inputs.manifest import manifest_video_id, parse_manifest_line, resolve_path
+from pipeline.inputs.manifest import (
+    manifest_video_id,
+    parse_manifest_line,
+    resolve_path,
+)
 
 BASE = "/data/corpus"
 

@@ -1,4 +1,4 @@
-"""Shared fixtures for the end-to-end pipeline tests: small synthetic corpora on disk, a
+"""Helpers for the pipeline tests (a plain module: ``from tests import helpers``): small synthetic corpora on disk, a
 pipeline runner, and readers for every file of an output directory (DESIGN §5).
 
 Everything here reads outputs with independent tools (pyarrow, webdataset, hashlib, tarfile)
@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytest
 
 #: Small videos keep one DirectRunner run at a few seconds.
 SMALL_WORLD = dict(dim=512, duration_s=(120, 180))
@@ -113,19 +112,3 @@ def merge_manifests(target_dir: str, parts: dict[str, str]) -> str:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture(scope="session")
-def pipeline_tools():
-    """The helpers above, for test modules (conftest is not imported directly)."""
-    class Tools:
-        pass
-
-    tools = Tools()
-    tools.small_corpus = small_corpus
-    tools.read_output = read_output
-    tools.run_pipeline = run_pipeline
-    tools.md5_of = md5_of
-    tools.load_npy = load_npy
-    tools.merge_manifests = merge_manifests
-    return tools

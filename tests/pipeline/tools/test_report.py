@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import html
 import io
 import json
 import os
@@ -23,8 +22,9 @@ from click.testing import CliRunner
 
 from curation import report_data as rd
 from pipeline.cli import main
-from pipeline.tools.report import build_report, render
 from pipeline.synth.feature_corpus import write_corpus
+from pipeline.tools.report import build_report, render
+from tests import helpers
 from tests.videos import NORTON_V0, make_video
 
 EVIL = "fish & chips <script>alert(1)</script>"
@@ -111,12 +111,12 @@ def check_report(folder: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def feature_out(tmp_path_factory, pipeline_tools):
+def feature_out(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_features")
-    videos = pipeline_tools.small_corpus(3, 7)
+    videos = helpers.small_corpus(3, 7)
     videos[0] = dataclasses.replace(videos[0], texts=(EVIL,) + tuple(videos[0].texts[1:]))
     manifest, _ = write_corpus(str(root / "in"), videos)
-    return pipeline_tools.run_pipeline(manifest, str(root / "out"))
+    return helpers.run_pipeline(manifest, str(root / "out"))
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +234,7 @@ def test_report_replaces_itself_and_refuses_other_folders(feature_out, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def video_report(tmp_path_factory, pipeline_tools):
+def video_report(tmp_path_factory):
     """Two short videos run with a random-init model, every caption kept (mp4 clips); then
     ``b_fix.mp4`` is deleted and the report built."""
     root = tmp_path_factory.mktemp("report_video")
@@ -246,7 +246,7 @@ def video_report(tmp_path_factory, pipeline_tools):
         rows.append({"video_id": vid, "video": f"{vid}.mp4", "captions": f"{vid}.json"})
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = pipeline_tools.run_pipeline(str(manifest), str(root / "out"), VIDEO_RUN)
+    out = helpers.run_pipeline(str(manifest), str(root / "out"), VIDEO_RUN)
     os.remove(root / "b_fix.mp4")
     pages = check_report(os.path.dirname(build_report(out.path, 8, str(root / "report"))))
     return out, pages, root / "report"
