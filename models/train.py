@@ -315,13 +315,31 @@ def retrieval_at_k(encoder, pairs: Pairs, ks: Sequence[int] = (1, 5), batch_size
     return {**{f"r_at_{k}": float(100.0 * hits[:, :k].any(axis=1).mean()) for k in ks}, "queries": len(pairs)}
 
 
+def _write_plain(path: str, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _state_dict_bytes(model) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
 def train(pairs: Pairs, cfg: TrainConfig, out_dir: str | None = None, heldout: Pairs | None = None,
-          log: Callable[[str], None] = print) -> tuple[object, TrainResult]:
+          log: Callable[[str], None] = print,
+          write_file: Callable[[str, bytes], None] = _write_plain) -> tuple[object, TrainResult]:
     """Train on ``pairs`` for ``cfg.steps`` steps; returns ``(encoder, result)``.
 
     ``heldout``: pairs scored with :func:`retrieval_at_k` at the end (and logged with each
     progress line when small). ``out_dir``: where ``model.pt``, checkpoints and
-    ``metrics.json`` go (nothing written when None)."""
+    ``metrics.json`` go (nothing written when None), each written whole by
+    ``write_file(path, bytes)``: ``nccurate train`` passes the pipeline's atomic writer
+    (``models`` sits below ``pipeline``, so the writer comes from the caller)."""
     import torch
 
     from models.encoder import EncoderSpec, load_encoder
@@ -353,7 +371,7 @@ def train(pairs: Pairs, cfg: TrainConfig, out_dir: str | None = None, heldout: P
             rate = done * cfg.batch_size / max(1e-9, time.monotonic() - started)
             log(f"step {done}/{cfg.steps}  loss {recent:.4f}  lr {lr_at(step, cfg):.2e}  {rate:.0f} pairs/s")
         if out_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != cfg.steps:
-            torch.save(model.state_dict(), os.path.join(out_dir, f"checkpoint-{done:06d}.pt"))
+            write_file(os.path.join(out_dir, f"checkpoint-{done:06d}.pt"), _state_dict_bytes(model))
     model.eval()
     result.wall_s = time.monotonic() - started
     if heldout is not None:
@@ -361,10 +379,10 @@ def train(pairs: Pairs, cfg: TrainConfig, out_dir: str | None = None, heldout: P
         log(f"held-out text->clip retrieval: R@1 {result.heldout['r_at_1']:.1f}  R@5 {result.heldout['r_at_5']:.1f}"
             f"  ({result.heldout['queries']} queries)")
     if out_dir:
-        torch.save(model.state_dict(), os.path.join(out_dir, "model.pt"))
-        with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as handle:
-            json.dump({"config": asdict(cfg), "pairs": len(pairs), "heldout": result.heldout,
-                       "final_loss": result.losses[-1], "wall_s": round(result.wall_s, 2)}, handle, indent=1, sort_keys=True)
+        write_file(os.path.join(out_dir, "model.pt"), _state_dict_bytes(model))
+        metrics = {"config": asdict(cfg), "pairs": len(pairs), "heldout": result.heldout,
+                   "final_loss": result.losses[-1], "wall_s": round(result.wall_s, 2)}
+        write_file(os.path.join(out_dir, "metrics.json"), json.dumps(metrics, indent=1, sort_keys=True).encode("utf-8"))
     return encoder, result
 
 
@@ -377,7 +395,8 @@ def pairs_from_shards(urls: Sequence[str], n_frames: int, size: int) -> Pairs:
                  video_ids=[m["video_id"] for m in data["meta"]])
 
 
-def train_on_shards(shards: str, out_dir: str, cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+def train_on_shards(shards: str, out_dir: str, cfg: TrainConfig, log: Callable[[str], None] = print,
+                    write_file: Callable[[str, bytes], None] = _write_plain) -> TrainResult:
     """``nccurate train``: load the shards matching the glob ``shards``, split by video, train,
     score the held-out split."""
     from models.encoder import EncoderSpec, input_size_of
@@ -390,5 +409,5 @@ def train_on_shards(shards: str, out_dir: str, cfg: TrainConfig, log: Callable[[
     train_pairs, held = split_pairs(pairs, cfg.heldout_fraction, cfg.seed)
     log(f"{len(pairs)} pairs from {len(urls)} shard(s): {len(train_pairs)} for training, "
         f"{len(held)} held out ({len(set(held.video_ids))} videos)")
-    _, result = train(train_pairs, cfg, out_dir, held if len(held) else None, log)
+    _, result = train(train_pairs, cfg, out_dir, held if len(held) else None, log, write_file)
     return result

@@ -166,3 +166,18 @@ def test_cli_train_on_a_shard(tmp_path):
     typo = CliRunner().invoke(main, ["train", "--shards", shard, "--output", str(out), "--set", "step=3"])
     assert typo.exit_code == 2 and typo.output.count("\n") == 1
     assert "nccurate: error: train config: unknown key 'step'; did you mean 'steps'? (from --set step=3)" in typo.output
+
+
+def test_every_file_goes_through_the_callers_writer(tmp_path):
+    """``nccurate train`` hands the pipeline's atomic writer down; nothing is written around it."""
+    import torch
+
+    written = {}
+    cfg = TrainConfig(steps=4, batch_size=8, lr=2e-3, videos_per_batch=3, log_every=0, checkpoint_every=2, seed=1)
+    encoder, _ = train(_pairs(), cfg, str(tmp_path), write_file=lambda path, data: written.__setitem__(path, data))
+    assert sorted(os.path.basename(p) for p in written) == ["checkpoint-000002.pt", "metrics.json", "model.pt"]
+    assert list(tmp_path.iterdir()) == []
+    import io
+
+    state = torch.load(io.BytesIO(written[str(tmp_path / "model.pt")]), weights_only=True)
+    assert all(torch.equal(state[k], v) for k, v in encoder.model.state_dict().items())
