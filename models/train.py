@@ -272,7 +272,11 @@ def batch_loss(encoder, pairs: Pairs, idx: np.ndarray, cfg: TrainConfig):
     """The configured loss on the pairs ``idx`` (a scalar tensor with gradients)."""
     import torch
 
-    from models.losses import norton_clip_loss, video_paragraph_ot_loss, weighted_info_nce
+    from models.losses import (
+        norton_clip_loss,
+        video_paragraph_ot_loss,
+        weighted_info_nce,
+    )
 
     batch = pairs.take(idx)
     clip_emb, text_emb = embed_clips(encoder, batch.frames), embed_texts(encoder, batch.texts)
