@@ -35,9 +35,8 @@ JPEG_QUALITY = 90
 #: Muxer flags: no encoder version string and no creation time, so bytes depend only on the input.
 MUX_OPTIONS = {"fflags": "+bitexact"}
 #: x264 SIMD levels that every x86-64 CPU has. x264's AVX2/AVX-512 code is not bit-exact with its C
-#: code, and on AVX-512 CPUs it also reads memory it never wrote (measured: the same frames gave
-#: 2-10 different mp4s over 100 encodes in one process, at widths 64-232 px); up to SSE2 the
-#: bytes equal the C code's at every size measured, for about 5% more encode time.
+#: code, and on AVX-512 CPUs it reads memory it never wrote, so the same frames can give different
+#: bytes from one encode to the next; up to SSE2 the output equals the C code's (README: clips).
 X86_64_ASM = "MMX2,SSE,SSE2"
 
 
