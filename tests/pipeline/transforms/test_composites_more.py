@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import random
@@ -384,7 +383,8 @@ def test_resume_restores_the_checkpointed_video(tmp_path, corpus, results):
 
 def test_resume_of_posterior_needs_the_calibration_checkpoint(tmp_path, corpus, results):
     from curation.align import calibration_stats
-    from curation.calibration import DecoyPool as Pool, pool_candidates
+    from curation.calibration import DecoyPool as Pool
+    from curation.calibration import pool_candidates
     from pipeline.outputs.checkpoint import save_calibration, save_result
     from pipeline.transforms.resume import Resume
 
