@@ -34,8 +34,10 @@ setup(
     ],
     extras_require={
         # dask + distributed: the DaskRunner test runs the pipeline on a local dask.distributed cluster;
-        # pot: the reference the OT solvers are tested against; import-linter: the layering contracts.
-        "test": ["pytest>=8", "pytest-timeout>=2", "dask[distributed]>=2024.1", "pot>=0.9", "import-linter>=2"],
+        # pot: the reference the OT solvers are tested against; import-linter: the layering contracts;
+        # wids: the random-access reader the shard index is tested with.
+        "test": ["pytest>=8", "pytest-timeout>=2", "dask[distributed]>=2024.1", "pot>=0.9", "import-linter>=2",
+                 "wids>=0.1.11"],
         "dask": ["dask[distributed]>=2024.1"],
     },
     entry_points={"console_scripts": ["nccurate=pipeline.cli:main"]},

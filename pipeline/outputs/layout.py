@@ -73,6 +73,12 @@ class OutputLayout:
     def shard(self, shard_idx: int) -> str:
         return self.path(SHARDS, shard_name(shard_idx))
 
+    @staticmethod
+    def shard_url(name: str) -> str:
+        """A shard's ``url`` in ``shardindex.json``: relative to the directory holding the index
+        (the output root), which is how wids resolves it."""
+        return f"{SHARDS}/{name}"
+
     @property
     def shards_glob(self) -> str:
         return self.path(SHARDS, "*.tar")

@@ -178,7 +178,8 @@ def shard_index(shards: list[ShardInfo]) -> dict:
         {"__kind__": "wids-shard-index-v1", "wids_version": 1,
          "shardlist": [{"url": ..., "nsamples": ..., "filesize": ..., "md5sum": ...}, ...]}
 
-    ``filesize`` is in bytes, ``url`` is relative to the directory holding the index.
+    ``filesize`` is in bytes; ``url`` as given (the run lists ``shards/<name>``, relative to the
+    directory holding the index, as wids resolves it).
     """
     return {
         "__kind__": "wids-shard-index-v1",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import platform
 import time
 from collections import Counter
@@ -89,7 +91,9 @@ class RunRecords:
         write_json_atomic(OutputLayout(self.output).summary, summary)
         if problems:
             raise AccountingError("summary does not reconcile: " + "; ".join(problems))
-        write_json_atomic(OutputLayout(self.output).shardindex, shard_index(shards))
+        layout = OutputLayout(self.output)
+        listed = [dataclasses.replace(s, url=layout.shard_url(s.url)) for s in shards]
+        write_json_atomic(layout.shardindex, shard_index(listed))
         return summary
 
 

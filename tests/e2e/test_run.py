@@ -179,11 +179,11 @@ def test_realigned_spans_lie_in_the_video_and_keep_the_asr_duration(main, corpus
 
 
 def test_kept_rows_have_shard_and_key_others_null(main):
-    urls = {s["url"] for s in main.shardindex["shardlist"]}
+    names = {os.path.basename(s["url"]) for s in main.shardindex["shardlist"]}
     for r in main.index:
         if r["kept"]:
             assert r["key"] == _key(r["video_id"], r["caption_idx"])
-            assert r["shard"] in urls, r
+            assert r["shard"] in names, r
         else:
             assert r["key"] is None and r["shard"] is None, r
 
@@ -215,16 +215,33 @@ def test_shardindex_describes_the_shard_files(main):
     assert idx["__kind__"] == "wids-shard-index-v1"
     assert idx["wids_version"] == 1
     urls = [e["url"] for e in idx["shardlist"]]
-    assert sorted(urls) == [os.path.basename(f) for f in main.shard_files]
+    # relative to the directory holding the index, as wids resolves it
+    assert sorted(urls) == [os.path.relpath(f, main.path) for f in main.shard_files]
+    assert all(url.startswith("shards/") for url in urls)
     per_url = {}
     for sample in main.samples:
         name = os.path.basename(sample["__url__"])
         per_url[name] = per_url.get(name, 0) + 1
     for entry in idx["shardlist"]:
-        path = os.path.join(main.path, "shards", entry["url"])
+        path = os.path.join(main.path, entry["url"])
         assert entry["filesize"] == os.path.getsize(path)
         assert entry["md5sum"] == helpers.md5_of(path)
-        assert entry["nsamples"] == per_url.get(entry["url"], 0) > 0
+        assert entry["nsamples"] == per_url.get(os.path.basename(entry["url"]), 0) > 0
+
+
+def test_wids_reads_the_shard_index_as_written(main, tmp_path):
+    """wids resolves each url against the index file's folder: every kept caption comes back by
+    random access, with its json, from the index the run wrote (no base, no localname)."""
+    import wids
+
+    dataset = wids.ShardListDataset(os.path.join(main.path, "shardindex.json"), cache_dir=str(tmp_path / "wids"),
+                                    transformations=[])
+    assert len(dataset) == main.summary["captions_kept"] > 0
+    samples = [dataset[i] for i in range(len(dataset))]
+    kept = {(r["video_id"], r["caption_idx"]): r for r in main.index if r["kept"]}
+    got = {(meta["video_id"], meta["caption_idx"]): meta for meta in (json.loads(s[".json"].getvalue()) for s in samples)}
+    assert set(got) == set(kept)
+    assert {s["__key__"] for s in samples} == {r["key"] for r in kept.values()}
 
 
 def test_shard_count_follows_samples_per_shard(main):
