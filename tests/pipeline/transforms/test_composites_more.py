@@ -301,9 +301,9 @@ def test_finalize_writes_summary_and_shardindex(tmp_path, results):
     with open(os.path.join(output, "shardindex.json"), encoding="utf-8") as handle:
         assert json.load(handle) == {
             "__kind__": "wids-shard-index-v1", "wids_version": 1,
-            "shardlist": [  # sorted by url
-                {"url": "shard-000000.tar", "nsamples": 5, "filesize": 2048, "md5sum": "0" * 32},
-                {"url": "shard-000001.tar", "nsamples": n_kept - 5, "filesize": 4096, "md5sum": "1" * 32},
+            "shardlist": [  # sorted by url, each relative to the index's folder
+                {"url": "shards/shard-000000.tar", "nsamples": 5, "filesize": 2048, "md5sum": "0" * 32},
+                {"url": "shards/shard-000001.tar", "nsamples": n_kept - 5, "filesize": 4096, "md5sum": "1" * 32},
             ]}
     failures = pq.read_table(os.path.join(output, "failures", "part-00000.parquet")).to_pylist()
     assert failures == sorted(inputs["failures"], key=lambda f: (f["video_id"], f["stage"], f["error_class"]))
