@@ -26,15 +26,6 @@ from pydantic.dataclasses import dataclass
 from curation.align import AlignParams
 from models.encoder import PRECISIONS
 from pipeline import beam_options, config_messages
-
-# Re-exported so callers keep importing them from here; their owner is pipeline.beam_options.
-from pipeline.beam_options import (  # noqa: F401
-    EXTRA_RUNNERS,
-    beam_args,
-    check_beam_flags,
-    encoder_resource_hints,
-    runner_path,
-)
 from pipeline.errors import ConfigError  # callers import it from here too
 from pipeline.inputs.retry import RetryPolicy
 from pipeline.media.clips import CLIP_FORMATS

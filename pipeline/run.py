@@ -150,7 +150,7 @@ def manifest_modes(manifest: str) -> set[str]:
 def beam_flags(config: Config, beam_args: list[str]) -> list[str]:
     """The run's Beam flags: the config's ``beam`` section, then the caller's ``beam_args``,
     which win. The caller's must be Beam options with values Beam accepts
-    (``pipeline.config.check_beam_flags``; the config's were checked when it was loaded), and
+    (``pipeline.beam_options.check_beam_flags``; the config's were checked when it was loaded), and
     the runner must be one; a runner Beam knows by its full path only is given by that."""
     from pipeline.beam_options import EXTRA_RUNNERS, beam_args as config_beam_args, check_beam_flags, runner_path
     from pipeline.errors import ConfigError

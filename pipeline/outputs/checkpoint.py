@@ -36,13 +36,8 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.outputs.atomic import open_atomic, write_bytes_atomic
-from pipeline.outputs.layout import WORK as WORK_DIR, OutputLayout  # noqa: F401 (WORK_DIR: for tests)
+from pipeline.outputs.layout import OutputLayout
 from pipeline.outputs.shards import write_tar_members
-
-
-def work_path(output: str, *parts: str) -> str:
-    """``OUT/_work/<parts>`` (:meth:`OutputLayout.work`)."""
-    return OutputLayout(output).work(*parts)
 
 
 def _read(path: str) -> bytes | None:

@@ -88,11 +88,11 @@ class RunRecords:
                               "wall_s": round(finished - self.started_at, 3)}
         summary["reconciled"] = not problems
         summary["problems"] = problems
-        write_json_atomic(OutputLayout(self.output).summary, summary)
+        layout = OutputLayout(self.output)
+        write_json_atomic(layout.summary, summary)
         if problems:
             raise AccountingError("summary does not reconcile: " + "; ".join(problems))
-        layout = OutputLayout(self.output)
-        listed = [dataclasses.replace(s, url=layout.shard_url(s.url)) for s in shards]
+        listed = [dataclasses.replace(s, url=OutputLayout.shard_url(s.url)) for s in shards]
         write_json_atomic(layout.shardindex, shard_index(listed))
         return summary
 

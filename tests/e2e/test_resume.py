@@ -23,11 +23,16 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from pipeline.outputs.checkpoint import WORK_DIR, load_frames, work_path
+from pipeline.outputs.checkpoint import load_frames
+from pipeline.outputs.layout import WORK, OutputLayout
 from pipeline.run import RunError, run
 from pipeline.synth.feature_corpus import write_corpus
 from tests import helpers
 from tests.videos import NORTON_V0, make_video
+
+
+def work_path(output: str, *parts: str) -> str:
+    return OutputLayout(output).work(*parts)
 
 VIDEO_MODEL = (*NORTON_V0, "model.name=nccurate-tiny", "model.pretrained=null", "max_failure_ratio=1.0", "clips.size=48",
                "clips.fps=4", "decode_timeout_s=20", "output.samples_per_shard=8")
@@ -136,7 +141,7 @@ def test_sigkill_at_three_points_then_resume_is_byte_identical(video_corpus, vid
     assert_same_outputs(got, video_reference)
     assert summary["resumed"] == {"videos": results_before, "decodes": decodes_before}
     assert results_before >= 2 and "resuming" in messages[0]
-    assert not os.path.exists(os.path.join(out, WORK_DIR)), "a completed run removes its checkpoints"
+    assert not os.path.exists(os.path.join(out, WORK)), "a completed run removes its checkpoints"
 
 
 def test_video_checkpoints_hold_embeddings_and_decode_failures(video_corpus, tmp_path):

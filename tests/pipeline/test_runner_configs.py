@@ -19,13 +19,8 @@ import tarfile
 import pytest
 import yaml
 
-from pipeline.config import (
-    Config,
-    ConfigError,
-    beam_args,
-    encoder_resource_hints,
-    load_config,
-)
+from pipeline.beam_options import beam_args, encoder_resource_hints
+from pipeline.config import Config, ConfigError, load_config
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
