@@ -35,9 +35,10 @@ setup(
     extras_require={
         # dask + distributed: the DaskRunner test runs the pipeline on a local dask.distributed cluster;
         # pot: the reference the OT solvers are tested against; import-linter: the layering contracts;
-        # wids: the random-access reader the shard index is tested with.
+        # wids, datasets, duckdb, polars: the readers users load the outputs with, which the README's
+        # "Reading the outputs with other tools" snippets use (tests/e2e/test_clients.py runs them).
         "test": ["pytest>=8", "pytest-timeout>=2", "dask[distributed]>=2024.1", "pot>=0.9", "import-linter>=2",
-                 "wids>=0.1.11"],
+                 "wids>=0.1.11", "datasets>=3", "duckdb>=1", "polars>=1"],
         "dask": ["dask[distributed]>=2024.1"],
     },
     entry_points={"console_scripts": ["nccurate=pipeline.cli:main"]},

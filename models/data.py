@@ -24,6 +24,9 @@ order; the loader reads either.
   ``(B, n_frames, 3, size, size)``, ``(B, context_length)``, ``(B,)``.
 * :func:`load_curated` reads everything into numpy arrays, in shard read order, for small
   in-memory experiments.
+* :func:`collate_samples` batches samples as other readers give them (webdataset with or
+  without ``.decode()``, wids, raw dicts) for a ``DataLoader``'s ``collate_fn``: it pads the
+  variable-length ``npy`` features and keeps clips, captions and json as lists.
 
 torch, webdataset, PyAV and Pillow are imported inside the functions that use them.
 
@@ -324,6 +327,95 @@ def make_loader(urls: str | Sequence[str], batch_size: int, num_workers: int = 0
 
     return DataLoader(curated_dataset(urls, **kw), batch_size=batch_size, num_workers=num_workers,
                       drop_last=drop_last, pin_memory=pin_memory)
+
+
+# ------------------------------------------------------------------------------------ collate
+
+
+def _plain(value: Any) -> Any:
+    """A member's value as bytes when a reader handed it over as a stream or buffer."""
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if hasattr(value, "getvalue"):  # io.BytesIO (wids)
+        return value.getvalue()
+    return value
+
+
+def _as_text(value: Any) -> str:
+    value = _plain(value)
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _as_meta(value: Any) -> dict:
+    value = _plain(value)
+    return value if isinstance(value, dict) else json.loads(value)
+
+
+def _as_features(value: Any) -> np.ndarray:
+    """``(k, D)`` float32 span features from npy bytes or an array."""
+    value = _plain(value)
+    arr = np.load(io.BytesIO(value), allow_pickle=False) if isinstance(value, bytes) else np.asarray(value)
+    return np.asarray(arr, dtype=np.float32).reshape(arr.shape[0] if arr.ndim else 1, -1)
+
+
+def pad_features(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(B, K, D)`` float32 zero-padded stack of ``(k_b, D)`` arrays (``K = max k_b``) and the
+    ``(B, K)`` bool mask of real rows. All arrays must share ``D``.
+
+    >>> x, mask = pad_features([np.ones((1, 2)), np.ones((3, 2))])
+    >>> x.shape, mask.sum(1).tolist()
+    ((2, 3, 2), [1, 3])
+    """
+    widths = {a.shape[1] for a in arrays}
+    if len(widths) > 1:
+        raise ValueError(f"npy features of different widths in one batch: {sorted(widths)}")
+    k_max = max((a.shape[0] for a in arrays), default=0)
+    out = np.zeros((len(arrays), k_max, widths.pop() if widths else 0), np.float32)
+    mask = np.zeros((len(arrays), k_max), bool)
+    for b, a in enumerate(arrays):
+        out[b, :len(a)], mask[b, :len(a)] = a, True
+    return out, mask
+
+
+def collate_samples(samples: Sequence[dict]) -> dict:
+    """A batch of shard samples for ``DataLoader(collate_fn=collate_samples)``.
+
+    Takes samples as webdataset (raw bytes or after ``.decode()``), wids (member names with a
+    leading dot, values as streams) or :func:`iter_samples` give them, and returns::
+
+        "__key__": list[str]           "txt": list[str]          "json": list[dict]
+        "weight": (B,) float32 tensor, json["weight"]
+        "mp4": list[bytes]             (video mode: the clips, still encoded; clip_frames decodes them)
+        "jpg": list[list[bytes]]       (jpg clips: each sample's f0000.jpg, f0001.jpg, ... in order)
+        "npy": (B, K, D) float32 tensor zero-padded over the span's k frames, "npy_mask": (B, K) bool
+
+    Media keys appear only when the samples hold them; other members are passed on as lists.
+    The default collate cannot batch these samples: the span features and the json's
+    ``score_frame_pts_s`` have a length per sample.
+    """
+    import torch
+
+    if not samples:
+        raise ValueError("collate_samples: empty batch")
+    rows = [{name.lstrip("."): _plain(value) for name, value in sample.items()} for sample in samples]
+    batch: dict[str, Any] = {"__key__": [str(r.get("__key__", "")) for r in rows]}
+    if all("txt" in r for r in rows):
+        batch["txt"] = [_as_text(r["txt"]) for r in rows]
+    if all("json" in r for r in rows):
+        batch["json"] = [_as_meta(r["json"]) for r in rows]
+        batch["weight"] = torch.tensor([float(m["weight"]) for m in batch["json"]], dtype=torch.float32)
+    if all("npy" in r for r in rows):
+        feats, mask = pad_features([_as_features(r["npy"]) for r in rows])
+        batch["npy"], batch["npy_mask"] = torch.from_numpy(feats), torch.from_numpy(mask)
+    if all("mp4" in r for r in rows):
+        batch["mp4"] = [r["mp4"] for r in rows]
+    if all(_jpg_members(r) for r in rows):
+        batch["jpg"] = [[r[name] for name in _jpg_members(r)] for r in rows]
+    done = set(batch) | {"npy", "mp4"}
+    for name in sorted({n for r in rows for n in r} - done):
+        if not _JPG_RE.match(name):
+            batch[name] = [r.get(name) for r in rows]
+    return batch
 
 
 # ---------------------------------------------------------------------------------- in memory

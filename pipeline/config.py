@@ -120,6 +120,7 @@ class FeaturesConfig:
 class OutputConfig:
     layout: Layout = "grouped"
     samples_per_shard: Annotated[int, AtLeastOne] = 1000
+    min_shards: Annotated[int, AtLeastOne] = 8
     index_files: Annotated[int, AtLeastOne] = 4
 
 

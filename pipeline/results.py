@@ -26,7 +26,7 @@ from curation.records import CaptionSet, Failure, FrameFeatures, VideoInputs
 from curation.spans import confidence_weight
 from curation.timeline import span_frame_mask
 from pipeline.outputs.layout import shard_name
-from pipeline.outputs.shards import sample_key
+from pipeline.outputs.shards import key_parts, sample_key
 
 
 def _package_version() -> str:
@@ -236,18 +236,27 @@ def payload_for_row(row: IndexRow, frames: FrameFeatures, clips) -> dict[str, by
 
 
 def sample_for_row(row: IndexRow, frames: FrameFeatures, provenance: dict, clips) -> dict:
-    """The WebDataset sample of a kept row: media payload, ``txt`` caption, ``json`` metadata."""
+    """The WebDataset sample of a kept row: media payload, ``txt`` caption, ``json`` metadata.
+
+    Rates are named for what they count: ``score_fps`` is the rate of the frames the alignment
+    scored (the manifest's ``fps`` in feature mode, ``decode.sample_fps`` in video mode; the
+    ``npy`` rows are at this rate), ``clip_fps`` the frame rate of the ``mp4``/``jpg`` clip
+    (``clips.fps``; only in samples with a clip), ``score_frame_pts_s`` the decoded PTS of the
+    scored frames inside the span (video mode)."""
+    media = payload_for_row(row, frames, clips)
     meta = {
         "video_id": row.video_id, "caption_idx": row.caption_idx, "text": row.text,
         "asr_span": [row.asr_start, row.asr_end], "span": [row.start, row.end],
-        "fps": frames.fps, "alignability": row.alignability, "similarity": row.similarity,
+        "score_fps": frames.fps, "alignability": row.alignability, "similarity": row.similarity,
         "bucket_mass": row.bucket_mass, "concentration": row.concentration, "weight": row.weight,
         **provenance,
     }
+    if "npy" not in media:
+        meta["clip_fps"] = clips.fps
     if frames.pts_s is not None:
         inside = span_frame_mask(np.array([row.start]), np.array([row.end]), len(frames.pts_s), frames.fps)[0]
-        meta["frame_pts_s"] = [round(float(t), 4) for t in frames.pts_s[inside]]
-    return {"__key__": row.key, **payload_for_row(row, frames, clips),
+        meta["score_frame_pts_s"] = [round(float(t), 4) for t in frames.pts_s[inside]]
+    return {"__key__": row.key, **media,
             "txt": row.text.encode("utf-8"), "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
 
 
@@ -270,14 +279,16 @@ def _hash_int(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
-def shard_index_of(video_id: str, key: str, layout: str, seed: int, n_shards: int) -> int:
-    """Shard number of a sample: by hash of the video (``grouped``: a video's samples stay
-    together) or of the sample key (``shuffled``), seeded; in ``[0, n_shards)``."""
-    return _hash_int(f"{seed}:{video_id if layout == 'grouped' else key}") % max(n_shards, 1)
+def shard_index_of(key: str, layout: str, seed: int, n_shards: int) -> int:
+    """Shard number of the sample ``key``, in ``[0, n_shards)``: by seeded hash of its video
+    part (``grouped``: a video's samples stay together; the key's stem is the video_id for ids
+    of up to 64 characters, :func:`~pipeline.outputs.shards.key_stem`) or of the whole key
+    (``shuffled``)."""
+    return _hash_int(f"{seed}:{key_parts(key)[0] if layout == 'grouped' else key}") % max(n_shards, 1)
 
 
 def shard_of_row(row: IndexRow, layout: str, seed: int, n_shards: int) -> str | None:
-    return shard_name(shard_index_of(row.video_id, row.key, layout, seed, n_shards)) if row.kept else None
+    return shard_name(shard_index_of(row.key, layout, seed, n_shards)) if row.kept else None
 
 
 def index_file_of(video_id: str, n_files: int) -> int:

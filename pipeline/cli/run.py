@@ -40,7 +40,7 @@ def run(ctx, manifest, output, config, runner, overwrite, quiet):
       decode     video mode: backend, sample_fps
       clips      the media of a sample: format, size, fps
       align      realignment, filtering: method, eps, window_s, min_alignability
-      output     layout, samples_per_shard, index_files
+      output     layout, samples_per_shard, min_shards, index_files
       io         retries of input reads: attempts, backoff_s
       beam       Beam pipeline options (runner, project, temp_location, ...)
       resources  the encoder's resource hints, decoder and torch threads

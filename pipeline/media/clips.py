@@ -13,7 +13,8 @@ end; a span that does not overlap the video, an empty or inverted span, a missin
 decoder error raise ``InputError('clip_failed', ...)`` naming the file and the span.
 
 Members: ``{"mp4": bytes}`` (H.264, libx264 one thread, fixed options, x264's portable SIMD level
-(:func:`x264_asm`), bit-exact muxing: the same cut gives the same bytes on every machine) or ``{"f0000.jpg": bytes, "f0001.jpg": ...}`` (JPEG, quality
+(:func:`x264_asm`), bit-exact faststart muxing (``moov`` first): the same cut gives the same
+bytes on every machine) or ``{"f0000.jpg": bytes, "f0001.jpg": ...}`` (JPEG, quality
 :data:`JPEG_QUALITY`, via Pillow).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from fractions import Fraction
 
 from curation.errors import InputError
@@ -144,15 +146,18 @@ def _seek_before(container, stream, start_s: float) -> None:
 
 
 def encode_h264(path_or_file, frames, fps: float, width: int, height: int, options: dict,
-                container_format: str | None = None) -> None:
+                container_format: str | None = None, faststart: bool = False) -> None:
     """Encode ``frames`` (an iterable of ``(height, width, 3)`` uint8 RGB arrays; frame ``i`` at
     ``i / fps`` s) as H.264 (libx264, yuv420p, one encoder thread, x264 ``options``) into an mp4
     at ``path_or_file``: a path, or a writable binary file with ``container_format='mp4'``.
     ``width`` and ``height`` must be even (yuv420p). Deterministic: same frames, same bytes, on
-    any machine (:func:`with_portable_asm`)."""
+    any machine (:func:`with_portable_asm`). ``faststart``: the ``moov`` index before the media
+    data, so a streaming reader can start without the file's end (needs a path: ffmpeg rewrites
+    the file it wrote)."""
     import av
 
-    with av.open(path_or_file, "w", format=container_format, options=MUX_OPTIONS) as container:
+    mux_options = {**MUX_OPTIONS, "movflags": "+faststart"} if faststart else MUX_OPTIONS
+    with av.open(path_or_file, "w", format=container_format, options=mux_options) as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(100000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1
@@ -165,9 +170,16 @@ def encode_h264(path_or_file, frames, fps: float, width: int, height: int, optio
 
 
 def _mp4(frames, width: int, height: int, fps: float) -> bytes:
-    buffer = io.BytesIO()
-    encode_h264(buffer, frames, fps, width, height, CLIP_X264_OPTIONS, container_format="mp4")
-    return buffer.getvalue()
+    """A faststart mp4 clip of ``frames``: written to a temporary file, which ffmpeg's faststart
+    pass reopens to move the ``moov`` index to the front, then read back and removed."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="nccurate-clip-") as tmp:
+        path = os.path.join(tmp, "clip.mp4")
+        encode_h264(path, frames, fps, width, height, CLIP_X264_OPTIONS, container_format="mp4",
+                    faststart=True)
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def _jpeg(rgb) -> bytes:

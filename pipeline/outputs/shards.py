@@ -2,7 +2,9 @@
 
 A shard is a plain tar whose members are named ``{key}.{ext}``; WebDataset groups
 consecutive members with the same key into one sample (splitting at the *first* dot, so
-keys never contain a dot). Every member is written with fixed metadata (mtime 0, uid/gid 0,
+keys never contain a dot). Every member name fits ustar's 100-byte name field
+(:data:`USTAR_NAME_MAX`), for any valid video_id (:func:`key_stem`): a longer name would need a
+GNU ``@LongLink`` or PAX header, which some readers (wids) skip, misreading the sample. Every member is written with fixed metadata (mtime 0, uid/gid 0,
 empty owner names, mode 0o444) in GNU format, so the same samples always give the same
 bytes and the same md5. Files are written through :func:`pipeline.outputs.atomic.open_atomic`:
 a reader never sees a partial file.
@@ -25,6 +27,18 @@ from pipeline.outputs.layout import shard_name  # noqa: F401 (the layout owns fi
 
 #: What a sample key (and a video_id inside one) may contain: no dots, no slashes.
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
+
+#: Longest video_id that a sample key holds as is. A longer one (the manifest allows 128
+#: characters) is shortened to :data:`LONG_STEM_LEN` characters; the full id is in the json.
+KEY_STEM_MAX = 64
+#: A shortened stem: the id's first 48 characters, ``-``, 16 hex digits of the id's sha256. It is
+#: longer than :data:`KEY_STEM_MAX`, so it never equals an id that is kept as is.
+_LONG_PREFIX, _LONG_HASH_HEX = 48, 16
+LONG_STEM_LEN = _LONG_PREFIX + 1 + _LONG_HASH_HEX
+#: Largest caption index a key holds (8 digits), and the longest member extension.
+MAX_CAPTION_IDX, MAX_EXT_LEN = 10**8 - 1, 16
+#: ustar's name field: every member name is at most this many bytes (checked when writing).
+USTAR_NAME_MAX = 100
 
 #: Mode bits of every tar member (read-only for everyone).
 MEMBER_MODE = 0o444
@@ -53,23 +67,54 @@ class ShardInfo:
     md5sum: str
 
 
-def sample_key(video_id: str, caption_idx: int) -> str:
-    """The WebDataset key of one (video, caption) sample: ``'{video_id}_{caption_idx:05d}'``.
+def key_stem(video_id: str) -> str:
+    """The video part of a sample key: ``video_id`` itself when it has at most
+    :data:`KEY_STEM_MAX` characters, else its first 48 characters, ``-`` and the first 16 hex
+    digits of its sha256 (:data:`LONG_STEM_LEN` = 65 characters), so a key plus the longest
+    extension fits ustar's 100-byte name. Stable: the same id gives the same stem in every run.
 
-    Raises ValueError if ``video_id`` is empty or has characters outside ``[A-Za-z0-9_-]``
-    (keys must contain no dots: webdataset splits key/extension at the first dot) or if
-    ``caption_idx`` < 0; TypeError if ``caption_idx`` is not an int.
+    Raises ValueError if ``video_id`` is empty or has characters outside ``[A-Za-z0-9_-]``.
+
+    >>> key_stem("vid-1")
+    'vid-1'
+    >>> key_stem("v" * 128) == "v" * 48 + "-d9f835eb7a2b575e"
+    True
+    """
+    if not isinstance(video_id, str) or not KEY_RE.match(video_id):
+        raise ValueError(f"video_id must match {KEY_RE.pattern}, got {video_id!r}")
+    if len(video_id) <= KEY_STEM_MAX:
+        return video_id
+    digest = hashlib.sha256(video_id.encode("ascii")).hexdigest()[:_LONG_HASH_HEX]
+    return f"{video_id[:_LONG_PREFIX]}-{digest}"
+
+
+def sample_key(video_id: str, caption_idx: int) -> str:
+    """The WebDataset key of one (video, caption) sample: ``'{key_stem(video_id)}_{caption_idx:05d}'``
+    (the video_id itself for ids of at most :data:`KEY_STEM_MAX` characters).
+
+    Raises ValueError for a bad ``video_id`` (:func:`key_stem`; keys must contain no dots:
+    webdataset splits key/extension at the first dot) or ``caption_idx`` outside
+    ``[0, MAX_CAPTION_IDX]``; TypeError if ``caption_idx`` is not an int.
 
     >>> sample_key("vid-1", 7)
     'vid-1_00007'
     """
-    if not isinstance(video_id, str) or not KEY_RE.match(video_id):
-        raise ValueError(f"video_id must match {KEY_RE.pattern}, got {video_id!r}")
+    stem = key_stem(video_id)
     if isinstance(caption_idx, bool) or not isinstance(caption_idx, int):
         raise TypeError(f"caption_idx must be an int, got {type(caption_idx).__name__}")
-    if caption_idx < 0:
-        raise ValueError(f"caption_idx must be >= 0, got {caption_idx}")
-    return f"{video_id}_{caption_idx:05d}"
+    if not 0 <= caption_idx <= MAX_CAPTION_IDX:
+        raise ValueError(f"caption_idx must be in [0, {MAX_CAPTION_IDX}], got {caption_idx}")
+    return f"{stem}_{caption_idx:05d}"
+
+
+def key_parts(key: str) -> tuple[str, int]:
+    """``(stem, caption_idx)`` of a :func:`sample_key`: the video part and the caption index.
+
+    >>> key_parts("vid_1_00012")
+    ('vid_1', 12)
+    """
+    stem, idx = key.rsplit("_", 1)
+    return stem, int(idx)
 
 
 def _file_md5_and_size(path: str) -> tuple[str, int]:
@@ -95,10 +140,14 @@ def _member_bytes(key: str, ext: str, value: Any) -> bytes:
 
 
 def _check_ext(key: str, ext: Any) -> None:
-    """ValueError unless ``ext`` is a usable member extension (non-empty str, no '/',
-    not starting with '.' or '_')."""
-    if not isinstance(ext, str) or not ext or "/" in ext or ext[0] in "._":
+    """ValueError unless ``ext`` is a usable member extension (non-empty str of at most
+    :data:`MAX_EXT_LEN` characters, no '/', not starting with '.' or '_') and ``{key}.{ext}``
+    fits ustar's name field (:data:`USTAR_NAME_MAX` bytes)."""
+    if not isinstance(ext, str) or not ext or len(ext) > MAX_EXT_LEN or "/" in ext or ext[0] in "._":
         raise ValueError(f"sample {key!r}: bad field name {ext!r}")
+    if len(f"{key}.{ext}".encode("utf-8")) > USTAR_NAME_MAX:
+        raise ValueError(f"sample {key!r}: member name {key}.{ext} is longer than {USTAR_NAME_MAX} bytes "
+                         f"(a ustar name; make keys with sample_key)")
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:

@@ -15,7 +15,12 @@ import typing
 
 from pipeline.outputs.atomic import open_atomic
 from pipeline.outputs.layout import OutputLayout, part_name
-from pipeline.outputs.shards import ShardInfo, shuffled_order, write_tar_shard
+from pipeline.outputs.shards import (
+    ShardInfo,
+    key_parts,
+    shuffled_order,
+    write_tar_shard,
+)
 
 #: Python field type -> arrow type name (``pa.<name>()``); ``X | None`` columns are nullable ``X``.
 ARROW_TYPES = {str: "string", int: "int32", float: "float64", bool: "bool_"}
@@ -71,18 +76,13 @@ def write_failures(output: str, failures: list[dict]) -> int:
 
 
 def order_shard_samples(samples: list[dict], layout: str, seed: int) -> list[dict]:
-    """Final member order of one shard: ``grouped`` by (video_id, caption_idx), parsed back from
-    the key ``{video_id}_{caption_idx:05d}``, and ``shuffled`` by a seeded hash of the key."""
-    by_key = sorted(samples, key=lambda s: _video_and_index(s["__key__"]))
+    """Final member order of one shard: ``grouped`` by (key stem, caption_idx), parsed back from
+    the key (:func:`~pipeline.outputs.shards.key_parts`), and ``shuffled`` by a seeded hash of the key."""
+    by_key = sorted(samples, key=lambda s: key_parts(s["__key__"]))
     if layout == "grouped":
         return by_key
     order = shuffled_order([s["__key__"] for s in by_key], seed)
     return [by_key[i] for i in order]
-
-
-def _video_and_index(key: str) -> tuple[str, int]:
-    video_id, idx = key.rsplit("_", 1)
-    return video_id, int(idx)
 
 
 def write_shard(output: str, shard_idx: int, samples: list[dict], layout: str, seed: int) -> ShardInfo:

@@ -132,7 +132,7 @@ def build_graph(p: beam.Pipeline, plan: RunPlan) -> None:
     results = with_restored(fresh, restored)
 
     n_kept = results[SAMPLES] | "SamplesPerVideo" >> beam.Map(len) | "CountKept" >> beam.CombineGlobally(sum)
-    n_shards = n_kept | "ShardCount" >> beam.Map(shard_count, out.samples_per_shard)
+    n_shards = n_kept | "ShardCount" >> beam.Map(shard_count, out.samples_per_shard, out.min_shards)
     shards = results[SAMPLES] | "WriteShards" >> WriteShards(plan.output, out.layout, config.seed, n_shards)
     index = results["rows"] | "WriteIndex" >> WriteIndex(plan.output, out.index_files, out.layout, config.seed,
                                                         n_shards)

@@ -14,7 +14,7 @@ from pipeline.results import index_file_of, shard_index_of, shard_of_row
 
 class WriteShards(beam.PTransform):
     """Per-video lists of kept samples -> ``OUT/shards/shard-NNNNNN.tar``; one ``ShardInfo`` per shard.
-    ``n_shards`` (a singleton PCollection) = ceil(kept / samples_per_shard)."""
+    ``n_shards``: a singleton PCollection, the number of shard slots (:func:`shard_count`)."""
 
     def __init__(self, output: str, layout: str, seed: int, n_shards):
         super().__init__()
@@ -29,8 +29,7 @@ class WriteShards(beam.PTransform):
             """One video's samples -> (shard number, [samples]) per shard they fall in."""
             by_shard: dict[int, list] = {}
             for sample in video_samples:
-                video_id = sample["__key__"].rsplit("_", 1)[0]
-                by_shard.setdefault(shard_index_of(video_id, sample["__key__"], layout, seed, n_shards), []).append(sample)
+                by_shard.setdefault(shard_index_of(sample["__key__"], layout, seed, n_shards), []).append(sample)
             return sorted(by_shard.items(), key=lambda kv: kv[0])
 
         def write(idx, parts):
@@ -77,8 +76,10 @@ class WriteIndex(beam.PTransform):
                 | "Write" >> beam.MapTuple(write))
 
 
-def shard_count(n_kept: int, samples_per_shard: int) -> int:
-    return max(1, math.ceil(n_kept / samples_per_shard))
+def shard_count(n_kept: int, samples_per_shard: int, min_shards: int = 1) -> int:
+    """Shard slots of a run: ``max(ceil(n_kept / samples_per_shard), min_shards, 1)``; samples
+    are hashed into them (:func:`pipeline.results.shard_index_of`) and empty slots write no file."""
+    return max(1, min_shards, math.ceil(n_kept / samples_per_shard))
 
 
 class Finalize(beam.PTransform):

@@ -397,7 +397,7 @@ def test_captions_that_outlast_the_video_get_spans_inside_it(poison_run, poison_
             assert 0.0 <= r["start"] < r["end"] <= decodable_s + 1e-6, (vid, r)
             meta = json.loads(samples[r["key"]]["json"])
             assert meta["span"] == [r["start"], r["end"]]
-            assert all(t < decodable_s for t in meta["frame_pts_s"]), (vid, meta["frame_pts_s"])
+            assert all(t < decodable_s for t in meta["score_frame_pts_s"]), (vid, meta["score_frame_pts_s"])
             expected = max(1, round((r["end"] - r["start"]) * 4))  # clips.fps=4 (MODEL)
             assert abs(_clip_frames(samples[r["key"]]["mp4"]) - expected) <= 1, (vid, r)
     assert poison_world["good"]["cut_mdat"][0] <= LONG_S / 2 + 1  # the truncation did remove frames

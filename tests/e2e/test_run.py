@@ -245,7 +245,7 @@ def test_wids_reads_the_shard_index_as_written(main, tmp_path):
 
 
 def test_shard_count_follows_samples_per_shard(main):
-    n_slots = max(1, math.ceil(len(_kept(main)) / SAMPLES_PER_SHARD))
+    n_slots = max(8, math.ceil(len(_kept(main)) / SAMPLES_PER_SHARD))  # default output.min_shards: 8
     assert len(main.shard_files) > 1, "the fixture should spread samples over several shards"
     for path in main.shard_files:
         number = int(os.path.basename(path)[len("shard-"):-len(".tar")])

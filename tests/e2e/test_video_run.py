@@ -85,6 +85,19 @@ def _clip_duration_s(data: bytes) -> tuple[float, int]:
         return n / float(stream.average_rate), n
 
 
+def _top_level_atoms(data: bytes) -> list[str]:
+    """The mp4's top-level box types in file order (ISO BMFF: 32-bit size, 4-byte type, and a
+    64-bit size after the type when size is 1)."""
+    atoms, pos = [], 0
+    while pos + 8 <= len(data):
+        size, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8].decode("latin-1")
+        if size == 1:
+            size = int.from_bytes(data[pos + 8:pos + 16], "big")
+        atoms.append(kind)
+        pos += size if size else len(data)
+    return atoms
+
+
 def test_every_video_has_an_outcome_and_failures_are_classified(main):
     s = main.summary
     assert s["videos_in"] == 5 and s["videos_ok"] == 3 and s["videos_failed"] == 2
@@ -104,6 +117,8 @@ def test_hang_is_cut_at_its_timeout_while_the_others_finish(main):
 
 
 def test_clips_are_decodable_mp4_matching_the_realigned_span(main):
+    import av
+
     assert main.samples and len(main.samples) == main.summary["captions_kept"]
     for sample in main.samples:
         assert set(sample) >= {"mp4", "txt", "json"} and "npy" not in sample
@@ -113,7 +128,13 @@ def test_clips_are_decodable_mp4_matching_the_realigned_span(main):
         assert n >= 1 and abs(duration_s - span_s) <= 0.5, (meta["span"], duration_s)
         assert meta["model"] == "nccurate-tiny" and meta["pretrained"] is None
         assert len(meta["config_hash"]) == 16 and meta["asr_span"] and 0.0 <= meta["weight"] <= 1.0
-        assert meta["frame_pts_s"] and all(meta["span"][0] - 1 <= t <= meta["span"][1] + 1 for t in meta["frame_pts_s"])
+        assert meta["score_frame_pts_s"] and all(meta["span"][0] - 1 <= t <= meta["span"][1] + 1 for t in meta["score_frame_pts_s"])
+        # rates say what they count: the clip's own rate (as its container states it) and the scoring rate
+        with av.open(io.BytesIO(sample["mp4"])) as container:
+            assert float(container.streams.video[0].average_rate) == meta["clip_fps"] == 4.0
+        assert meta["score_fps"] == 1.0 and "fps" not in meta and "frame_pts_s" not in meta
+        atoms = _top_level_atoms(sample["mp4"])  # faststart: the index before the media data
+        assert "moov" in atoms and "mdat" in atoms and atoms.index("moov") < atoms.index("mdat"), atoms
 
 
 def test_index_similarities_come_from_the_model(main):

@@ -253,3 +253,94 @@ def test_importing_models_data_stays_light():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------- collate_samples
+
+
+def _feature_samples() -> list[dict]:
+    """Raw feature-mode samples (member -> bytes) of 1, 3 and 2 span frames, 4 wide; row j of
+    sample i is all i * 10 + j, so padding and order show."""
+    import json
+
+    out = []
+    for i, k in enumerate((1, 3, 2)):
+        arr = np.stack([np.full(4, i * 10 + j, np.float32) for j in range(k)])
+        buffer = io.BytesIO()
+        np.save(buffer, arr, allow_pickle=False)
+        out.append({"__key__": f"v{i}_00000", "npy": buffer.getvalue(), "txt": TEXTS[i].encode(),
+                    "json": json.dumps({**_meta(f"v{i}", 0, WEIGHTS[i]), "score_frame_pts_s": [0.5] * k}).encode()})
+    return out
+
+
+def _check_feature_batch(batch: dict) -> None:
+    import torch
+
+    assert batch["__key__"] == ["v0_00000", "v1_00000", "v2_00000"]
+    assert batch["txt"] == TEXTS and [m["video_id"] for m in batch["json"]] == ["v0", "v1", "v2"]
+    assert batch["weight"].dtype == torch.float32 and batch["weight"].tolist() == WEIGHTS
+    assert tuple(batch["npy"].shape) == (3, 3, 4) and batch["npy_mask"].tolist() == [
+        [True, False, False], [True, True, True], [True, True, False]]
+    for i, k in enumerate((1, 3, 2)):
+        assert batch["npy"][i, :k, 0].tolist() == [i * 10 + j for j in range(k)]
+        assert not batch["npy"][i, k:].any()
+
+
+def test_collate_pads_features_from_raw_decoded_and_wids_samples():
+    import json
+
+    from models.data import collate_samples
+
+    raw = _feature_samples()
+    _check_feature_batch(collate_samples(raw))
+    # as webdataset's .decode() gives them: arrays, str, dict
+    decoded = [{"__key__": s["__key__"], "npy": np.load(io.BytesIO(s["npy"])), "txt": s["txt"].decode(),
+                "json": json.loads(s["json"])} for s in raw]
+    _check_feature_batch(collate_samples(decoded))
+    # as wids gives them: names with a leading dot, values as streams
+    wids_like = [{"__key__": s["__key__"], **{f".{k}": io.BytesIO(v) for k, v in s.items() if k != "__key__"}}
+                 for s in raw]
+    _check_feature_batch(collate_samples(wids_like))
+
+
+def test_collate_keeps_clips_and_jpg_frames_in_order(data):
+    import json
+
+    from models.data import collate_samples
+
+    mp4 = {"__key__": "a_00000", "mp4": b"clip-a", "txt": b"x", "json": json.dumps(_meta("a", 0, 0.5)).encode()}
+    batch = collate_samples([mp4, {**mp4, "__key__": "a_00001", "mp4": b"clip-b"}])
+    assert batch["mp4"] == [b"clip-a", b"clip-b"] and "npy" not in batch and "jpg" not in batch
+    frames = _jpeg_frames(3, bars=False)
+    shuffled = dict(reversed(list(frames.items())))  # member order must not matter
+    jpg = {"__key__": "b_00000", **shuffled, "txt": b"y", "json": json.dumps(_meta("b", 0, 1.0)).encode()}
+    batch = collate_samples([jpg])
+    assert batch["jpg"] == [[frames["f0000.jpg"], frames["f0001.jpg"], frames["f0002.jpg"]]]
+    assert not any(name.startswith("f0") for name in batch)
+
+
+def test_collate_refuses_mixed_widths_and_empty_batches():
+    from models.data import collate_samples
+
+    samples = _feature_samples()
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((2, 5), np.float32))
+    samples[1]["npy"] = buffer.getvalue()
+    with pytest.raises(ValueError, match="different widths"):
+        collate_samples(samples)
+    with pytest.raises(ValueError, match="empty batch"):
+        collate_samples([])
+
+
+def test_collate_works_as_a_dataloader_collate_fn_with_workers(tmp_path):
+    import torch
+    import webdataset as wds
+
+    from models.data import collate_samples
+
+    samples = _feature_samples()
+    urls = [_write(str(tmp_path / f"s{i}.tar"), [s]) for i, s in enumerate(samples)]
+    loader = torch.utils.data.DataLoader(wds.WebDataset(urls, shardshuffle=False), batch_size=2,
+                                         num_workers=2, collate_fn=collate_samples)
+    keys = sorted(k for batch in loader for k in batch["__key__"])
+    assert keys == ["v0_00000", "v1_00000", "v2_00000"]

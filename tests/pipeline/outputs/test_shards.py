@@ -15,7 +15,11 @@ import webdataset as wds
 
 from pipeline.outputs.shards import (
     KEY_RE,
+    KEY_STEM_MAX,
+    USTAR_NAME_MAX,
     ShardInfo,
+    key_parts,
+    key_stem,
     sample_key,
     shard_index,
     shard_name,
@@ -176,17 +180,44 @@ def test_two_writes_are_byte_identical(tmp_path, monkeypatch):
     assert info1.url == "a.tar" and info2.url == "b.tar"
 
 
-def test_long_key_uses_no_pax_and_reads_back(tmp_path):
-    vid = "v" * 128  # longest allowed video_id: member names exceed the 100-byte ustar field
-    samples = [{"__key__": sample_key(vid, 0), "txt": b"long"}]
-    p1, p2 = tmp_path / "a.tar", tmp_path / "b.tar"
-    write_tar_shard(str(p1), samples)
-    time.sleep(1.1)
-    write_tar_shard(str(p2), samples)
-    assert p1.read_bytes() == p2.read_bytes()
-    assert b"PaxHeader" not in p1.read_bytes()
-    got = _read_back(p1)
-    assert [(g["__key__"], g["txt"]) for g in got] == [(f"{vid}_00000", b"long")]
+def test_ids_up_to_the_stem_limit_are_kept_as_is_and_longer_ones_shortened_stably():
+    assert key_stem("v" * KEY_STEM_MAX) == "v" * KEY_STEM_MAX
+    long_a, long_b = "a" * 60 + "x" * 68, "a" * 60 + "y" * 68  # same first 60 characters
+    stem_a = key_stem(long_a)
+    # independent reference: 48 characters, '-', 16 hex digits of the id's sha256
+    assert stem_a == long_a[:48] + "-" + hashlib.sha256(long_a.encode()).hexdigest()[:16]
+    assert len(stem_a) == KEY_STEM_MAX + 1  # longer than any id kept as is: never equal to one
+    assert key_stem(long_a) == stem_a and key_stem(long_b) != stem_a
+    assert KEY_RE.match(stem_a) and "." not in stem_a
+    assert key_parts(sample_key(long_a, 7)) == (stem_a, 7)
+    assert key_parts(sample_key("vid_9_x", 12)) == ("vid_9_x", 12)
+
+
+@pytest.mark.parametrize("idx", [0, 99_999_999])
+def test_every_member_name_of_a_128_character_id_fits_ustar(tmp_path, idx):
+    vid = "v" * 128  # the longest video_id the manifest allows
+    samples = [{"__key__": sample_key(vid, idx), "txt": b"long", "json": b"{}", "f0000.jpg": b"j",
+                "e" * 16: b"x"}]
+    path = tmp_path / "a.tar"
+    write_tar_shard(str(path), samples)
+    # independent reader: ustar headers only (no GNU @LongLink, no PAX), names as written
+    with tarfile.open(path) as tar:
+        members = tar.getmembers()
+        assert all(m.type == tarfile.REGTYPE and len(m.name.encode()) <= USTAR_NAME_MAX for m in members)
+    data = path.read_bytes()
+    assert b"././@LongLink" not in data and b"PaxHeader" not in data
+    got = _read_back(path)
+    assert [(g["__key__"], g["txt"]) for g in got] == [(sample_key(vid, idx), b"long")]
+
+
+def test_a_member_name_over_the_ustar_limit_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="longer than 100 bytes"):
+        write_tar_shard(str(tmp_path / "s.tar"), [{"__key__": "k" * 96, "json": b"{}"}])
+    with pytest.raises(ValueError, match="bad field name"):
+        write_tar_shard(str(tmp_path / "s.tar"), [{"__key__": "k", "e" * 17: b"x"}])
+    with pytest.raises(ValueError):
+        sample_key("abc", 10**8)
+    assert _dir_names(tmp_path) == []
 
 
 def test_no_temp_files_after_success(tmp_path):

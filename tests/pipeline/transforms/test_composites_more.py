@@ -142,8 +142,7 @@ def _expected_shards(samples, layout, seed, n_shards, directory):
 
     by_shard: dict[int, list] = {}
     for s in samples:
-        video_id, idx = s["__key__"].rsplit("_", 1)
-        by_shard.setdefault(shard_index_of(video_id, s["__key__"], layout, seed, n_shards), []).append(s)
+        by_shard.setdefault(shard_index_of(s["__key__"], layout, seed, n_shards), []).append(s)
     infos = {}
     for idx, members in by_shard.items():
         if layout == "grouped":
@@ -210,7 +209,7 @@ def test_write_index_files_hold_the_rows(tmp_path, results):
     files: dict[int, list[dict]] = {}
     for rows in per_video:
         for row in rows:
-            shard = shard_name(shard_index_of(row.video_id, row.key, layout, seed, n_shards)) if row.kept else None
+            shard = shard_name(shard_index_of(row.key, layout, seed, n_shards)) if row.kept else None
             files.setdefault(index_file_of(row.video_id, n_files), []).append({**row._asdict(), "shard": shard})
     for rows in files.values():
         rows.sort(key=lambda r: (r["video_id"], r["caption_idx"]))
