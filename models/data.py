@@ -200,6 +200,40 @@ def sample_weight(sample: dict, weights: str = "json") -> float:
 # ------------------------------------------------------------------------------ pipeline stages
 
 
+def open_shard(url: str):
+    """A binary stream of the shard ``url``: a URI of an object store (``gs://``, ``s3://``, any
+    fsspec protocol) through fsspec, anything else (a local path, ``pipe:``, ``http://``)
+    through webdataset's ``gopen``, whose ``gs://`` handler needs ``gsutil``."""
+    import webdataset as wds
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme and scheme not in ("file", "pipe", "http", "https"):
+        import fsspec
+
+        return fsspec.open(url, "rb").open()
+    return wds.gopen(url, "rb")
+
+
+def tar_samples(src: Iterable[dict], handler=None) -> Iterator[dict]:
+    """webdataset's ``tarfile_to_samples`` with :func:`open_shard` as the opener: shard dicts
+    ``{"url": ...}`` in, samples (member -> bytes, ``__key__``, ``__url__``) out."""
+    import webdataset as wds
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    handler = handler or wds.reraise_exception
+
+    def streams():
+        for shard in src:
+            try:
+                yield {**shard, "stream": open_shard(shard["url"])}
+            except Exception as exc:  # noqa: BLE001 - the handler decides (default: raise)
+                exc.args = exc.args + (shard["url"],)
+                if not handler(exc):
+                    return
+
+    return group_by_keys(tar_file_expander(streams(), handler=handler), handler=handler)
+
+
 def _check_weights(weights: str) -> None:
     if weights not in WEIGHT_MODES:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_MODES)}, got {weights!r}")
@@ -294,7 +328,7 @@ def curated_dataset(urls: str | Sequence[str], *, tokenizer, n_frames: int = 4, 
         if shuffle_buffer > 0:
             stages.append(_ShuffleShards(seed))
         stages += [wds.split_by_node, wds.split_by_worker]
-    stages.append(wds.tarfile_to_samples(handler=handler))
+    stages.append(wds.filters.pipelinefilter(tar_samples)(handler=handler))
     if shuffle_buffer > 0:
         stages.append(_ShuffleSamples(shuffle_buffer, seed))
     to_tensors = _ToTensors(tokenizer, n_frames, size, OPENAI_MEAN if mean is None else mean,
@@ -426,7 +460,7 @@ def iter_samples(urls: str | Sequence[str]) -> Iterator[dict]:
     import webdataset as wds
 
     urls = urls if isinstance(urls, str) else list(urls)
-    return iter(wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()))
+    return iter(wds.DataPipeline(wds.SimpleShardList(urls), wds.filters.pipelinefilter(tar_samples)()))
 
 
 def load_curated(urls: str | Sequence[str], *, n_frames: int, size: int, with_meta: bool = True) -> dict:

@@ -132,12 +132,39 @@ def _check_pretrained(spec: EncoderSpec) -> str | None:
         return None if _has_schema(spec.name) else spec.pretrained
     if open_clip.get_pretrained_cfg(_config_name(spec.name), spec.pretrained):
         return spec.pretrained
-    path = os.path.expanduser(spec.pretrained)
+    if "://" in spec.pretrained and not spec.pretrained.startswith("file://"):
+        return local_weights(spec.pretrained)
+    path = os.path.expanduser(spec.pretrained.removeprefix("file://"))
     if os.path.isfile(path):
         return path
     tags = open_clip.list_pretrained_tags_by_model(_config_name(spec.name))
     known = f"; known tags for {spec.name}: {', '.join(tags)}" if tags else f"; {spec.name} has no open_clip tags"
     raise ValueError(f"pretrained {spec.pretrained!r} is neither an existing checkpoint file nor an open_clip tag{known}")
+
+
+def local_weights(uri: str) -> str:
+    """A local copy of the checkpoint at ``uri`` (``gs://``, ``s3://``, any fsspec protocol), kept
+    in ``$NCCURATE_CACHE`` (default ``~/.cache/nccurate``)/weights under a name made from the URI,
+    and copied again when its size differs from the store's. Written to a temporary name and
+    renamed, so concurrent workers never read a partial file. ValueError naming the URI when it
+    cannot be read."""
+    import hashlib
+
+    import fsspec
+
+    folder = os.path.join(os.environ.get("NCCURATE_CACHE", os.path.expanduser("~/.cache/nccurate")), "weights")
+    target = os.path.join(folder, hashlib.sha256(uri.encode()).hexdigest()[:16] + "-" + uri.rsplit("/", 1)[-1])
+    try:
+        fs, inner = fsspec.core.url_to_fs(uri)
+        size = int(fs.size(inner))
+        if not (os.path.isfile(target) and os.path.getsize(target) == size):
+            os.makedirs(folder, exist_ok=True)
+            tmp = f"{target}.tmp-{os.getpid()}"
+            fs.get_file(inner, tmp)
+            os.replace(tmp, target)
+    except Exception as exc:  # a missing object, no credentials, no filesystem for the protocol
+        raise ValueError(f"pretrained {uri!r}: cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    return target
 
 
 def check_spec(spec: EncoderSpec) -> None:

@@ -400,12 +400,14 @@ def pairs_from_shards(urls: Sequence[str], n_frames: int, size: int) -> Pairs:
 
 
 def train_on_shards(shards: str, out_dir: str, cfg: TrainConfig, log: Callable[[str], None] = print,
-                    write_file: Callable[[str, bytes], None] = _write_plain) -> TrainResult:
-    """``nccurate train``: load the shards matching the glob ``shards``, split by video, train,
-    score the held-out split."""
+                    write_file: Callable[[str, bytes], None] = _write_plain,
+                    match: Callable[[str], list[str]] = lambda pattern: sorted(glob.glob(pattern))) -> TrainResult:
+    """``nccurate train``: load the shards that ``match`` finds for the glob ``shards`` (local
+    files by default; the CLI passes one that also lists ``gs://``/``s3://`` prefixes), split by
+    video, train, score the held-out split; files are written with ``write_file``."""
     from models.encoder import EncoderSpec, input_size_of
 
-    urls = sorted(glob.glob(shards))
+    urls = match(shards)
     if not urls:
         raise ValueError(f"--shards {shards}: no file matches")
     size = input_size_of(EncoderSpec(name=cfg.model, pretrained=cfg.pretrained, device=cfg.device))

@@ -27,7 +27,7 @@ from curation.align import AlignParams
 from models.encoder import PRECISIONS
 from pipeline import beam_options, config_messages
 from pipeline.errors import ConfigError  # callers import it from here too
-from pipeline.inputs.retry import RetryPolicy
+from pipeline.storage.retry import RetryPolicy
 from pipeline.media.clips import CLIP_FORMATS
 from pipeline.media.decode import BACKENDS as DECODE_BACKENDS
 
@@ -102,6 +102,7 @@ class ModelConfig:
 class DecodeConfig:
     backend: DecodeBackend = "pyav"
     sample_fps: Annotated[float, Positive] = 1.0
+    max_bytes: Annotated[int, AtLeastOne] = 16 << 30
 
 
 @_section

@@ -14,12 +14,13 @@ The line text and the ETA are pure functions (:func:`format_progress`, :func:`ra
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from pipeline.storage import files
 
 #: Snapshot states: the run is going; it finished (counts from ``summary.json``); it stopped
 #: early (an error: the last counts seen).
@@ -179,9 +180,9 @@ class ResultPoller:
     def _list(self) -> None:
         """Add the tars not seen before (a checkpoint being written has a temporary name)."""
         began = time.monotonic()
-        try:
-            names = [entry.name for entry in os.scandir(self.results_dir) if entry.name.endswith(".tar")]
-        except OSError:  # not there yet (a fresh run) or already removed
+        try:  # a local folder or a store's prefix; [] when not there yet (a fresh run) or removed
+            names = [name for name in files.listdir(self.results_dir) if name.endswith(".tar")]
+        except OSError:
             names = []
         new = [name for name in names if name not in self._seen]
         self._seen.update(new)
@@ -195,7 +196,7 @@ class ResultPoller:
             self._list()
             deadline = time.monotonic() + self.read_budget_s
             while self._unread:  # at least one a poll
-                self._failed += bool(_result_failed(os.path.join(self.results_dir, self._unread.pop())))
+                self._failed += bool(_result_failed(files.join(self.results_dir, self._unread.pop())))
                 if time.monotonic() >= deadline:
                     break
         return self.snapshot()

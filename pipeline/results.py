@@ -11,6 +11,7 @@ table).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -130,12 +131,14 @@ def failure_of(video_id: str, stage: str, error: Exception) -> Failure:
 
 
 def realign_video(inputs: VideoInputs, params: AlignParams, provenance: dict, clips,
-                  run_prompt_value: float | None = None, run_calibration=None) -> VideoResult:
+                  run_prompt_value: float | None = None, run_calibration=None,
+                  max_bytes: int | None = None) -> VideoResult:
     """One loaded video -> its :class:`VideoResult`: align it (a video whose inputs failed, or
     whose alignment raises, gets ``video_failed`` rows), then build the kept rows' samples
     (cutting clips from ``clips``; a clip that cannot be cut drops its row as ``clip_failed``).
     ``provenance``: the fields every sample's json carries; ``run_prompt_value`` and
-    ``run_calibration``: the run-level estimates of ``prompt_mode=run`` and method ``posterior``."""
+    ``run_calibration``: the run-level estimates of ``prompt_mode=run`` and method ``posterior``;
+    ``max_bytes``: the most a remote video's local copy (to cut clips from) may take."""
     failures = [Failure(**f) for f in inputs.failures]
     rows, ok = None, inputs.ok
     if ok:
@@ -147,7 +150,7 @@ def realign_video(inputs: VideoInputs, params: AlignParams, provenance: dict, cl
             ok = False
     if rows is None:
         rows = failed_video_rows(inputs.captions) if inputs.captions is not None else []
-    rows, samples, clip_errors = samples_for_video(rows, inputs.frames, provenance, clips)
+    rows, samples, clip_errors = samples_for_video(rows, inputs.frames, provenance, clips, max_bytes)
     failures.extend(failure_of(row.video_id, CLIPS, exc) for row, exc in clip_errors)
     dropped = Counter(r.drop_reason for r in rows if not r.kept)
     outcome = Outcome(ok, len(rows), len(samples), tuple(sorted(dropped.items())))
@@ -260,19 +263,40 @@ def sample_for_row(row: IndexRow, frames: FrameFeatures, provenance: dict, clips
             "txt": row.text.encode("utf-8"), "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
 
 
-def samples_for_video(rows: list[IndexRow], frames: FrameFeatures | None, provenance: dict, clips):
+def samples_for_video(rows: list[IndexRow], frames: FrameFeatures | None, provenance: dict, clips,
+                      max_bytes: int | None = None):
     """``(rows, samples, errors)``: one sample per kept row. A kept row whose clip cannot be cut
-    becomes dropped (``clip_failed``, weight 0) and its error is returned as ``(row, error)``."""
-    samples, errors, out_rows = [], [], []
-    for row in rows:
-        if row.kept:
+    becomes dropped (``clip_failed``, weight 0) and its error is returned as ``(row, error)``.
+    Clips of a remote video are cut from one local copy of it (at most ``max_bytes``); when the
+    copy cannot be made, every kept row's clip fails with that error."""
+    with contextlib.ExitStack() as stack:
+        copy_error, source = None, frames.source if frames is not None else None
+        if source is not None and clips.format != "npy" and any(r.kept for r in rows):
+            from pipeline.media.failures import media_input
+
             try:
-                samples.append(sample_for_row(row, frames, provenance, clips))
+                frames = dataclasses.replace(frames, source=stack.enter_context(media_input(source, max_bytes)))
             except InputError as exc:
-                errors.append((row, exc))
-                row = row._replace(kept=False, weight=0.0, drop_reason="clip_failed", key=None)
-        out_rows.append(row)
+                copy_error = InputError("clip_failed", exc.message)
+        samples, errors, out_rows = [], [], []
+        for row in rows:
+            if row.kept:
+                try:
+                    if copy_error is not None:
+                        raise copy_error
+                    samples.append(sample_for_row(row, frames, provenance, clips))
+                except InputError as exc:
+                    errors.append((row, _named_for_source(exc, frames, source)))
+                    row = row._replace(kept=False, weight=0.0, drop_reason="clip_failed", key=None)
+            out_rows.append(row)
     return out_rows, samples, errors
+
+
+def _named_for_source(exc: InputError, frames: FrameFeatures, source: str | None) -> InputError:
+    """A clip error naming the video as the manifest does, not its local copy."""
+    from pipeline.media.failures import named_for
+
+    return exc if source is None or frames.source is None else named_for(exc, frames.source, source)
 
 
 def _hash_int(text: str) -> int:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 from pipeline.config import Config
 from pipeline.errors import RunError  # noqa: F401 (re-exported)
 from pipeline.outputs.layout import OutputLayout
+from pipeline.storage import files
 
 
 FRESH, RESUME, COMPLETE = "fresh", "resume", "complete"
@@ -30,29 +31,30 @@ def prepare_output(output: str, identity: dict, overwrite: bool) -> str:
     files nccurate did not write) unless ``overwrite``, and for one that cannot be written."""
     from pipeline.outputs.checkpoint import read_run_identity, write_run_identity
 
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise RunError(f"output {output}: exists and is not a directory")
-    state = FRESH
-    if os.path.isdir(output) and os.listdir(output):
-        state = FRESH if overwrite else _existing_run(output, identity, read_run_identity(output))
-        if state == COMPLETE:
-            return state
-        _clear_outputs(output, keep_work=state == RESUME)
     try:
-        os.makedirs(output, exist_ok=True)
+        if not files.is_uri(output) and os.path.exists(output) and not os.path.isdir(output):
+            raise RunError(f"output {output}: exists and is not a directory")
+        state = FRESH
+        if files.listdir(output):
+            state = FRESH if overwrite else _existing_run(output, identity, read_run_identity(output))
+            if state == COMPLETE:
+                return state
+            _clear_outputs(output, keep_work=state == RESUME)
+        files.makedirs(output)
         if state == FRESH:
             write_run_identity(output, identity)
-    except OSError as exc:
-        raise RunError(f"output {output}: not writable ({exc.strerror or exc})") from None
+    except RunError:
+        raise
+    except Exception as exc:  # OSError, or an object store refusing (no bucket, no permission)
+        raise RunError(f"output {output}: not writable ({' '.join(str(exc).split())[:200] or type(exc).__name__})") from None
     return state
 
 
 def _existing_run(output: str, identity: dict, unfinished: dict | None) -> str:
     """``complete`` or ``resume`` when ``output`` holds a run of ``identity``; RunError otherwise."""
     layout = OutputLayout(output)
-    if os.path.exists(layout.shardindex) and os.path.exists(layout.summary):
-        with open(layout.summary, encoding="utf-8") as handle:
-            summary = json.load(handle)
+    if files.exists(layout.shardindex) and files.exists(layout.summary):
+        summary = json.loads(files.read_bytes(layout.summary))
         done = {key: summary.get(key) for key in ("manifest_sha256", "config_hash")}
         if done == {key: identity[key] for key in done}:
             return COMPLETE
@@ -69,23 +71,19 @@ def _existing_run(output: str, identity: dict, unfinished: dict | None) -> str:
 
 def _clear_outputs(output: str, keep_work: bool) -> None:
     """Remove what nccurate writes (:meth:`OutputLayout.owned`, ``_work`` unless ``keep_work``);
-    refuse a directory that holds anything else."""
-    import shutil
-
+    refuse a directory that holds anything else, so nothing nccurate did not write is deleted."""
     layout = OutputLayout(output)
     foreign = layout.foreign()
     if foreign:
         raise RunError(f"output {output}: holds files nccurate did not write ({', '.join(foreign[:3])}); refusing to mix them")
     for path in layout.owned(keep_work=keep_work):
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.exists(path):
-            os.remove(path)
+        files.rmtree(path)
 
 
 def check_manifest(manifest: str) -> None:
-    if "://" in manifest:
-        return  # remote manifests are opened by the runner
+    if files.is_uri(manifest):
+        return  # a remote manifest is checked when scan_manifest reads it
+    manifest = files.local(manifest)
     if os.path.isdir(manifest):
         raise RunError(f"manifest {manifest}: is a directory; expected a JSON Lines file, one video per line")
     if not os.path.isfile(manifest):
@@ -108,7 +106,9 @@ def scan_manifest(manifest: str) -> ManifestScan:
     (a remote path whose filesystem is not installed, a missing object, ...)."""
     try:
         return _scan_manifest(manifest)
-    except (OSError, ValueError) as exc:  # Beam's BeamIOError is an OSError
+    except RunError:
+        raise
+    except Exception as exc:  # OSError, ValueError, an object store's error, a filesystem not installed
         raise RunError(f"manifest {manifest}: cannot be read ({' '.join(str(exc).split())})") from None
 
 
@@ -118,11 +118,9 @@ def _scan_manifest(manifest: str) -> ManifestScan:
     how many rows it has (the progress total) and its sha256 (what checkpoints belong to). The
     graph holds only the branches in use; a row naming neither fails in ``ReadManifest`` anyway.
     RunError for a line that is not UTF-8 (the pipeline could not read it)."""
-    from apache_beam.io.filesystems import FileSystems
-
     modes: set[str] = set()
     rows, digest = 0, hashlib.sha256()
-    with FileSystems.open(manifest) as handle:
+    with files.open_read(manifest) as handle:
         for number, raw in enumerate(handle, 1):
             digest.update(raw)
             try:
@@ -191,13 +189,12 @@ def check_model(config: Config) -> None:
 def _raise_if_unreconciled(output: str, required: bool = True) -> dict:
     """``summary.json``'s content; RunError naming every broken identity when it does not
     reconcile, or when it is ``required`` and missing (``{}`` when missing and not required)."""
-    path = OutputLayout(output).summary
-    if not os.path.exists(path):
+    data = files.read_bytes_or_none(OutputLayout(output).summary)
+    if data is None:
         if required:
             raise RunError(f"output {output}: the run ended without writing summary.json")
         return {}
-    with open(path, encoding="utf-8") as handle:
-        summary = json.load(handle)
+    summary = json.loads(data)
     if not summary.get("reconciled"):
         raise RunError(f"output {output}: counts do not reconcile, outputs are not trustworthy: "
                        f"{'; '.join(summary.get('problems', []))}")
@@ -220,7 +217,7 @@ def check_inputs(manifest: str, config: Config, beam_args: list[str]) -> Checked
     if "video" in scan.modes:
         check_model(config)
     flags = beam_flags(config, beam_args)
-    return CheckedInputs(manifest if "://" in manifest else os.path.abspath(manifest), scan, flags)
+    return CheckedInputs(files.absolute(manifest), scan, flags)
 
 
 @contextlib.contextmanager
@@ -283,7 +280,7 @@ def run(manifest: str, output: str, config: Config, beam_args: list[str] | tuple
 
     checked = check_inputs(manifest, config, list(beam_args))
     pipeline = make_pipeline(checked.flags)
-    output = os.path.abspath(output)
+    output = files.absolute(output)
     identity = run_identity(checked.scan.sha256, config.hash())
     state = prepare_output(output, identity, overwrite)
     if notify is not None and state != FRESH:

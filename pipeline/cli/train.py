@@ -30,10 +30,12 @@ def train(shards, output, config):
       log_every, seed"""
     from models.train import train_on_shards
     from pipeline.errors import RunError
-    from pipeline.outputs.atomic import write_bytes_atomic
+    from pipeline.storage import files
+    from pipeline.storage.atomic import write_bytes_atomic
 
     try:
-        train_on_shards(shards, output, config, log=lambda msg: click.echo(msg, err=True), write_file=write_bytes_atomic)
+        train_on_shards(shards, output, config, log=lambda msg: click.echo(msg, err=True), write_file=write_bytes_atomic,
+                        match=files.glob)
     except ValueError as exc:  # models/ (below pipeline.errors) raises ValueError for bad shards and models
         raise RunError(str(exc)) from None
     click.echo(f"model: {output}/model.pt (open_clip: create_model({config.model!r}, pretrained=...)); "

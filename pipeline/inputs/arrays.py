@@ -7,39 +7,27 @@ one-line message naming the file; the Beam stages turn that into a failures row.
 
 from __future__ import annotations
 
-import errno
 import io
 
 import numpy as np
 
 from curation.errors import InputError
 from curation.records import CaptionSet, FrameFeatures, VideoRef
-from pipeline.inputs.manifest import URI_SCHEMES
-from pipeline.inputs.retry import RetryPolicy, with_retries
+from pipeline.storage import files
+from pipeline.storage.retry import RetryPolicy
 
 _FLOAT_KINDS = ("f",)
 
 
 def read_bytes(path: str, what: str, retry: RetryPolicy = RetryPolicy()) -> bytes:
-    """Whole file as bytes; local paths via ``open``, URIs via Beam's ``FileSystems``. Transient
-    IO errors are retried under ``retry`` (``pipeline.inputs.retry``); permanent ones fail at once."""
-    def read() -> bytes:
-        if path.startswith(URI_SCHEMES):
-            from apache_beam.io.filesystems import FileSystems
-
-            if not FileSystems.exists(path):
-                raise FileNotFoundError(errno.ENOENT, "not found", path)
-            with FileSystems.open(path) as handle:
-                return handle.read()
-        with open(path, "rb") as handle:
-            return handle.read()
-
+    """Whole file as bytes, local or a URI (:mod:`pipeline.storage.files`). Transient IO errors
+    are retried under ``retry`` (``pipeline.storage.retry``); permanent ones fail at once."""
     try:
-        return with_retries(read, retry)
+        return files.read_bytes(path, retry)
     except FileNotFoundError:
         raise InputError("missing_file", f"{what} file not found: {path}") from None
-    except OSError as exc:
-        raise InputError("unreadable_file", f"{what} file {path}: {exc.__class__.__name__}: {exc}") from None
+    except Exception as exc:  # OSError, or an object store's permanent error (HTTP 403, ...)
+        raise InputError("unreadable_file", f"{what} file {path}: {exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}") from None
 
 
 def load_matrix(path: str, what: str, expected_dim: int | None = None, retry: RetryPolicy = RetryPolicy()) -> np.ndarray:

@@ -9,20 +9,27 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 
 from curation.errors import InputError
 from curation.records import VIDEO_ID_RE, VideoRef
-
-URI_SCHEMES = ("gs://", "s3://", "hdfs://", "http://", "https://", "azfs://")
-
+from pipeline.storage import files
 
 def resolve_path(path: str, base_dir: str) -> str:
-    """``path`` as given when absolute or a URI, else joined to the manifest's directory."""
-    if path.startswith(URI_SCHEMES) or os.path.isabs(path):
+    """``path`` as given when absolute or a URI, else joined to the manifest's directory (a local
+    folder or a URI prefix: ``gs://b/corpus`` + ``v/1.mp4`` -> ``gs://b/corpus/v/1.mp4``), with
+    ``.`` and ``..`` resolved.
+
+    >>> resolve_path("../v/1.mp4", "s3://b/corpus/manifests")
+    's3://b/corpus/v/1.mp4'
+    """
+    if files.is_uri(path) or os.path.isabs(files.local(path)):
         return path
-    if base_dir.startswith(URI_SCHEMES):
-        return base_dir.rstrip("/") + "/" + path
-    return os.path.normpath(os.path.join(base_dir, path))
+    if files.is_uri(base_dir):
+        scheme, rest = base_dir.split("://", 1)
+        bucket, _, prefix = rest.partition("/")
+        return f"{scheme}://{bucket}/" + posixpath.normpath(posixpath.join("/", prefix, path)).lstrip("/")
+    return os.path.normpath(os.path.join(files.local(base_dir), path))
 
 
 def _field(row: dict, name: str, video_id: str, kind: type, required: bool):

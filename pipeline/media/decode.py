@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.media.decord import DecordRejected, decode_decord
-from pipeline.media.failures import check_file
+from pipeline.media.failures import media_input
 from pipeline.media.pyav import decode_pyav
 
 BACKENDS = ("decord", "pyav")
@@ -101,19 +101,25 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"unknown decode backend {backend!r}; allowed: {list(BACKENDS)}")
 
 
-def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink, threads: int = 0):
-    """Decode ``path`` in this process into ``sink``: one frame per target time of
-    :func:`curation.frames.sample_times_s` (the nearest PTS, ties to the earlier frame), resized
-    to a shorter side of ``size`` pixels and centre-cropped to ``size x size``, with ``threads``
-    decoder threads (0: one per core). Returns ``(pts_s, duration_s)``.
+def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink, threads: int = 0,
+                max_bytes: int | None = None):
+    """Decode ``path`` (a local file, or a URI read from a bounded local copy of at most
+    ``max_bytes``: :func:`~pipeline.media.failures.media_input`) in this process into ``sink``:
+    one frame per target time of :func:`curation.frames.sample_times_s` (the nearest PTS, ties
+    to the earlier frame), resized to a shorter side of ``size`` pixels and centre-cropped to
+    ``size x size``, with ``threads`` decoder threads (0: one per core). Returns ``(pts_s, duration_s)``.
 
-    Raises ``InputError('missing_file' | 'unreadable_file' | 'decode_error', ...)``; the message
-    names the file.
+    Raises ``InputError('missing_file' | 'unreadable_file' | 'too_large' | 'decode_error', ...)``;
+    the message names the file.
     """
     check_backend(backend)
     if not sample_fps > 0 or size < 1:
         raise ValueError(f"sample_fps must be > 0 and size >= 1, got {sample_fps}, {size}")
-    check_file(path)
+    with media_input(path, max_bytes) as local_path:
+        return _decode_local(local_path, sample_fps, size, backend, sink, threads)
+
+
+def _decode_local(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink, threads: int):
     if backend == "pyav":
         return decode_pyav(path, sample_fps, size, sink, threads)
     try:

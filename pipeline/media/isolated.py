@@ -23,6 +23,7 @@ import numpy as np
 from curation.errors import InputError
 from pipeline.media.decode import BACKENDS, DecodedFrames, FileSink, check_backend, decode_into
 from pipeline.media.failures import check_file, decode_error
+from pipeline.storage import files
 
 #: This module, as the child's ``python -m`` argument.
 CHILD_MODULE = "pipeline.media.isolated"
@@ -66,7 +67,7 @@ class IsolatedDecode:
 
 
 def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float,
-                    threads: int = 0) -> IsolatedDecode:
+                    threads: int = 0, max_bytes: int | None = None) -> IsolatedDecode:
     """:func:`~pipeline.media.decode.decode_into` in a child process (``python -m
     pipeline.media.isolated``) killed after ``timeout_s`` seconds of wall clock; returns an
     :class:`IsolatedDecode` whose frames are read from the child's file (use it in a ``with``:
@@ -74,14 +75,18 @@ def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeo
 
     Raises ``InputError('timeout')`` when the limit is hit; the child's own ``InputError`` with
     its class and message; ``InputError('decode_error')`` when the child dies from a signal or
-    exits non-zero without one.
+    exits non-zero without one. A remote ``path`` (a URI) is copied to local disk by the child
+    (at most ``max_bytes``), so the transfer counts against ``timeout_s`` too.
     """
     check_backend(backend)
-    check_file(path)
+    if not files.is_uri(path):
+        check_file(files.local(path))
     tmp = tempfile.mkdtemp(prefix="nccurate-decode-")
     out, err, log = (os.path.join(tmp, name) for name in ("frames", "error.json", "stderr.txt"))
     cmd = [sys.executable, "-m", CHILD_MODULE, path, "--sample-fps", repr(float(sample_fps)),
            "--size", str(int(size)), "--backend", backend, "--threads", str(int(threads)), "--out", out, "--error", err]
+    if max_bytes is not None:
+        cmd += ["--max-bytes", str(int(max_bytes))]
     try:
         with open(log, "wb") as stderr:
             try:
@@ -148,11 +153,13 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="decoder threads (0: one per core)")
     parser.add_argument("--out", required=True, help="OUT.u8 (raw frames) and OUT.json (their times) are written")
     parser.add_argument("--error", required=True, help="where an InputError is written as JSON")
+    parser.add_argument("--max-bytes", type=int, default=None, help="most bytes a remote video's local copy may take")
     args = parser.parse_args(argv)
     try:
         with open(args.out + ".u8", "wb") as handle:
             sink = FileSink(handle)
-            pts_s, duration_s = decode_into(args.path, args.sample_fps, args.size, args.backend, sink, args.threads)
+            pts_s, duration_s = decode_into(args.path, args.sample_fps, args.size, args.backend, sink, args.threads,
+                                            args.max_bytes)
     except InputError as exc:
         with open(args.error, "w", encoding="utf-8") as handle:
             json.dump({"error_class": exc.error_class, "message": exc.message}, handle)

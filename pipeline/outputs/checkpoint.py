@@ -1,6 +1,6 @@
 """Per-video checkpoints under ``OUT/_work/`` so a killed run resumes where it stopped.
 
-A run writes these checkpoints, each through :func:`pipeline.outputs.atomic.open_atomic`, as soon as
+A run writes these checkpoints, each through :func:`pipeline.storage.atomic.open_atomic`, as soon as
 the work it saves is done:
 
 * ``_work/frames/{video_id}.pts.npz`` then ``{video_id}.emb-{chunk:05d}.npy`` (video mode):
@@ -28,24 +28,19 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
-import shutil
 import tarfile
 from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.outputs.atomic import open_atomic, write_bytes_atomic
+from pipeline.storage.atomic import open_atomic, write_bytes_atomic
 from pipeline.outputs.layout import OutputLayout
 from pipeline.outputs.shards import write_tar_members
+from pipeline.storage import files
 
 
 def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
+    return files.read_bytes_or_none(path)
 
 
 # ------------------------------------------------------------------------------- run identity
@@ -68,9 +63,7 @@ def read_run_identity(output: str) -> dict | None:
 
 def remove_work(output: str) -> None:
     """Delete ``OUT/_work`` (a completed run's checkpoints)."""
-    work = OutputLayout(output).work_dir
-    if os.path.isdir(work):
-        shutil.rmtree(work)
+    files.rmtree(OutputLayout(output).work_dir)
 
 
 # ------------------------------------------------------------------------- frame embeddings
@@ -151,8 +144,8 @@ def result_outcome(path: str):
     writes first; None when it cannot be read (gone, or not complete)."""
     from pipeline.results import Outcome
 
-    try:
-        with tarfile.open(path, mode="r:") as tar:
+    try:  # streamed: a remote checkpoint is read only up to result.json
+        with files.open_read(path) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
             for member in tar:
                 if member.name == "result.json":
                     return Outcome.from_counts(json.loads(tar.extractfile(member).read())["outcome"])

@@ -21,8 +21,9 @@ paths from :class:`OutputLayout` so the layout has one owner. ``video_id`` parts
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from pipeline.storage import files
 
 SHARDS, INDEX, FAILURES, REPORT, WORK = "shards", "index", "failures", "report", "_work"
 SUMMARY, SHARDINDEX = "summary.json", "shardindex.json"
@@ -63,7 +64,8 @@ class OutputLayout:
     root: str
 
     def path(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
+        """``root`` joined with ``parts`` (``/`` for a URI root: :func:`pipeline.storage.files.join`)."""
+        return files.join(self.root, *parts)
 
     # ------------------------------------------------------------------ final outputs
     @property
@@ -125,7 +127,7 @@ class OutputLayout:
 
     def foreign(self) -> list[str]:
         """Sorted names of the entries of ``root`` that nccurate did not write."""
-        return sorted(set(os.listdir(self.root)) - set(OWNED_DIRS) - set(OWNED_FILES) - {WORK})
+        return sorted(set(files.listdir(self.root)) - set(OWNED_DIRS) - set(OWNED_FILES) - {WORK})
 
     # ------------------------------------------------------------------ checkpoints
     def work(self, *parts: str) -> str:

@@ -6,7 +6,7 @@ keys never contain a dot). Every member name fits ustar's 100-byte name field
 (:data:`USTAR_NAME_MAX`), for any valid video_id (:func:`key_stem`): a longer name would need a
 GNU ``@LongLink`` or PAX header, which some readers (wids) skip, misreading the sample. Every member is written with fixed metadata (mtime 0, uid/gid 0,
 empty owner names, mode 0o444) in GNU format, so the same samples always give the same
-bytes and the same md5. Files are written through :func:`pipeline.outputs.atomic.open_atomic`:
+bytes and the same md5. Files are written through :func:`pipeline.storage.atomic.open_atomic`:
 a reader never sees a partial file.
 
 Only the standard library is used here.
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import tarfile
 from dataclasses import dataclass
 from typing import Any, IO
 
-from pipeline.outputs.atomic import open_atomic
+from pipeline.storage.atomic import open_atomic
 from pipeline.outputs.layout import shard_name  # noqa: F401 (the layout owns file names)
 
 #: What a sample key (and a video_id inside one) may contain: no dots, no slashes.
@@ -47,8 +46,6 @@ MEMBER_MODE = 0o444
 #: would be as reproducible (with fixed metadata its extended headers hold only what does not
 #: fit in ustar, no timestamps); GNU stays so that shards keep their bytes and md5s.
 TAR_FORMAT = tarfile.GNU_FORMAT
-
-_HASH_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -117,15 +114,20 @@ def key_parts(key: str) -> tuple[str, int]:
     return stem, int(idx)
 
 
-def _file_md5_and_size(path: str) -> tuple[str, int]:
-    """(hex MD5 digest, size in bytes) of the file at ``path``."""
-    h = hashlib.md5()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK_BYTES):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+class _HashingWriter:
+    """A binary sink that hashes (MD5) and counts what passes through it to ``sink``, so a shard's
+    md5 and size are known without reading it back (from an object store, a second download)."""
+
+    def __init__(self, sink: IO[bytes]):
+        self.sink, self.md5, self.size = sink, hashlib.md5(), 0
+
+    def write(self, data) -> int:
+        self.md5.update(data)
+        self.size += len(data)
+        return self.sink.write(data)
+
+    def tell(self) -> int:
+        return self.size
 
 
 def _member_bytes(key: str, ext: str, value: Any) -> bytes:
@@ -207,18 +209,17 @@ def write_tar_shard(path: str, samples: list[dict[str, bytes]]) -> ShardInfo:
     Every member is a regular file with mtime 0, uid = gid = 0, empty uname/gname and mode
     0o444, in GNU tar format (:data:`TAR_FORMAT`), so equal inputs give byte-identical files.
 
-    The tar is written through :func:`pipeline.outputs.atomic.open_atomic`: on failure neither
+    The tar is written through :func:`pipeline.storage.atomic.open_atomic`: on failure neither
     ``path`` nor a temporary file is left. Duplicate keys within one shard, a bad key or a sample with no
     fields raise ValueError.
 
     Returns ShardInfo(url=basename(path), nsamples=len(samples), filesize in bytes, hex md5).
     """
     with open_atomic(path) as f:
-        write_tar_members(f, _sample_members(samples))
-    md5sum, filesize = _file_md5_and_size(path)
-    return ShardInfo(
-        url=os.path.basename(path), nsamples=len(samples), filesize=filesize, md5sum=md5sum
-    )
+        sink = _HashingWriter(f)
+        write_tar_members(sink, _sample_members(samples))
+    return ShardInfo(url=path.rstrip("/").rsplit("/", 1)[-1], nsamples=len(samples), filesize=sink.size,
+                     md5sum=sink.md5.hexdigest())
 
 
 def shard_index(shards: list[ShardInfo]) -> dict:

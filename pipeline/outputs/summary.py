@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pipeline.results import PIPELINE_VERSION
 from pipeline.outputs.layout import OutputLayout
-from pipeline.outputs.atomic import write_json_atomic
+from pipeline.storage.atomic import write_json_atomic
 from pipeline.outputs.shards import shard_index
 from pipeline.outputs.tables import write_failures
 from pipeline.errors import AccountingError  # noqa: F401 (re-exported)

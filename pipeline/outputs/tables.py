@@ -2,7 +2,7 @@
 
 A table's parquet schema is derived from the record type its rows are (``arrow_schema``), so
 one declaration (``pipeline.results.IndexRow``, ``curation.records.Failure``) serves pyarrow
-and Python. Every file goes through :func:`pipeline.outputs.atomic.open_atomic`, so a reader
+and Python. Every file goes through :func:`pipeline.storage.atomic.open_atomic`, so a reader
 never sees a partial file, even after a power cut.
 """
 
@@ -13,7 +13,7 @@ import functools
 import types
 import typing
 
-from pipeline.outputs.atomic import open_atomic
+from pipeline.storage.atomic import open_atomic
 from pipeline.outputs.layout import OutputLayout, part_name
 from pipeline.outputs.shards import (
     ShardInfo,

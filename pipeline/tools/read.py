@@ -8,9 +8,8 @@ in seconds.
 
 from __future__ import annotations
 
-import glob
+import io
 import json
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from pipeline.errors import OutputError
 from pipeline.outputs.layout import OutputLayout
+from pipeline.storage import files
 
 #: Examples kept per failure class.
 EXAMPLES_PER_CLASS = 2
@@ -51,7 +51,7 @@ def read_parquet(pattern: str, schema):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(path) for path in sorted(glob.glob(pattern))]
+    tables = [pq.read_table(io.BytesIO(files.read_bytes(path))) for path in files.glob(pattern)]
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
@@ -73,12 +73,14 @@ def read_summary(output: str) -> dict:
     """``output/summary.json``; :class:`OutputError` naming the file when it is absent, unreadable
     or lacks one of :data:`SUMMARY_KEYS`."""
     path = OutputLayout(output).summary
-    if not os.path.isfile(path):
-        raise OutputError(f"{output}: not an nccurate output (no summary.json); give the --output of a finished run")
     try:
-        with open(path, encoding="utf-8") as handle:
-            summary = json.load(handle)
-    except (OSError, ValueError) as exc:
+        data = files.read_bytes_or_none(path)
+        if data is None:
+            raise OutputError(f"{output}: not an nccurate output (no summary.json); give the --output of a finished run")
+        summary = json.loads(data)
+    except OutputError:
+        raise
+    except Exception as exc:  # OSError, bad JSON, a store refusing
         raise OutputError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from None
     missing = [key for key in SUMMARY_KEYS if key not in summary] if isinstance(summary, dict) else SUMMARY_KEYS
     if missing:
@@ -89,7 +91,7 @@ def read_summary(output: str) -> dict:
 def read_run(output: str) -> RunOutput:
     """Read ``output``; :class:`OutputError` naming it when it holds no valid ``summary.json``."""
     summary = read_summary(output)
-    return RunOutput(os.path.abspath(output), summary, read_index(output), read_failures(output))
+    return RunOutput(files.absolute(output), summary, read_index(output), read_failures(output))
 
 
 def outcome_counts(run: RunOutput) -> dict[str, int]:

@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 from curation.report_data import bucket_mass_threshold
 from pipeline.errors import OutputError
+from pipeline.storage import files
+from pipeline.storage.atomic import write_bytes_atomic
 from pipeline.tools.plots import alignment_png, score_histograms
 from pipeline.tools.read import RunOutput, failure_examples, outcome_counts, read_run
 from pipeline.tools.similarity import SimilarityMatrices
@@ -37,12 +39,30 @@ GENERATOR = "nccurate report"
 def build_report(output: str, n_videos: int = 8, to: str | None = None) -> str:
     """Write the report of ``output`` into ``to`` (default ``output/report``), replacing an
     earlier report there; returns the path of its ``index.html``. :class:`OutputError` when
-    ``output`` is not a finished run or ``to`` holds something else than a report."""
+    ``output`` is not a finished run or ``to`` holds something else than a report. Either may be
+    a URI: a remote report is written to a local folder first, then uploaded file by file."""
+    run = read_run(output)
+    dest = files.absolute(to or run.layout.report_dir)
+    if not files.is_uri(dest):
+        _fresh_dir(dest)
+        return _build(run, n_videos, dest)
+    import tempfile
+
+    _fresh_remote_dir(dest)
+    with tempfile.TemporaryDirectory(prefix="nccurate-report-") as tmp:
+        _build(run, n_videos, tmp)
+        for folder, _, names in sorted(os.walk(tmp)):
+            for name in sorted(names):
+                local = os.path.join(folder, name)
+                with open(local, "rb") as handle:
+                    write_bytes_atomic(files.join(dest, *os.path.relpath(local, tmp).split(os.sep)), handle.read())
+    return files.join(dest, "index.html")
+
+
+def _build(run, n_videos: int, dest: str) -> str:
+    """The report of ``run`` in the empty local folder ``dest``; the path of its index.html."""
     import pyarrow.compute as pc
 
-    run = read_run(output)
-    dest = os.path.abspath(to or run.layout.report_dir)
-    _fresh_dir(dest)
     all_ids = sorted(pc.unique(run.index.column("video_id")).to_pylist())
     video_ids = all_ids[:max(n_videos, 0)]
     rows_by_video = rows_of(run, video_ids)
@@ -220,3 +240,12 @@ def _fresh_dir(dest: str) -> None:
             raise OutputError(f"{dest}: exists and is not an nccurate report; choose another --to")
         shutil.rmtree(dest)
     os.makedirs(dest, exist_ok=True)
+
+
+def _fresh_remote_dir(dest: str) -> None:
+    """:func:`_fresh_dir` for a URI: remove an earlier report's objects; refuse anything else."""
+    if files.listdir(dest):
+        head = files.read_bytes_or_none(files.join(dest, "index.html")) or b""
+        if f'content="{GENERATOR}"'.encode() not in head[:4096]:
+            raise OutputError(f"{dest}: exists and is not an nccurate report; choose another --to")
+        files.rmtree(dest)

@@ -11,10 +11,11 @@ has them). It is then prepared exactly as the aligner prepares it
 from __future__ import annotations
 
 import dataclasses
-import os
 from functools import cached_property
 
 import numpy as np
+
+from pipeline.storage import files
 
 
 class SimilarityMatrices:
@@ -42,7 +43,7 @@ class SimilarityMatrices:
         refs, seen = {}, set()
         for line in filter(str.strip, text.splitlines()):
             try:
-                ref = parse_manifest_line(line, os.path.dirname(manifest))
+                ref = parse_manifest_line(line, files.parent(manifest))
             except ValueError:
                 continue
             refs[ref.video_id] = None if ref.video_id in seen else ref

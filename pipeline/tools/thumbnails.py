@@ -7,12 +7,12 @@ name splits into sample key and extension exactly as webdataset readers split it
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from collections import defaultdict
 from collections.abc import Iterator
 
 from curation.report_data import middle_index
+from pipeline.storage import files
 
 
 def is_media(ext: str) -> bool:
@@ -32,7 +32,7 @@ def media_samples(shard_path: str, keys: set[str]) -> Iterator[dict]:
         return key in keys and is_media(ext)
 
     left = set(keys)
-    with open(shard_path, "rb") as stream:
+    with files.open_read(shard_path) as stream:
         members = tar_file_expander([{"url": shard_path, "stream": stream}], select_files=wanted)
         for sample in group_by_keys(members):
             yield sample
@@ -52,7 +52,7 @@ def thumbnails(shards_dir: str, kept_rows: list[dict]) -> dict[str, object]:
     out: dict[str, object] = {}
     for shard, keys in sorted(wanted.items()):
         try:
-            for sample in media_samples(os.path.join(shards_dir, shard), keys):
+            for sample in media_samples(files.join(shards_dir, shard), keys):
                 image = _first_image(sample)
                 if image is not None and sample["__key__"] not in out:
                     out[sample["__key__"]] = image

@@ -100,15 +100,14 @@ MANIFEST_SPLIT_MIN_BYTES, MANIFEST_MAX_SPLITS = 256, 128
 def manifest_splits(manifest: str) -> list[tuple[str, int, int]]:
     """``(path, start, end)`` byte ranges covering the manifest; a compressed one is one range
     ``(path, 0, -1)``, read whole. Runs at launch, on the machine that builds the graph."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
+    from pipeline.storage import files
 
-    if CompressionTypes.detect_compression_type(manifest) != CompressionTypes.UNCOMPRESSED:
+    if files.compression_of(manifest) is not None:
         return [(manifest, 0, -1)]
-    found = FileSystems.match([manifest])[0].metadata_list
-    if not found:
-        raise FileNotFoundError(f"manifest {manifest}: no such file")
-    size = found[0].size_in_bytes
+    try:
+        size = files.size(manifest)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"manifest {manifest}: no such file") from None
     n = max(1, min(MANIFEST_MAX_SPLITS, -(-size // MANIFEST_SPLIT_MIN_BYTES)))
     bounds = [size * i // n for i in range(n + 1)]
     return [(manifest, a, b) for a, b in zip(bounds, bounds[1:])]
@@ -117,10 +116,10 @@ def manifest_splits(manifest: str) -> list[tuple[str, int, int]]:
 def read_manifest_split(split: tuple[str, int, int]):
     """The lines (UTF-8, without line ends) that *start* in ``[start, end)``: every line of the
     file belongs to exactly one split. ``end == -1``: the whole (compressed) file."""
-    from apache_beam.io.filesystems import FileSystems
+    from pipeline.storage import files
 
     path, start, end = split
-    with FileSystems.open(path) as handle:
+    with files.open_read(path) as handle:
         if end < 0:
             start, end = 0, float("inf")
         elif start > 0:

@@ -21,10 +21,9 @@ class _DecodeFn(_StageDoFn):
 
     stage = "decode"
 
-    def __init__(self, spec, sample_fps: float, backend: str, timeout_s: float, chunk_frames: int, threads: int,
-                 output: str | None):
+    def __init__(self, spec, decode, timeout_s: float, chunk_frames: int, threads: int, output: str | None):
         super().__init__()
-        self.spec, self.sample_fps, self.backend, self.timeout_s = spec, sample_fps, backend, timeout_s
+        self.spec, self.decode, self.timeout_s = spec, decode, timeout_s  # decode: pipeline.config.DecodeConfig
         self.chunk_frames, self.threads, self.output = chunk_frames, threads, output
         self.size = None
 
@@ -37,7 +36,8 @@ class _DecodeFn(_StageDoFn):
             self.size = input_size_of(self.spec)
         self.count(TOTAL)
         try:
-            decoded = decode_isolated(ref.video, self.sample_fps, self.size, self.backend, self.timeout_s, self.threads)
+            decoded = decode_isolated(ref.video, self.decode.sample_fps, self.size, self.decode.backend, self.timeout_s,
+                                      self.threads, self.decode.max_bytes)
         except Exception as exc:  # noqa: BLE001 - every decode error becomes a failures row
             row = self.failure_row(ref.video_id, exc)
             if self.output is not None:
@@ -99,7 +99,7 @@ class DecodeAndEmbed(beam.PTransform):
         cfg = self.config
         spec = encoder_spec_of(cfg.model)
         decoded = refs | "Decode" >> TaggedParDo(_DecodeFn(
-            spec, cfg.decode.sample_fps, cfg.decode.backend, cfg.decode_timeout_s, cfg.model.frame_batch_size,
+            spec, cfg.decode, cfg.decode_timeout_s, cfg.model.frame_batch_size,
             cfg.resources.decode_threads, self.save_to), META, FAILURES, main="frames")
         handler = FrameEmbeddingHandler(spec, cfg.model.frame_batch_size, torch_threads=cfg.resources.torch_threads)
         emb = (decoded.frames

@@ -47,7 +47,7 @@ class _LoadInputsFn(_StageDoFn):
 
 class LoadInputs(beam.PTransform):
     """``VideoRef`` -> ``VideoInputs`` (features + captions of one video, fused: no shuffle);
-    ``retry``: the :class:`pipeline.inputs.retry.RetryPolicy` of the reads."""
+    ``retry``: the :class:`pipeline.storage.retry.RetryPolicy` of the reads."""
 
     def __init__(self, expected_dim, retry):
         super().__init__()

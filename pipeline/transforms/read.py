@@ -7,6 +7,7 @@ import os
 import apache_beam as beam
 
 from curation.errors import InputError
+from pipeline.storage import files
 from pipeline.transforms.compat import TaggedParDo, manifest_splits, read_manifest_split
 from pipeline.transforms.stage import FAILURES, OK, TOTAL, _StageDoFn
 
@@ -57,7 +58,7 @@ class ReadManifest(beam.PTransform):
     def expand(self, pbegin):
         from pipeline.inputs.manifest import resolve_path
 
-        base_dir = os.path.dirname(resolve_path(self.manifest, os.getcwd()))
+        base_dir = files.parent(resolve_path(self.manifest, os.getcwd()))
         lines = (pbegin | "Splits" >> beam.Create(manifest_splits(self.manifest))
                  | "Read" >> beam.FlatMap(read_manifest_split)
                  | "NonBlank" >> beam.Filter(lambda line: line.strip() != ""))

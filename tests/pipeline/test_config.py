@@ -278,21 +278,21 @@ def test_hashes_of_different_values_are_distinct():
     assert len(hashes) == 20
 
 
-#: Values the config's earlier (hand-validated dataclass) implementation gave, updated once when
-#: ``output.min_shards`` was added (issue 16: the shard layout changed with it). The hash is in
+#: Values the config's earlier (hand-validated dataclass) implementation gave, updated when
+#: ``output.min_shards`` (issue 16: the shard layout changed with it) and ``decode.max_bytes`` (issue 17) were added. The hash is in
 #: every sample's json and in the checkpoints, ``to_dict`` is summary.json's ``config``: any
 #: change here changes output bytes and stops old runs from resuming.
 OVERRIDES = ["align.eps=0.05", "seed=3", "features.dim=512", "align.window_s=30", "align.prior_sigma_s=5",
              "clips.format=jpg", "io.backoff_s=1", "model.pretrained=null", "resources.torch_threads=2",
              "beam.experiments=[a, b]"]
 PINNED = [
-    (None, [], "a1d1e2b7f32b9782", "1e5bb5c912c590e7"),
-    ("dataflow.yaml", [], "ba92dd9a02981a11", "eceb873110632f15"),
-    (None, OVERRIDES, "131f09aead303777", "946dd26ae8c25df9"),
-    ("flink.yaml", [], "09ee3c2a1772b290", None),
-    ("spark.yaml", [], "09ee3c2a1772b290", None),
-    ("norton-v0.yaml", [], "d5d54e8bfb6be29a", None),
-    (None, ["align.eps=1", "decode.sample_fps=2", "max_failure_ratio=0", "align.window_s=1e2"], "f0c75891c3cac0a0", None),
+    (None, [], "84cb77469dcac18d", "14dae2b7d8e4ab74"),
+    ("dataflow.yaml", [], "46c3cb79238aea52", "7a56586187e5e6cd"),
+    (None, OVERRIDES, "b2cc98bac442e8a2", "ebd2ac8a02b42142"),
+    ("flink.yaml", [], "cc41c950a78d458d", None),
+    ("spark.yaml", [], "cc41c950a78d458d", None),
+    ("norton-v0.yaml", [], "a10dcedfc3a9d0a4", None),
+    (None, ["align.eps=1", "decode.sample_fps=2", "max_failure_ratio=0", "align.window_s=1e2"], "9e91423b54611d07", None),
 ]
 
 

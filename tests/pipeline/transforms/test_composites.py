@@ -20,7 +20,7 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from curation.records import CaptionSet, FrameFeatures, VideoInputs, VideoRef
 from pipeline.config import load_config
-from pipeline.inputs.retry import RetryPolicy
+from pipeline.storage.retry import RetryPolicy
 from pipeline.transforms import stage
 from pipeline.transforms.compat import manifest_splits
 from pipeline.transforms.load import LoadInputs

@@ -1,7 +1,10 @@
 """Bounded retries of transient IO errors (a flaky NFS mount, an object store timing out).
 
 Transient: ``TimeoutError``, ``ConnectionError`` and ``OSError`` with an errno in
-:data:`TRANSIENT_ERRNOS` (EIO, EAGAIN, EINTR, EBUSY, ESTALE, ETIMEDOUT, connection resets ...).
+:data:`TRANSIENT_ERRNOS` (EIO, EAGAIN, EINTR, EBUSY, ESTALE, ETIMEDOUT, connection resets ...);
+from object-store clients, an error carrying an HTTP status of 408, 429 or 5xx (gcsfs'
+``HttpError.code``, aiohttp's ``status``) or one of the HTTP clients' connection errors
+(:data:`TRANSIENT_CLIENT_ERRORS`, matched by class name so no client library is imported).
 Everything else, a missing file or a denied permission above all, is permanent and raised at
 once. The waits are deterministic: ``backoff_s * 2**k`` before retry ``k + 1``.
 """
@@ -21,6 +24,17 @@ TRANSIENT_ERRNOS = frozenset({
 })
 
 
+#: HTTP statuses worth another try: request timeout, too many requests, server errors.
+TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
+#: Connection-level errors of aiohttp (gcsfs), botocore/urllib3 (s3fs) and requests.
+TRANSIENT_CLIENT_ERRORS = frozenset({
+    "ServerDisconnectedError", "ClientConnectionError", "ClientOSError", "ClientPayloadError",
+    "ServerTimeoutError", "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+    "ConnectionClosedError", "ResponseStreamingError", "IncompleteReadError", "ProtocolError",
+    "ChunkedEncodingError",
+})
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """``attempts``: tries of one read in all (1 = no retry); ``backoff_s``: the first wait."""
@@ -33,14 +47,19 @@ def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is worth another try (see the module docstring)."""
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
-    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+        return True
+    status = getattr(exc, "code", None) or getattr(exc, "status", None)
+    if isinstance(status, int) and status in TRANSIENT_HTTP:
+        return True
+    return any(cls.__name__ in TRANSIENT_CLIENT_ERRORS for cls in type(exc).__mro__)
 
 
 class RetriesExhausted(OSError):
     """The last transient error, after ``attempts`` tries."""
 
-    def __init__(self, attempts: int, last: OSError):
-        super().__init__(last.errno, f"{last.__class__.__name__}: {last} (after {attempts} attempts)")
+    def __init__(self, attempts: int, last: BaseException):
+        super().__init__(getattr(last, "errno", None), f"{last.__class__.__name__}: {last} (after {attempts} attempts)")
         self.attempts, self.last = attempts, last
 
 
@@ -50,7 +69,7 @@ def with_retries(read: Callable[[], T], policy: RetryPolicy, sleep: Callable[[fl
     for attempt in range(policy.attempts):
         try:
             return read()
-        except OSError as exc:
+        except Exception as exc:
             if not is_transient(exc):
                 raise
             if attempt + 1 == policy.attempts:

@@ -1,23 +1,29 @@
-"""The one atomic file writer behind every file nccurate writes into an output directory.
+"""The one atomic file writer behind every file nccurate writes, locally or in an object store.
 
-:func:`open_atomic` gives a binary file at a temporary sibling of the target; when the ``with``
-block ends normally the file is flushed and fsynced, renamed onto the target with
+Locally, :func:`open_atomic` gives a binary file at a temporary sibling of the target; when the
+``with`` block ends normally the file is flushed and fsynced, renamed onto the target with
 :func:`os.replace` (atomic within one directory) and the directory entry is fsynced where the
-platform allows it. So a reader, or a run resumed after a crash or a power cut, sees the whole
-new file or the previous state, never a partial file. When the block raises, the temporary file
-is removed and the target is left as it was.
-
-Only the standard library is used here.
+platform allows it. On an object store (a URI, :func:`pipeline.storage.files.is_uri`) the block
+writes to memory and the file is uploaded in one request when it ends: a single upload is atomic
+(the object exists only once it completes), so no rename is emulated (stores do that with copy +
+delete) and no temporary object is ever visible. Either way a reader, or a run resumed after a
+crash or a power cut, sees the whole new file or the previous state, never a partial file. When
+the block raises, nothing is written and the target is left as it was. Uploads retry transient
+errors (:mod:`pipeline.storage.retry`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import threading
 from collections.abc import Iterator
 from typing import IO, Any
+
+from pipeline.storage.files import filesystem, is_uri, local
+from pipeline.storage.retry import RetryPolicy, with_retries
 
 
 def temp_path(path: str) -> str:
@@ -43,7 +49,13 @@ def _fsync_dir(directory: str) -> None:
 @contextlib.contextmanager
 def open_atomic(path: str) -> Iterator[IO[bytes]]:
     """``with open_atomic(path) as f: f.write(...)``: ``path`` appears whole when the block ends,
-    or not at all (nor its temporary file) when it raises. The parent directory is created."""
+    or not at all (nor its temporary file) when it raises. A local parent directory is created."""
+    if is_uri(path):
+        buffer = io.BytesIO()
+        yield buffer
+        upload(path, buffer.getbuffer())
+        return
+    path = local(path)
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
@@ -59,6 +71,12 @@ def open_atomic(path: str) -> Iterator[IO[bytes]]:
             os.remove(tmp)
         raise
     _fsync_dir(directory)
+
+
+def upload(path: str, data, retry: RetryPolicy = RetryPolicy()) -> None:
+    """``data`` (bytes-like) as the object ``path`` in one upload, retrying transient errors."""
+    fs, inner = filesystem(path)
+    with_retries(lambda: fs.pipe_file(inner, bytes(data)), retry)
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:

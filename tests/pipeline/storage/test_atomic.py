@@ -1,4 +1,4 @@
-"""``pipeline.outputs.atomic``: a file appears whole or not at all, and no temporary file is left."""
+"""``pipeline.storage.atomic``: a file appears whole or not at all, and no temporary file is left."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from pipeline.outputs import atomic
-from pipeline.outputs.atomic import open_atomic, write_bytes_atomic, write_json_atomic
+from pipeline.storage import atomic
+from pipeline.storage.atomic import open_atomic, write_bytes_atomic, write_json_atomic
 
 
 class Boom(Exception):

@@ -1,5 +1,5 @@
 """Transient IO errors are retried a bounded number of times; permanent ones are not
-(``pipeline.inputs.retry``, used by ``pipeline.inputs.read_bytes`` for captions and features)."""
+(``pipeline.storage.retry``, used by ``pipeline.inputs.read_bytes`` for captions and features)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import os
 
 import pytest
 
-import pipeline.inputs.arrays
+import pipeline.storage.files
 from curation.errors import InputError
 from pipeline.inputs.arrays import read_bytes
-from pipeline.inputs.retry import (
+from pipeline.storage.retry import (
     RetriesExhausted,
     RetryPolicy,
     is_transient,
@@ -40,11 +40,29 @@ def _os_error(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
+class HttpError(Exception):
+    """Shaped like gcsfs' HttpError: an HTTP status in ``code``."""
+
+    def __init__(self, code: int):
+        super().__init__(f"HTTP {code}")
+        self.code = code
+
+
+class ServerDisconnectedError(Exception):
+    """Named like aiohttp's (matched by class name, aiohttp is not imported)."""
+
+
+class ReadTimeoutError(ServerDisconnectedError.__base__):
+    pass
+
+
 @pytest.mark.parametrize("exc, transient", [
     (_os_error(errno.EIO), True), (_os_error(errno.ESTALE), True), (_os_error(errno.EAGAIN), True),
     (TimeoutError("read timed out"), True), (ConnectionResetError(errno.ECONNRESET, "reset"), True),
     (FileNotFoundError(errno.ENOENT, "gone"), False), (PermissionError(errno.EACCES, "denied"), False),
     (IsADirectoryError(errno.EISDIR, "dir"), False), (_os_error(errno.ENOSPC), False), (ValueError("x"), False),
+    (HttpError(503), True), (HttpError(429), True), (HttpError(500), True), (HttpError(404), False),
+    (HttpError(403), False), (ServerDisconnectedError(), True), (ReadTimeoutError(), True),
 ])
 def test_transient_classification(exc, transient):
     assert is_transient(exc) is transient
@@ -96,7 +114,7 @@ def test_read_bytes_retries_then_reads(tmp_path, monkeypatch):
     path = tmp_path / "caps.json"
     path.write_bytes(b"{}")
     calls = {}
-    monkeypatch.setattr(pipeline.inputs.arrays, "open", _flaky_open({"caps.json": [_os_error(errno.EIO)]}, calls), raising=False)
+    monkeypatch.setattr(pipeline.storage.files, "open", _flaky_open({"caps.json": [_os_error(errno.EIO)]}, calls), raising=False)
     assert read_bytes(str(path), "captions", RetryPolicy(attempts=2, backoff_s=0.0)) == b"{}"
     assert calls["caps.json"] == 2
 
@@ -104,7 +122,7 @@ def test_read_bytes_retries_then_reads(tmp_path, monkeypatch):
 def test_read_bytes_exhausted_is_an_unreadable_file_naming_it(tmp_path, monkeypatch):
     path = tmp_path / "caps.json"
     path.write_bytes(b"{}")
-    monkeypatch.setattr(pipeline.inputs.arrays, "open", _flaky_open({"caps.json": [_os_error(errno.EIO)] * 3}, {}), raising=False)
+    monkeypatch.setattr(pipeline.storage.files, "open", _flaky_open({"caps.json": [_os_error(errno.EIO)] * 3}, {}), raising=False)
     with pytest.raises(InputError, match=r"unreadable_file: captions file .*caps.json.*after 3 attempts"):
         read_bytes(str(path), "captions", RetryPolicy(attempts=3, backoff_s=0.0))
 
@@ -119,7 +137,7 @@ def test_pipeline_retries_flaky_reads_and_fails_only_the_hopeless(tmp_path, monk
               f"{ids[1]}.json": [_os_error(errno.EIO)] * 99,
               f"{ids[2]}.features.npy": [PermissionError(errno.EACCES, "Permission denied")] * 99}
     calls = {}
-    monkeypatch.setattr(pipeline.inputs.arrays, "open", _flaky_open(faults, calls), raising=False)
+    monkeypatch.setattr(pipeline.storage.files, "open", _flaky_open(faults, calls), raising=False)
     out = helpers.run_pipeline(manifest, str(tmp_path / "out"), ["io.backoff_s=0", "max_failure_ratio=1.0"])
     assert calls[f"{ids[0]}.json"] == 3 and calls[f"{ids[1]}.json"] == 3 and calls[f"{ids[2]}.features.npy"] == 1
     failed = {(f["video_id"], f["stage"], f["error_class"]) for f in out.failures}
