@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -275,6 +276,10 @@ def test_sigkill_with_a_remote_output_then_rerun_is_byte_identical(store, video_
     rerun = _cli(*args)
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming" in rerun.stderr
+    # progress is read from the remote _work: restored results counted at the start, all at the end
+    resumed = [int(n) for n in re.findall(r"(\d+) resumed", rerun.stderr)]
+    assert resumed and resumed[0] >= 1, rerun.stderr
+    assert re.search(r"progress: 3/3 videos .*done in", rerun.stderr), rerun.stderr
     assert_same_as_local(_objects(store, "killed"), local)
 
 
@@ -296,3 +301,26 @@ def test_runs_on_the_dask_runner_with_a_remote_store_equal_local(store, mode, re
                    "--runner", DASK_RUNNER, f"--dask_client_address={cluster.scheduler_address}")
         assert ran.returncode == 0, ran.stderr[-3000:]
     assert_same_as_local(_objects(store, f"dask-{mode}"), local)
+
+
+# ----------------------------------------------------------------------------- model weights
+
+
+def test_pretrained_weights_from_the_store_load_like_the_local_file(store, tmp_path, monkeypatch):
+    import fsspec
+
+    from models.encoder import EncoderSpec, load_encoder
+
+    asset = os.path.join(os.path.dirname(__file__), "..", "..", "models", "assets", "nccurate-demo-tiny.pt")
+    uri = store.url(BUCKET, "weights/nccurate-demo-tiny.pt")
+    with open(asset, "rb") as src, fsspec.open(uri, "wb") as dst:
+        dst.write(src.read())
+    monkeypatch.setenv("NCCURATE_CACHE", str(tmp_path / "cache"))
+    texts = ["pour the batter", "thanks for watching"]
+    remote = load_encoder(EncoderSpec(name="nccurate-tiny", pretrained=uri)).encode_texts(texts)
+    local = load_encoder(EncoderSpec(name="nccurate-tiny", pretrained=os.path.abspath(asset))).encode_texts(texts)
+    assert np.array_equal(remote, local)
+    copies = [os.path.join(root, n) for root, _, names in os.walk(tmp_path / "cache") for n in names]
+    assert len(copies) == 1 and open(copies[0], "rb").read() == open(asset, "rb").read()
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_encoder(EncoderSpec(name="nccurate-tiny", pretrained=store.url(BUCKET, "weights/missing.pt")))
