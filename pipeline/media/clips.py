@@ -28,7 +28,7 @@ from fractions import Fraction
 from curation.errors import InputError
 from curation.frames import NearestPicker, resize_dims
 from pipeline.media.failures import check_file
-from pipeline.media.pyav import frame_times, open_video_stream, to_rgb
+from pipeline.media.pyav import display_dims, frame_times, open_video_stream, times_by_count, to_rgb
 
 CLIP_FORMATS = ("mp4", "jpg")
 #: x264 options of clips (one thread is set separately): fast, visually fine, deterministic.
@@ -88,9 +88,24 @@ def cut_clip(source: str, start_s: float, end_s: float, fmt: str, size: int, fps
     return {"mp4": _mp4(frames, width, height, fps)}
 
 
+class _SeekMissed(Exception):
+    """A seek landed after the span's first target (e.g. on a non-key packet of an MPEG-TS
+    stream, whose decoder then drops frames to the next keyframe)."""
+
+
 def _span_frames(source: str, start_s: float, end_s: float, size: int, fps: float):
     """``(frames, width, height)``: the clip's output frames, ``(height, width, 3)`` uint8 RGB.
-    Each pick is converted as soon as it is final, so only small frames are held."""
+    The seek is checked: when the first frame decoded after it comes after the span's first
+    target time (or none comes), the span is decoded again from the start of the video."""
+    try:
+        return _decode_span(source, start_s, end_s, size, fps, seek=True)
+    except _SeekMissed:
+        return _decode_span(source, start_s, end_s, size, fps, seek=False)
+
+
+def _decode_span(source: str, start_s: float, end_s: float, size: int, fps: float, seek: bool):
+    """:func:`_span_frames` with or without the seek. Each pick is converted as soon as it is
+    final, so only small frames are held."""
     import av
 
     try:
@@ -108,20 +123,25 @@ def _span_frames(source: str, start_s: float, end_s: float, size: int, fps: floa
         nonlocal dims, last
         for k, _, frame in picks:
             if last is None or last[0] is not frame:
-                dims = dims or clip_dims(frame.width, frame.height, size)
+                dims = dims or clip_dims(*display_dims(frame), size)
                 last = (frame, to_rgb(frame, *dims))
             rgb[k] = last[1]
 
     video_end_s = 0.0
     try:
         with container:
-            _seek_before(container, stream, start_s)
+            seeked = seek and _seek_before(container, stream, start_s)
+            first_target_s = start_s + 0.5 / fps
             for t_s, frame_end_s, frame in frame_times(stream, container.decode(stream)):
+                if seeked and picker.prev is None and float(t_s) > first_target_s:
+                    raise _SeekMissed()
                 video_end_s = max(video_end_s, float(frame_end_s))
                 keep(picker.push(float(t_s), frame))
                 if picker.k >= n:
                     break
             else:  # the stream ended inside the span: clamp the span to the video
+                if seeked and picker.prev is None:
+                    raise _SeekMissed()
                 if picker.prev is None or start_s >= video_end_s:
                     raise _failed(source, start_s, end_s, f"the span starts after the video ends ({video_end_s:.3f} s)")
                 n = max(1, round((min(end_s, video_end_s) - start_s) * fps))
@@ -131,18 +151,21 @@ def _span_frames(source: str, start_s: float, end_s: float, size: int, fps: floa
     return [rgb[k] for k in range(n)], dims[0], dims[1]
 
 
-def _seek_before(container, stream, start_s: float) -> None:
+def _seek_before(container, stream, start_s: float) -> bool:
     """Seek to the keyframe at or before one source frame period before ``start_s`` (so the
-    frame nearest to the first target is decoded). No seek when the stream has no start time
-    or time base (frame times then count from the first decoded frame)."""
-    if stream.start_time is None or not stream.time_base or start_s <= 0:
-        return
+    frame nearest to the first target is decoded); whether it sought. No seek when the stream has
+    no start time or time base (frame times then count from the first decoded frame) or its times
+    are counted (:func:`~pipeline.media.pyav.times_by_count`)."""
+    if stream.start_time is None or not stream.time_base or start_s <= 0 or times_by_count(stream):
+        return False
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     margin_s = 1.0 / float(rate) if rate else 1.0
     target_s = start_s - margin_s
     if target_s > 0:
         container.seek(stream.start_time + int(target_s / float(stream.time_base)), stream=stream,
                        backward=True, any_frame=False)
+        return True
+    return False
 
 
 def encode_h264(path_or_file, frames, fps: float, width: int, height: int, options: dict,

@@ -9,7 +9,6 @@ import numpy as np
 from curation.errors import InputError
 from curation.frames import center_crop, nearest_indices, resize_dims, sample_times_s
 from pipeline.media.failures import decode_error
-from pipeline.media.pyav import video_dims
 
 #: Frames per decord ``get_batch`` call (bounds the decoder's uncropped frames in memory).
 DECORD_CHUNK = 128
@@ -20,17 +19,56 @@ class DecordRejected(InputError):
     retries with PyAV."""
 
 
+#: Containers whose timestamps or seeks decord gets wrong (MPEG-TS: it hangs; AVI with B-frames:
+#: NOPTS or shifted times): PyAV decodes them.
+DECORD_UNSAFE_FORMATS = ("mpegts", "mpegtsraw", "avi")
+
+
+def decord_header(path: str) -> tuple[int, int, int]:
+    """``(width, height, frames in the header or 0)`` of a file decord may decode; raises
+    :class:`DecordRejected` (so PyAV decodes it) for what decord cannot be trusted with: a
+    container of :data:`DECORD_UNSAFE_FORMATS`, more than one video stream (decord picks its own,
+    an attached picture included), or a rotated stream (decord turns it, sized as unrotated)."""
+    from pipeline.media.pyav import open_video_stream, quarter_turns
+
+    container, stream = open_video_stream(path)
+    with container:
+        formats = set(container.format.name.split(","))
+        if formats & set(DECORD_UNSAFE_FORMATS):
+            raise DecordRejected("decode_error", f"decord mishandles {container.format.name} ({path}); PyAV decodes it")
+        if len(container.streams.video) != 1:
+            raise DecordRejected("decode_error", f"{path} has {len(container.streams.video)} video streams; "
+                                                 "decord cannot be told which one, PyAV decodes it")
+        first = next(container.decode(stream), None)
+        if first is not None and quarter_turns(first):
+            raise DecordRejected("decode_error", f"{path} is rotated; PyAV decodes it upright")
+        return stream.codec_context.width, stream.codec_context.height, int(stream.frames or 0)
+
+
+def check_decord_times(path: str, ts: np.ndarray, header_frames: int) -> None:
+    """:class:`DecordRejected` unless decord's ``(N, 2)`` frame times are finite, non-negative and
+    strictly increasing in decord's frame order, and N agrees with the header's frame count (when
+    it has one) to within 2 frames or 2%: decord gives NOPTS (``-1``) or shifted times where it
+    misreads a file, and its nearest-frame picks would then be silently wrong."""
+    start = ts[:, 0]
+    if not np.isfinite(ts).all() or (start < 0).any() or (np.diff(start) <= 0).any():
+        raise DecordRejected("decode_error", f"decord's frame times of {path} are missing or out of order; "
+                                             "PyAV decodes it")
+    if header_frames > 0 and abs(len(ts) - header_frames) > max(2, 0.02 * header_frames):
+        raise DecordRejected("decode_error", f"decord read {len(ts)} frames of {path}, its header says "
+                                             f"{header_frames}; PyAV decodes it")
+
+
 def open_decord(path: str, size: int | None = None, threads: int = 0):
     """``(reader, ts)``: a decord ``VideoReader`` (resizing inside the decoder to a shorter side
     of ``size`` when given) and its ``(N, 2)`` float64 ``[start, end)`` frame times in seconds
-    (decord keeps them as float32)."""
+    (decord keeps them as float32), checked (:func:`decord_header`, :func:`check_decord_times`)."""
     import decord
 
     kwargs = {}
-    if size is not None:
-        width, height = video_dims(path)
-        if width > 0 and height > 0:
-            kwargs["width"], kwargs["height"] = resize_dims(width, height, size)
+    width, height, header_frames = decord_header(path)
+    if size is not None and width > 0 and height > 0:
+        kwargs["width"], kwargs["height"] = resize_dims(width, height, size)
     try:
         reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=int(threads), **kwargs)
         n = len(reader)
@@ -39,6 +77,7 @@ def open_decord(path: str, size: int | None = None, threads: int = 0):
         raise decode_error(path, "decord cannot read it", exc, DecordRejected) from None
     if n == 0:
         raise decode_error(path, "no frame could be decoded")
+    check_decord_times(path, ts, header_frames)
     return reader, ts
 
 

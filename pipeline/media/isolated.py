@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -76,11 +77,34 @@ def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeo
     Raises ``InputError('timeout')`` when the limit is hit; the child's own ``InputError`` with
     its class and message; ``InputError('decode_error')`` when the child dies from a signal or
     exits non-zero without one. A remote ``path`` (a URI) is copied to local disk by the child
-    (at most ``max_bytes``), so the transfer counts against ``timeout_s`` too.
+    (at most ``max_bytes``), so the transfer counts against ``timeout_s`` too. With decord, a
+    child that hangs is killed at half of ``timeout_s`` and PyAV decodes the file in the rest
+    (decord hangs on some files PyAV reads, MPEG-TS among them).
     """
     check_backend(backend)
     if not files.is_uri(path):
         check_file(files.local(path))
+    if backend != "decord":
+        return _decode_in_child(path, sample_fps, size, backend, timeout_s, threads, max_bytes)
+    started = time.monotonic()
+    try:
+        return _decode_in_child(path, sample_fps, size, backend, timeout_s / 2, threads, max_bytes)
+    except InputError as exc:
+        if exc.error_class != "timeout":
+            raise
+    left = timeout_s - (time.monotonic() - started)
+    try:
+        return _decode_in_child(path, sample_fps, size, "pyav", left, threads, max_bytes)
+    except InputError as exc:
+        if exc.error_class != "timeout":
+            raise
+        raise InputError("timeout", f"decoding {path} exceeded decode_timeout_s={timeout_s} "
+                                    f"(decord for {timeout_s / 2:g} s, then PyAV)") from None
+
+
+def _decode_in_child(path: str, sample_fps: float, size: int, backend: str, timeout_s: float, threads: int,
+                     max_bytes: int | None) -> IsolatedDecode:
+    """One child process decoding ``path`` with ``backend`` (see :func:`decode_isolated`)."""
     tmp = tempfile.mkdtemp(prefix="nccurate-decode-")
     out, err, log = (os.path.join(tmp, name) for name in ("frames", "error.json", "stderr.txt"))
     cmd = [sys.executable, "-m", CHILD_MODULE, path, "--sample-fps", repr(float(sample_fps)),

@@ -25,35 +25,68 @@ from curation.frames import NearestPicker, center_crop, nearest_indices, resize_
 from pipeline.media.failures import decode_error
 
 
+def picture_streams(container) -> list:
+    """The container's video streams that are moving pictures: attached pictures (cover art of
+    an audio file, thumbnails) are left out."""
+    from av.stream import Disposition
+
+    return [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
+
+
+def choose_video_stream(container):
+    """The one video stream every path decodes (model frames, clips, both backends): the first
+    with the default disposition among :func:`picture_streams`, else the first of them; None
+    when there is none."""
+    from av.stream import Disposition
+
+    streams = picture_streams(container)
+    default = [s for s in streams if s.disposition & Disposition.default]
+    return (default or streams or [None])[0]
+
+
 def open_video_stream(path: str, threads: int = 0):
-    """``(container, stream)`` of the first video stream, opened with PyAV (decode_error else);
-    the decoder uses ``threads`` threads (0: FFmpeg's choice, one per core)."""
+    """``(container, stream)`` of :func:`choose_video_stream`, opened with PyAV (decode_error
+    else, "no video stream" for a file whose only picture is attached cover art); the decoder
+    uses ``threads`` threads (0: FFmpeg's choice, one per core)."""
     import av
 
     try:
         container = av.open(path, metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise decode_error(path, "cannot open", exc) from None
-    if not container.streams.video:
+    stream = choose_video_stream(container)
+    if stream is None:
         container.close()
-        raise decode_error(path, "no video stream")
-    stream = container.streams.video[0]
+        raise decode_error(path, "no video stream" + (" (only an attached picture)" if container.streams.video else ""))
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = int(threads)
     return container, stream
 
 
 def video_dims(path: str) -> tuple[int, int]:
-    """``(width, height)`` of the first video stream, read from the header."""
+    """``(width, height)`` of the chosen video stream (:func:`choose_video_stream`), from the header."""
     container, stream = open_video_stream(path)
     with container:
         return stream.codec_context.width, stream.codec_context.height
 
 
+#: Containers without presentation timestamps (AVI stores one frame per slot at a fixed rate;
+#: with B-frames FFmpeg's guessed PTS come out shuffled): frame ``i`` of the decoder's output,
+#: which is in presentation order, is at ``i / rate``.
+COUNTED_FORMATS = ("avi",)
+
+
+def times_by_count(stream) -> bool:
+    """Whether ``stream``'s frame times are counted (:data:`COUNTED_FORMATS`), not read from PTS;
+    such a stream is decoded from its start, never after a seek."""
+    return bool(set(stream.container.format.name.split(",")) & set(COUNTED_FORMATS))
+
+
 def frame_times(stream, frames):
     """``(t_s, end_s, frame)`` for each decoded frame: PTS relative to the stream start, and the
-    frame's end (PTS + its duration, else one frame period)."""
-    tb = float(stream.time_base) if stream.time_base else None
+    frame's end (PTS + its duration, else one frame period); counted at the frame rate for a
+    container without presentation timestamps (:func:`times_by_count`)."""
+    tb = float(stream.time_base) if stream.time_base and not times_by_count(stream) else None
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     period = 1.0 / float(rate) if rate else 0.0
     origin = stream.start_time if stream.start_time is not None else None
@@ -68,17 +101,32 @@ def frame_times(stream, frames):
         yield t_s, t_s + dur, frame
 
 
+def quarter_turns(frame) -> int:
+    """Counterclockwise quarter turns that show ``frame`` upright: its display matrix's rotation
+    (PyAV's ``frame.rotation``, degrees counterclockwise) rounded to a multiple of 90, in 0..3."""
+    return round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4
+
+
+def display_dims(frame) -> tuple[int, int]:
+    """``(width, height)`` of ``frame`` as a player shows it (swapped by a quarter turn)."""
+    return (frame.height, frame.width) if quarter_turns(frame) % 2 else (frame.width, frame.height)
+
+
 def to_rgb(frame, width: int, height: int) -> np.ndarray:
-    """PyAV frame -> ``(height, width, 3)`` uint8 RGB (one swscale step, bilinear)."""
+    """PyAV frame -> ``(height, width, 3)`` uint8 RGB, upright (its display rotation applied;
+    ``width``/``height`` are the upright picture's), one swscale step, bilinear."""
     from av.video.reformatter import Interpolation
 
-    return frame.reformat(width=width, height=height, format="rgb24",
-                          interpolation=Interpolation.BILINEAR).to_ndarray()
+    turns = quarter_turns(frame)
+    stored_w, stored_h = (height, width) if turns % 2 else (width, height)
+    rgb = frame.reformat(width=stored_w, height=stored_h, format="rgb24",
+                         interpolation=Interpolation.BILINEAR).to_ndarray()
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def crop_rgb(frame, size: int) -> np.ndarray:
-    """PyAV frame -> ``(size, size, 3)`` uint8: shorter side resized to ``size``, centre crop (a copy)."""
-    return np.ascontiguousarray(center_crop(to_rgb(frame, *resize_dims(frame.width, frame.height, size)), size))
+    """PyAV frame -> ``(size, size, 3)`` uint8, upright: shorter side resized to ``size``, centre crop (a copy)."""
+    return np.ascontiguousarray(center_crop(to_rgb(frame, *resize_dims(*display_dims(frame), size)), size))
 
 
 # ------------------------------------------------------------------------------ the packet index
@@ -134,7 +182,7 @@ def index_packets(path: str) -> PacketIndex | None:
 
     container, stream = open_video_stream(path)
     codec = stream.codec_context.name
-    if codec not in _SKIPPABLE_CODECS or not stream.time_base:
+    if codec not in _SKIPPABLE_CODECS or not stream.time_base or times_by_count(stream):
         container.close()
         return None
     extradata, time_base = stream.codec_context.extradata, float(stream.time_base)

@@ -1,0 +1,208 @@
+"""Real-world file shapes (issue 18, first part): which video stream is decoded, attached
+pictures, display rotation, containers and timestamps decord gets wrong, and decord hangs. Files
+are written here with PyAV; frame content identifies the frame (tests/videos.py colours) or its
+orientation (four coloured quadrants), so every check compares with what a player shows."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from curation.errors import InputError
+from pipeline.media.decode import decode_frames
+from tests.videos import colour_of, frame_index_of, make_audio_only, make_video
+
+BACKENDS = ("pyav", "decord")
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+
+
+def _quadrants(height: int, width: int) -> np.ndarray:
+    img = np.zeros((height, width, 3), np.uint8)
+    img[: height // 2, : width // 2], img[: height // 2, width // 2:] = RED, GREEN
+    img[height // 2:, : width // 2], img[height // 2:, width // 2:] = BLUE, WHITE
+    return img
+
+
+def _corner_colours(rgb: np.ndarray) -> list[tuple[int, ...]]:
+    """The colours nearest to each corner's mean (top-left, top-right, bottom-left, bottom-right)."""
+    h, w = rgb.shape[:2]
+    q = [rgb[: h // 4, : w // 4], rgb[: h // 4, -w // 4:], rgb[-h // 4:, : w // 4], rgb[-h // 4:, -w // 4:]]
+    palette = np.array([RED, GREEN, BLUE, WHITE], float)
+    return [tuple(int(v) for v in palette[np.argmin(np.linalg.norm(palette - c.reshape(-1, 3).mean(0), axis=1))])
+            for c in q]
+
+
+def _write(path: str, streams: list[dict], n: int = 16, fps: int = 8) -> str:
+    """A video file with one stream per dict: ``content(k) -> (h, w, 3)``, optional ``default``
+    (disposition) and ``rotation`` (degrees, the display matrix)."""
+    import av
+    from av.stream import Disposition
+
+    with av.open(path, "w") as container:
+        outs = []
+        for spec in streams:
+            first = spec["content"](0)
+            stream = container.add_stream("libx264", rate=Fraction(fps))
+            stream.height, stream.width = first.shape[:2]
+            stream.pix_fmt = "yuv444p" if spec.get("exact") else "yuv420p"
+            stream.options = {"preset": "ultrafast", "crf": "0" if spec.get("exact") else "18"}
+            stream.disposition = Disposition.default if spec.get("default") else Disposition(0)
+            if spec.get("rotation"):
+                stream.set_display_rotation(spec["rotation"])
+            outs.append((stream, spec["content"]))
+        for k in range(n):
+            for stream, content in outs:
+                frame = av.VideoFrame.from_ndarray(content(k), format="rgb24")
+                frame.pts = k
+                container.mux(stream.encode(frame))
+        for stream, _ in outs:
+            container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_default_disposition_stream_is_decoded_by_both_backends(tmp_path, backend):
+    """Stream 0 shows colours 0.., stream 1 (default) colours 40..: every model frame is stream 1's."""
+    path = _write(str(tmp_path / "two.mkv"), [
+        {"content": lambda k: np.broadcast_to(colour_of(k), (64, 96, 3)).copy()},
+        {"content": lambda k: np.broadcast_to(colour_of(k + 40), (64, 96, 3)).copy(), "default": True}])
+    decoded = decode_frames(path, 1.0, 32, backend)
+    assert len(decoded.frames) == 2
+    assert frame_index_of(decoded.frames, 64).tolist() == [int(t * 8) + 40 for t in decoded.pts_s]
+
+
+def test_clips_are_cut_from_the_same_stream(tmp_path):
+    import io
+
+    import av
+
+    from pipeline.media.clips import cut_clip
+
+    path = _write(str(tmp_path / "two.mkv"), [
+        {"content": lambda k: np.broadcast_to(colour_of(k), (64, 96, 3)).copy()},
+        {"content": lambda k: np.broadcast_to(colour_of(k + 40), (64, 96, 3)).copy(), "default": True}])
+    clip = cut_clip(path, 0.0, 1.0, "mp4", 32, 8.0)["mp4"]
+    with av.open(io.BytesIO(clip)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert frame_index_of(frames, 64).tolist() == list(range(40, 48))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_audio_file_with_cover_art_has_no_video_stream(tmp_path, backend):
+    import av
+    from av.stream import Disposition
+
+    path = str(tmp_path / "song.m4a")
+    with av.open(path, "w", format="mp4") as container:
+        audio = container.add_stream("aac", rate=16000, layout="mono")
+        cover = container.add_stream("mjpeg")
+        cover.width = cover.height = 64
+        cover.pix_fmt, cover.disposition = "yuvj420p", Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24").reformat(format="yuvj420p")
+        picture.pts = 0
+        for packet in [*cover.encode(picture), *cover.encode(None)]:
+            container.mux(packet)
+        for i in range(40):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    for file in (path, make_audio_only(str(tmp_path / "plain.m4a"), 2.0)):
+        with pytest.raises(InputError) as err:
+            decode_frames(file, 1.0, 32, backend)
+        assert err.value.error_class == "decode_error" and "no video stream" in err.value.message
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotated_video_is_decoded_and_clipped_upright(tmp_path, backend, rotation):
+    """Stored 96x64 with a display rotation: the model frame and the clip show what a player shows
+    (np.rot90 of the stored picture by rotation/90 counterclockwise quarter turns), square, unsquashed."""
+    import io
+
+    import av
+
+    from pipeline.media.clips import cut_clip
+
+    stored = _quadrants(64, 96)
+    path = _write(str(tmp_path / "phone.mp4"), [{"content": lambda k: stored, "rotation": rotation, "exact": True}])
+    upright = np.rot90(stored, rotation // 90 % 4)
+    decoded = decode_frames(path, 1.0, upright.shape[1] if upright.shape[1] < upright.shape[0] else upright.shape[0], backend)
+    h, w = upright.shape[:2]
+    side = min(h, w)
+    expect = upright[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+    assert _corner_colours(decoded.frames[0]) == _corner_colours(expect)
+    clip = cut_clip(path, 0.0, 1.0, "mp4", 32, 8.0)["mp4"]
+    with av.open(io.BytesIO(clip)) as container:
+        stream = container.streams.video[0]
+        first = next(container.decode(stream))
+        assert not first.rotation
+        got = first.to_ndarray(format="rgb24")
+    assert (got.shape[0] > got.shape[1]) == (h > w), got.shape  # portrait stays portrait
+    assert abs(got.shape[1] / got.shape[0] - w / h) < 0.1  # not squashed
+    assert _corner_colours(got) == _corner_colours(upright)
+
+
+def test_decord_leaves_mpegts_and_avi_to_pyav_and_frames_are_at_their_times(tmp_path):
+    """With B-frames, FFmpeg's guessed AVI PTS come out shuffled (PyAV's times were 3 frames off
+    here): AVI times are counted at the frame rate; both backends give the player's frames."""
+    import io
+
+    import av
+
+    from pipeline.media.clips import cut_clip
+
+    for name in ("clip.ts", "clip.avi"):
+        path = make_video(str(tmp_path / name), 4.0, fps=8, size=(96, 64), options={"bf": "3"})
+        from pipeline.media.decord import DecordRejected, decord_header
+
+        with pytest.raises(DecordRejected, match="PyAV decodes it"):
+            decord_header(path)
+        pyav, decord = decode_frames(path, 1.0, 32, "pyav"), decode_frames(path, 1.0, 32, "decord")
+        assert np.array_equal(pyav.frames, decord.frames) and np.array_equal(pyav.pts_s, decord.pts_s)
+        assert frame_index_of(pyav.frames, 64).tolist() == [round(t * 8) for t in pyav.pts_s]
+        clip = cut_clip(path, 1.0, 2.0, "mp4", 32, 8.0)["mp4"]  # frame k of the clip: source frame 8 + k
+        with av.open(io.BytesIO(clip)) as container:
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        assert frame_index_of(frames, 64).tolist() == list(range(8, 16)), name
+
+
+@pytest.mark.parametrize("ts, header, ok", [
+    ([[0.0, 0.1], [0.1, 0.2], [0.2, 0.3]], 3, True),
+    ([[0.0, 0.1], [-1.0, -1.0], [0.2, 0.3]], 3, False),   # NOPTS
+    ([[0.0, 0.1], [0.3, 0.4], [0.2, 0.3]], 3, False),     # out of order (shifted B-frame times)
+    ([[0.0, 0.1], [0.1, 0.2], [0.2, 0.3]], 9, False),     # a third of the frames
+    ([[0.0, 0.1], [0.1, 0.2], [0.2, 0.3]], 0, True),      # no count in the header
+])
+def test_decord_times_are_checked(ts, header, ok):
+    from pipeline.media.decord import DecordRejected, check_decord_times
+
+    if ok:
+        check_decord_times("f.avi", np.array(ts), header)
+    else:
+        with pytest.raises(DecordRejected):
+            check_decord_times("f.avi", np.array(ts), header)
+
+
+def test_a_decord_timeout_retries_with_pyav_within_the_same_limit(tmp_path, monkeypatch):
+    from pipeline.media import isolated
+
+    path = make_video(str(tmp_path / "v.mp4"), 1.0)
+    calls = []
+
+    def fake(path, sample_fps, size, backend, timeout_s, threads, max_bytes):
+        calls.append((backend, timeout_s))
+        if backend == "decord" or len(calls) > 2:
+            raise InputError("timeout", "hung")
+        return "decoded"
+
+    monkeypatch.setattr(isolated, "_decode_in_child", fake)
+    assert isolated.decode_isolated(path, 1.0, 32, "decord", 10.0) == "decoded"
+    # decord gets half the limit; PyAV what is left of the whole (the fake decord returned at once)
+    assert calls[0] == ("decord", 5.0) and calls[1][0] == "pyav" and 9.5 < calls[1][1] <= 10.0
+    calls.append(None)  # from now on PyAV hangs too
+    with pytest.raises(InputError, match="decord for 5 s, then PyAV") as err:
+        isolated.decode_isolated(path, 1.0, 32, "decord", 10.0)
+    assert err.value.error_class == "timeout"
