@@ -28,7 +28,7 @@ from fractions import Fraction
 from curation.errors import InputError
 from curation.frames import NearestPicker, resize_dims
 from pipeline.media.failures import check_file
-from pipeline.media.pyav import display_dims, frame_times, open_video_stream, times_by_count, to_rgb
+from pipeline.media.pyav import display_dims, frame_times, open_video_stream, pixel_aspect, times_by_count, to_rgb
 
 CLIP_FORMATS = ("mp4", "jpg")
 #: x264 options of clips (one thread is set separately): fast, visually fine, deterministic.
@@ -123,7 +123,7 @@ def _decode_span(source: str, start_s: float, end_s: float, size: int, fps: floa
         nonlocal dims, last
         for k, _, frame in picks:
             if last is None or last[0] is not frame:
-                dims = dims or clip_dims(*display_dims(frame), size)
+                dims = dims or clip_dims(*display_dims(frame, pixel_aspect(stream)), size)
                 last = (frame, to_rgb(frame, *dims))
             rgb[k] = last[1]
 

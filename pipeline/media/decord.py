@@ -29,7 +29,7 @@ def decord_header(path: str) -> tuple[int, int, int]:
     :class:`DecordRejected` (so PyAV decodes it) for what decord cannot be trusted with: a
     container of :data:`DECORD_UNSAFE_FORMATS`, more than one video stream (decord picks its own,
     an attached picture included), or a rotated stream (decord turns it, sized as unrotated)."""
-    from pipeline.media.pyav import open_video_stream, quarter_turns
+    from pipeline.media.pyav import open_video_stream, pixel_aspect, quarter_turns
 
     container, stream = open_video_stream(path)
     with container:
@@ -39,6 +39,8 @@ def decord_header(path: str) -> tuple[int, int, int]:
         if len(container.streams.video) != 1:
             raise DecordRejected("decode_error", f"{path} has {len(container.streams.video)} video streams; "
                                                  "decord cannot be told which one, PyAV decodes it")
+        if abs(pixel_aspect(stream) - 1.0) > 1e-3:
+            raise DecordRejected("decode_error", f"{path} has non-square pixels; PyAV decodes it with square ones")
         first = next(container.decode(stream), None)
         if first is not None and quarter_turns(first):
             raise DecordRejected("decode_error", f"{path} is rotated; PyAV decodes it upright")

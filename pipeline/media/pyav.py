@@ -107,9 +107,17 @@ def quarter_turns(frame) -> int:
     return round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4
 
 
-def display_dims(frame) -> tuple[int, int]:
-    """``(width, height)`` of ``frame`` as a player shows it (swapped by a quarter turn)."""
-    return (frame.height, frame.width) if quarter_turns(frame) % 2 else (frame.width, frame.height)
+def pixel_aspect(stream) -> float:
+    """The stream's sample (pixel) aspect ratio, width over height of one pixel; 1.0 when unset."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return float(sar) if sar and float(sar) > 0 else 1.0
+
+
+def display_dims(frame, aspect: float = 1.0) -> tuple[int, int]:
+    """``(width, height)`` of ``frame`` as a player shows it: the width scaled by the pixel
+    ``aspect`` (:func:`pixel_aspect`, so pixels come out square), then swapped by a quarter turn."""
+    width = max(1, round(frame.width * aspect))
+    return (frame.height, width) if quarter_turns(frame) % 2 else (width, frame.height)
 
 
 def to_rgb(frame, width: int, height: int) -> np.ndarray:
@@ -124,9 +132,10 @@ def to_rgb(frame, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-def crop_rgb(frame, size: int) -> np.ndarray:
-    """PyAV frame -> ``(size, size, 3)`` uint8, upright: shorter side resized to ``size``, centre crop (a copy)."""
-    return np.ascontiguousarray(center_crop(to_rgb(frame, *resize_dims(*display_dims(frame), size)), size))
+def crop_rgb(frame, size: int, aspect: float = 1.0) -> np.ndarray:
+    """PyAV frame -> ``(size, size, 3)`` uint8, upright with square pixels (``aspect``: the
+    stream's :func:`pixel_aspect`): shorter side resized to ``size``, centre crop (a copy)."""
+    return np.ascontiguousarray(center_crop(to_rgb(frame, *resize_dims(*display_dims(frame, aspect), size)), size))
 
 
 # ------------------------------------------------------------------------------ the packet index
@@ -319,7 +328,7 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
                     gop = wanted.pop(frame.pts, None)
                     if gop is not None:
                         left[gop] -= 1
-                        out.add(frame.pts, crop_rgb(frame, size))
+                        out.add(frame.pts, crop_rgb(frame, size, pixel_aspect(stream)))
                 if current >= 0 and left[current] == 0 and index.closed[current + 1]:
                     skip_until_key = True
         except (av.FFmpegError, OSError) as exc:
@@ -350,7 +359,7 @@ def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: in
         nonlocal cache
         for _k, t_s, frame in picks:
             if cache is None or cache[0] is not frame:
-                cache = (frame, crop_rgb(frame, size))
+                cache = (frame, crop_rgb(frame, size, pixel_aspect(stream)))
             sink.add(cache[1][None])
             pts_s.append(float(t_s))
 

@@ -206,3 +206,37 @@ def test_a_decord_timeout_retries_with_pyav_within_the_same_limit(tmp_path, monk
     with pytest.raises(InputError, match="decord for 5 s, then PyAV") as err:
         isolated.decode_isolated(path, 1.0, 32, "decord", 10.0)
     assert err.value.error_class == "timeout"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_square_pixels_are_made_square_for_the_encoder_and_in_clips(tmp_path, backend):
+    """Stored 72x64 with pixel aspect 4:3 (displayed 96x64), its left quarter red: the model
+    frame (shorter side 32, centre crop) keeps 4 red columns, as the 48x32 displayed picture
+    does (a squeezed 36x32 one keeps 7); the clip is 48x32 with square pixels."""
+    import io
+
+    import av
+
+    from pipeline.media.clips import cut_clip
+
+    stored = np.full((64, 72, 3), 255, np.uint8)
+    stored[:, :18] = RED
+    path = str(tmp_path / "anamorphic.mp4")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 72, 64, "yuv444p"
+        stream.options = {"preset": "ultrafast", "crf": "0"}
+        stream.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        for k in range(16):
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            frame.pts = k
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    frame = decode_frames(path, 1.0, 32, backend).frames[0]
+    red_columns = int((frame[16, :, 1] < 128).sum())
+    assert red_columns in (3, 4, 5), red_columns
+    clip = cut_clip(path, 0.0, 1.0, "mp4", 32, 8.0)["mp4"]
+    with av.open(io.BytesIO(clip)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (48, 32)
+        assert stream.sample_aspect_ratio in (None, 0, 1) or float(stream.sample_aspect_ratio) in (0.0, 1.0)
