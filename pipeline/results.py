@@ -269,11 +269,11 @@ def samples_for_video(rows: list[IndexRow], frames: FrameFeatures | None, proven
     becomes dropped (``clip_failed``, weight 0) and its error is returned as ``(row, error)``.
     Clips of a remote video are cut from one local copy of it (at most ``max_bytes``); when the
     copy cannot be made, every kept row's clip fails with that error."""
+    from pipeline.media.failures import media_input, named_for
+
     with contextlib.ExitStack() as stack:
         copy_error, source = None, frames.source if frames is not None else None
         if source is not None and clips.format != "npy" and any(r.kept for r in rows):
-            from pipeline.media.failures import media_input
-
             try:
                 frames = dataclasses.replace(frames, source=stack.enter_context(media_input(source, max_bytes)))
             except InputError as exc:
@@ -281,22 +281,17 @@ def samples_for_video(rows: list[IndexRow], frames: FrameFeatures | None, proven
         samples, errors, out_rows = [], [], []
         for row in rows:
             if row.kept:
-                try:
-                    if copy_error is not None:
-                        raise copy_error
-                    samples.append(sample_for_row(row, frames, provenance, clips))
-                except InputError as exc:
-                    errors.append((row, _named_for_source(exc, frames, source)))
+                error = copy_error
+                if error is None:
+                    try:
+                        samples.append(sample_for_row(row, frames, provenance, clips))
+                    except InputError as exc:  # named for the video as the manifest names it, not the copy
+                        error = exc if source is None else named_for(exc, frames.source, source)
+                if error is not None:
+                    errors.append((row, error))
                     row = row._replace(kept=False, weight=0.0, drop_reason="clip_failed", key=None)
             out_rows.append(row)
     return out_rows, samples, errors
-
-
-def _named_for_source(exc: InputError, frames: FrameFeatures, source: str | None) -> InputError:
-    """A clip error naming the video as the manifest does, not its local copy."""
-    from pipeline.media.failures import named_for
-
-    return exc if source is None or frames.source is None else named_for(exc, frames.source, source)
 
 
 def _hash_int(text: str) -> int:

@@ -551,20 +551,17 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass  # trailers: dropped
                     return
-                remaining = size
-                while remaining:
-                    data = self.rfile.read(min(remaining, _COPY_CHUNK))
-                    if not data:
-                        raise ConnectionError("client closed inside a chunk")
-                    remaining -= len(data)
-                    yield data
+                yield from self._read_exactly(size, "a chunk")
                 self.rfile.readline(3)  # CRLF after the chunk
             return
-        remaining = int(self.headers.get("Content-Length") or 0)
+        yield from self._read_exactly(int(self.headers.get("Content-Length") or 0), "the body")
+
+    def _read_exactly(self, remaining: int, what: str):
+        """``remaining`` bytes of the request, in pieces; ConnectionError if the client stops first."""
         while remaining:
             data = self.rfile.read(min(remaining, _COPY_CHUNK))
             if not data:
-                raise ConnectionError("client closed inside the body")
+                raise ConnectionError(f"client closed inside {what}")
             remaining -= len(data)
             yield data
 

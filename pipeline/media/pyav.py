@@ -312,6 +312,7 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
     wanted = dict(plan.gop_of_pick)
     out = _InSampleOrder(plan.pick_pts, sink, size)
     container, stream = open_video_stream(path, threads)
+    aspect = pixel_aspect(stream)  # once per stream, not per frame
     skip_until_key, current, sent = False, -1, 0
     with container:
         try:
@@ -328,7 +329,7 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
                     gop = wanted.pop(frame.pts, None)
                     if gop is not None:
                         left[gop] -= 1
-                        out.add(frame.pts, crop_rgb(frame, size, pixel_aspect(stream)))
+                        out.add(frame.pts, crop_rgb(frame, size, aspect))
                 if current >= 0 and left[current] == 0 and index.closed[current + 1]:
                     skip_until_key = True
         except (av.FFmpegError, OSError) as exc:
@@ -350,6 +351,7 @@ def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: in
     import av
 
     container, stream = open_video_stream(path, threads)
+    aspect = pixel_aspect(stream)  # once per stream, not per frame
     picker = NearestPicker(sample_fps, 0.5)
     pts_s: list[float] = []
     cache: tuple[object, np.ndarray] | None = None  # the last converted frame (a frame can serve several targets)
@@ -359,7 +361,7 @@ def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: in
         nonlocal cache
         for _k, t_s, frame in picks:
             if cache is None or cache[0] is not frame:
-                cache = (frame, crop_rgb(frame, size, pixel_aspect(stream)))
+                cache = (frame, crop_rgb(frame, size, aspect))
             sink.add(cache[1][None])
             pts_s.append(float(t_s))
 
