@@ -22,6 +22,9 @@ ERROR_CLASSES: dict[str, str] = {
     "too_large": "a remote video is larger than decode.max_bytes, the most its local copy may take",
     "clip_failed": "a kept caption's clip could not be cut from its video (span outside it, decoder error)",
     "internal_error": "an unexpected exception in nccurate itself (a bug: please report it)",
+    # notes: rows about a usable video (it is not counted as failed)
+    "truncated": "note: the decoded footage ends well before the end the file's header declares",
+    "backend_fallback": "note: decord was not trusted with the file (or hung) and PyAV decoded it",
 }
 
 

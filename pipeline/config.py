@@ -103,6 +103,7 @@ class DecodeConfig:
     backend: DecodeBackend = "pyav"
     sample_fps: Annotated[float, Positive] = 1.0
     max_bytes: Annotated[int, AtLeastOne] = 16 << 30
+    deinterlace: bool = True
 
 
 @_section

@@ -4,9 +4,10 @@
 emits, checkpoints (``pipeline.outputs.checkpoint``) and a resumed run restores.
 
 Index columns follow DESIGN §5; ``drop_reason`` says why a caption was not kept
-(``unalignable``: alignability below ``align.min_alignability``; ``video_failed``: the video's
-features could not be used; ``clip_failed``: its clip could not be cut — both in the failures
-table).
+(``unalignable``: alignability below ``align.min_alignability``; ``past_footage``: its ASR span
+starts after the last scored frame's interval ends, e.g. a truncated download; ``video_failed``:
+the video's features could not be used; ``clip_failed``: its clip could not be cut — both in the
+failures table).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _package_version() -> str:
 
 
 PIPELINE_VERSION = _package_version()
-DROP_REASONS = ("unalignable", "video_failed", "clip_failed")
+DROP_REASONS = ("unalignable", "past_footage", "video_failed", "clip_failed")
 
 #: Stages whose failures :func:`realign_video` records (the others come with the video's inputs).
 REALIGN, CLIPS = "realign", "clips"
@@ -131,14 +132,14 @@ def failure_of(video_id: str, stage: str, error: Exception) -> Failure:
 
 
 def realign_video(inputs: VideoInputs, params: AlignParams, provenance: dict, clips,
-                  run_prompt_value: float | None = None, run_calibration=None,
-                  max_bytes: int | None = None) -> VideoResult:
+                  run_prompt_value: float | None = None, run_calibration=None, decode=None) -> VideoResult:
     """One loaded video -> its :class:`VideoResult`: align it (a video whose inputs failed, or
     whose alignment raises, gets ``video_failed`` rows), then build the kept rows' samples
     (cutting clips from ``clips``; a clip that cannot be cut drops its row as ``clip_failed``).
     ``provenance``: the fields every sample's json carries; ``run_prompt_value`` and
     ``run_calibration``: the run-level estimates of ``prompt_mode=run`` and method ``posterior``;
-    ``max_bytes``: the most a remote video's local copy (to cut clips from) may take."""
+    ``decode``: the ``decode`` configuration clips are cut under (``max_bytes`` of a remote
+    video's local copy, ``deinterlace``); None: the defaults."""
     failures = [Failure(**f) for f in inputs.failures]
     rows, ok = None, inputs.ok
     if ok:
@@ -150,7 +151,7 @@ def realign_video(inputs: VideoInputs, params: AlignParams, provenance: dict, cl
             ok = False
     if rows is None:
         rows = failed_video_rows(inputs.captions) if inputs.captions is not None else []
-    rows, samples, clip_errors = samples_for_video(rows, inputs.frames, provenance, clips, max_bytes)
+    rows, samples, clip_errors = samples_for_video(rows, inputs.frames, provenance, clips, decode)
     failures.extend(failure_of(row.video_id, CLIPS, exc) for row, exc in clip_errors)
     dropped = Counter(r.drop_reason for r in rows if not r.kept)
     outcome = Outcome(ok, len(rows), len(samples), tuple(sorted(dropped.items())))
@@ -200,7 +201,8 @@ def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParam
                                          f"{captions.emb.shape[1]} != features width {frames.emb.shape[1]}")
     scores = align_video(captions.emb, frames.emb, np.array(captions.start_s), np.array(captions.end_s),
                          frames.fps, params, run_prompt_value, run_calibration, evidence)
-    kept = scores.alignability >= params.min_alignability
+    past = np.array(captions.start_s) >= frames.emb.shape[0] / frames.fps  # no scored frame covers them
+    kept = (scores.alignability >= params.min_alignability) & ~past
     weight = confidence_weight(scores.alignability, scores.concentration, kept)
     return [
         IndexRow(video_id=captions.video_id, caption_idx=i, text=text,
@@ -209,7 +211,7 @@ def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParam
                  alignable=bool(kept[i]), alignability=_score(scores.alignability[i]),
                  similarity=_score(scores.similarity[i]), bucket_mass=_score(scores.bucket_mass[i]),
                  concentration=_score(scores.concentration[i]), weight=_score(weight[i]),
-                 kept=bool(kept[i]), drop_reason=None if kept[i] else "unalignable",
+                 kept=bool(kept[i]), drop_reason=None if kept[i] else "past_footage" if past[i] else "unalignable",
                  shard=None, key=sample_key(captions.video_id, i) if kept[i] else None)
         for i, text in enumerate(captions.text)
     ]
@@ -228,17 +230,17 @@ def npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def payload_for_row(row: IndexRow, frames: FrameFeatures, clips) -> dict[str, bytes]:
+def payload_for_row(row: IndexRow, frames: FrameFeatures, clips, deinterlace: bool = True) -> dict[str, bytes]:
     """The sample's media members: the span's frame embeddings (``npy``; always in feature
     mode) or a clip cut from ``frames.source`` (``mp4`` or ``jpg`` frames; see ``pipeline.media.clips``)."""
     if frames.source is None or clips.format == "npy":
         return {"npy": npy_bytes(span_features(frames, row.start, row.end))}
     from pipeline.media.clips import cut_clip
 
-    return cut_clip(frames.source, row.start, row.end, clips.format, clips.size, clips.fps)
+    return cut_clip(frames.source, row.start, row.end, clips.format, clips.size, clips.fps, deinterlace)
 
 
-def sample_for_row(row: IndexRow, frames: FrameFeatures, provenance: dict, clips) -> dict:
+def sample_for_row(row: IndexRow, frames: FrameFeatures, provenance: dict, clips, deinterlace: bool = True) -> dict:
     """The WebDataset sample of a kept row: media payload, ``txt`` caption, ``json`` metadata.
 
     Rates are named for what they count: ``score_fps`` is the rate of the frames the alignment
@@ -246,7 +248,7 @@ def sample_for_row(row: IndexRow, frames: FrameFeatures, provenance: dict, clips
     ``npy`` rows are at this rate), ``clip_fps`` the frame rate of the ``mp4``/``jpg`` clip
     (``clips.fps``; only in samples with a clip), ``score_frame_pts_s`` the decoded PTS of the
     scored frames inside the span (video mode)."""
-    media = payload_for_row(row, frames, clips)
+    media = payload_for_row(row, frames, clips, deinterlace)
     meta = {
         "video_id": row.video_id, "caption_idx": row.caption_idx, "text": row.text,
         "asr_span": [row.asr_start, row.asr_end], "span": [row.start, row.end],
@@ -263,19 +265,22 @@ def sample_for_row(row: IndexRow, frames: FrameFeatures, provenance: dict, clips
             "txt": row.text.encode("utf-8"), "json": json.dumps(meta, sort_keys=True).encode("utf-8")}
 
 
-def samples_for_video(rows: list[IndexRow], frames: FrameFeatures | None, provenance: dict, clips,
-                      max_bytes: int | None = None):
+def samples_for_video(rows: list[IndexRow], frames: FrameFeatures | None, provenance: dict, clips, decode=None):
     """``(rows, samples, errors)``: one sample per kept row. A kept row whose clip cannot be cut
     becomes dropped (``clip_failed``, weight 0) and its error is returned as ``(row, error)``.
-    Clips of a remote video are cut from one local copy of it (at most ``max_bytes``); when the
-    copy cannot be made, every kept row's clip fails with that error."""
+    Clips of a remote video are cut from one local copy of it (at most ``decode.max_bytes``); when
+    the copy cannot be made, every kept row's clip fails with that error. ``decode``: the
+    ``decode`` configuration (None: the defaults)."""
+    from pipeline.config import DecodeConfig
     from pipeline.media.failures import media_input, named_for
+
+    decode = decode or DecodeConfig()
 
     with contextlib.ExitStack() as stack:
         copy_error, source = None, frames.source if frames is not None else None
         if source is not None and clips.format != "npy" and any(r.kept for r in rows):
             try:
-                frames = dataclasses.replace(frames, source=stack.enter_context(media_input(source, max_bytes)))
+                frames = dataclasses.replace(frames, source=stack.enter_context(media_input(source, decode.max_bytes)))
             except InputError as exc:
                 copy_error = InputError("clip_failed", exc.message)
         samples, errors, out_rows = [], [], []
@@ -284,7 +289,7 @@ def samples_for_video(rows: list[IndexRow], frames: FrameFeatures | None, proven
                 error = copy_error
                 if error is None:
                     try:
-                        samples.append(sample_for_row(row, frames, provenance, clips))
+                        samples.append(sample_for_row(row, frames, provenance, clips, decode.deinterlace))
                     except InputError as exc:  # named for the video as the manifest names it, not the copy
                         error = exc if source is None else named_for(exc, frames.source, source)
                 if error is not None:

@@ -78,20 +78,25 @@ def _pattern(pattern: str, k: int, width: int, height: int, rng) -> np.ndarray:
 
 def make_video(path: str, duration_s: float, fps: float = 8, size: tuple[int, int] = (96, 64),
                codec: str = "libx264", pattern: str = "frame_index", options: dict | None = None,
-               start_pts: int = 0) -> str:
+               start_pts: int = 0, audio_s: float = 0.0) -> str:
     """Write ``round(duration_s * fps)`` frames of ``size = (width, height)`` to ``path`` (the
     container from its extension: .mp4, .webm, .mkv, ...). ``codec``: libx264, libvpx (VP8) or
     libvpx-vp9; ``options`` override the encoder options; ``start_pts`` (in frames) delays the
-    first frame, so the stream has a non-zero start time. Returns ``path``."""
+    first frame, so the stream has a non-zero start time; ``audio_s`` > 0 adds a silent AAC
+    track of that length starting at 0 (so a delayed video starts late on the file's timeline).
+    Returns ``path``."""
     import av
 
     width, height = size
     rate = Fraction(fps).limit_denominator(100000)
     rng = np.random.default_rng(0)
     with av.open(path, "w") as container:
+        audio = container.add_stream("aac", rate=16000, layout="mono") if audio_s > 0 else None
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {**CODEC_OPTIONS.get(codec, {}), **(options or {})}
+        if audio is not None:  # every stream is added before the first packet is written
+            _silence(container, audio, audio_s)
         for k in range(round(duration_s * fps)):
             frame = av.VideoFrame.from_ndarray(_pattern(pattern, k, width, height, rng), format="rgb24")
             frame.pts = start_pts + k
@@ -105,11 +110,17 @@ def make_audio_only(path: str, duration_s: float, sample_rate: int = 16000) -> s
     import av
 
     with av.open(path, "w") as container:
-        stream = container.add_stream("aac", rate=sample_rate, layout="mono")
-        n = 1024
-        for i in range(int(duration_s * sample_rate) // n):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, n), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = sample_rate, i * n
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+        _silence(container, container.add_stream("aac", rate=sample_rate, layout="mono"), duration_s)
     return path
+
+
+def _silence(container, stream, duration_s: float) -> None:
+    """Write ``duration_s`` seconds of silence, from time 0, to the mono AAC ``stream`` of ``container``."""
+    import av
+
+    sample_rate, n = stream.rate, 1024
+    for i in range(int(duration_s * sample_rate) // n):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, n), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = sample_rate, i * n
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))

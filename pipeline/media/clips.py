@@ -2,11 +2,13 @@
 
 :func:`cut_clip` decodes only the span: it seeks to the keyframe before ``start_s``, decodes
 forward and stops once every output frame is known. Times follow :mod:`pipeline.media.decode`: 0 is
-the first frame of the video stream, and output frame ``k`` of a clip at ``fps`` is the source
+the file's presentation start (:func:`pipeline.media.pyav.origin_ticks`), and output frame ``k`` of a clip at ``fps`` is the source
 frame whose PTS is nearest to ``start_s + (k + 0.5) / fps`` (ties to the earlier frame), so a
 clip of ``[start_s, end_s)`` has ``n = max(1, round((end_s - start_s) * fps))`` frames and lasts
-``n / fps`` seconds. Frames are resized (bilinear) so their shorter side is ``size``, keeping the
-aspect ratio, with both sides rounded up to even numbers (yuv420p); clips are not cropped.
+``n / fps`` seconds. Frames are shown as :class:`pipeline.media.pyav.Display` shows them (upright,
+square pixels, deinterlaced with ``deinterlace``), resized (bilinear) so their shorter side is
+``size``, keeping the aspect ratio, with both sides rounded up to even numbers (yuv420p); clips
+are not cropped and carry no rotation or pixel aspect of their own.
 
 A span that ends after the video (captions may outlast the footage) is clamped to the video's
 end; a span that does not overlap the video, an empty or inverted span, a missing file or a
@@ -28,7 +30,7 @@ from fractions import Fraction
 from curation.errors import InputError
 from curation.frames import NearestPicker, resize_dims
 from pipeline.media.failures import check_file
-from pipeline.media.pyav import display_dims, frame_times, open_video_stream, pixel_aspect, times_by_count, to_rgb
+from pipeline.media.pyav import Display, frame_times, open_video_stream, origin_ticks, times_by_count
 
 CLIP_FORMATS = ("mp4", "jpg")
 #: x264 options of clips (one thread is set separately): fast, visually fine, deterministic.
@@ -69,9 +71,11 @@ def _failed(source: str, start_s: float, end_s: float, why: str) -> InputError:
     return InputError("clip_failed", f"cannot cut [{start_s:.3f}, {end_s:.3f}) s from {source}: {why}"[:500])
 
 
-def cut_clip(source: str, start_s: float, end_s: float, fmt: str, size: int, fps: float) -> dict[str, bytes]:
+def cut_clip(source: str, start_s: float, end_s: float, fmt: str, size: int, fps: float,
+             deinterlace: bool = True) -> dict[str, bytes]:
     """The sample members of the clip ``[start_s, end_s)`` of ``source`` at ``fps`` frames per
-    second and shorter side ``size``: ``{"mp4": ...}`` or ``{"f0000.jpg": ..., ...}``.
+    second and shorter side ``size``: ``{"mp4": ...}`` or ``{"f0000.jpg": ..., ...}``;
+    interlaced frames deinterlaced with ``deinterlace`` (``decode.deinterlace``).
 
     Raises ``InputError('clip_failed')`` on a bad span or file; ``ValueError`` on a bad
     ``fmt``/``size``/``fps`` (a configuration error, not a data error).
@@ -82,7 +86,7 @@ def cut_clip(source: str, start_s: float, end_s: float, fmt: str, size: int, fps
         raise ValueError(f"clip fps must be > 0 and size >= 2, got {fps}, {size}")
     if not (math.isfinite(start_s) and math.isfinite(end_s) and end_s > start_s and end_s > 0):
         raise _failed(source, start_s, end_s, "the span is empty, inverted, negative or not finite")
-    frames, width, height = _span_frames(source, max(0.0, float(start_s)), float(end_s), size, fps)
+    frames, width, height = _span_frames(source, max(0.0, float(start_s)), float(end_s), size, fps, deinterlace)
     if fmt == "jpg":
         return {f"f{k:04d}.jpg": _jpeg(rgb) for k, rgb in enumerate(frames)}
     return {"mp4": _mp4(frames, width, height, fps)}
@@ -93,17 +97,17 @@ class _SeekMissed(Exception):
     stream, whose decoder then drops frames to the next keyframe)."""
 
 
-def _span_frames(source: str, start_s: float, end_s: float, size: int, fps: float):
+def _span_frames(source: str, start_s: float, end_s: float, size: int, fps: float, deinterlace: bool):
     """``(frames, width, height)``: the clip's output frames, ``(height, width, 3)`` uint8 RGB.
     The seek is checked: when the first frame decoded after it comes after the span's first
     target time (or none comes), the span is decoded again from the start of the video."""
     try:
-        return _decode_span(source, start_s, end_s, size, fps, seek=True)
+        return _decode_span(source, start_s, end_s, size, fps, deinterlace, seek=True)
     except _SeekMissed:
-        return _decode_span(source, start_s, end_s, size, fps, seek=False)
+        return _decode_span(source, start_s, end_s, size, fps, deinterlace, seek=False)
 
 
-def _decode_span(source: str, start_s: float, end_s: float, size: int, fps: float, seek: bool):
+def _decode_span(source: str, start_s: float, end_s: float, size: int, fps: float, deinterlace: bool, seek: bool):
     """:func:`_span_frames` with or without the seek. Each pick is converted as soon as it is
     final, so only small frames are held."""
     import av
@@ -113,6 +117,7 @@ def _decode_span(source: str, start_s: float, end_s: float, size: int, fps: floa
         container, stream = open_video_stream(source)
     except InputError as exc:
         raise _failed(source, start_s, end_s, exc.message) from None
+    display = Display(stream, deinterlace)
     n = max(1, round((end_s - start_s) * fps))
     picker = NearestPicker(fps, 0.5, offset_s=start_s)
     rgb: dict[int, object] = {}
@@ -123,8 +128,8 @@ def _decode_span(source: str, start_s: float, end_s: float, size: int, fps: floa
         nonlocal dims, last
         for k, _, frame in picks:
             if last is None or last[0] is not frame:
-                dims = dims or clip_dims(*display_dims(frame, pixel_aspect(stream)), size)
-                last = (frame, to_rgb(frame, *dims))
+                dims = dims or clip_dims(*display.dims(frame), size)
+                last = (frame, display.rgb(frame, *dims))
             rgb[k] = last[1]
 
     video_end_s = 0.0
@@ -153,17 +158,18 @@ def _decode_span(source: str, start_s: float, end_s: float, size: int, fps: floa
 
 def _seek_before(container, stream, start_s: float) -> bool:
     """Seek to the keyframe at or before one source frame period before ``start_s`` (so the
-    frame nearest to the first target is decoded); whether it sought. No seek when the stream has
+    frame nearest to the first target is decoded); whether it sought. No seek when that time is
+    at or before the stream's first frame, or the stream has
     no start time or time base (frame times then count from the first decoded frame) or its times
     are counted (:func:`~pipeline.media.pyav.times_by_count`)."""
-    if stream.start_time is None or not stream.time_base or start_s <= 0 or times_by_count(stream):
+    origin = origin_ticks(stream)
+    if stream.start_time is None or origin is None or not stream.time_base or start_s <= 0 or times_by_count(stream):
         return False
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     margin_s = 1.0 / float(rate) if rate else 1.0
-    target_s = start_s - margin_s
-    if target_s > 0:
-        container.seek(stream.start_time + int(target_s / float(stream.time_base)), stream=stream,
-                       backward=True, any_frame=False)
+    target = int(origin + (start_s - margin_s) / float(stream.time_base))
+    if target > stream.start_time:  # else the span starts with the stream's first frame: no seek
+        container.seek(target, stream=stream, backward=True, any_frame=False)
         return True
     return False
 

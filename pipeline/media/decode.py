@@ -2,14 +2,19 @@
 
 Conventions (all times in seconds; the rules themselves live in :mod:`curation.frames`):
 
-* Time 0 is the first frame of the video stream (the stream's ``start_time`` is subtracted),
-  as players show it and as decord reports it.
+* Time 0 is the file's presentation start: the earliest start of its audio streams and the
+  video stream (:func:`pipeline.media.pyav.origin_ticks`), as a player and captions count it; a
+  video stream that starts ``d`` seconds late has its first frame at ``d`` (samples before it use
+  the first frame, the nearest). decord's times (from the stream's own start) are moved likewise.
 * ``duration_s`` is the end of the last decoded frame: its PTS plus its duration (or one frame
   period from the stream's frame rate). Sample ``k`` stands for ``[k / fps, (k + 1) / fps)`` and
   targets its centre ``(k + 0.5) / fps``; the decoded frame with the nearest PTS is used (ties go
   to the earlier frame). ``pts_s`` records the PTS of the frame actually used.
-* Frames are resized so their shorter side is ``size`` (aspect kept), then centre-cropped to
-  ``size x size`` (CLIP-style); the stored sample aspect ratio and rotation metadata are ignored.
+* Frames are shown as a player shows them (:class:`pipeline.media.pyav.Display`): upright (the
+  display rotation applied), with square pixels (the sample aspect ratio applied) and, with
+  ``deinterlace`` (``decode.deinterlace``, on by default), interlaced frames replaced by their first
+  field scaled to full height; then resized so their shorter side is ``size`` (aspect kept) and
+  centre-cropped to ``size x size`` (CLIP-style).
 
 Two backends give the same samples: ``pyav`` (the default; :mod:`pipeline.media.pyav`: decodes
 only the packets the picks depend on where the codec allows it, else one sequential pass,
@@ -25,12 +30,13 @@ functions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from pipeline.media.decord import DecordRejected, decode_decord
 from pipeline.media.failures import media_input
-from pipeline.media.pyav import decode_pyav
+from pipeline.media.pyav import declared_end_s, decode_pyav
 
 BACKENDS = ("decord", "pyav")
 
@@ -40,13 +46,15 @@ class DecodedFrames:
     """Frames sampled from one video.
 
     frames: (N, size, size, 3) uint8 RGB; pts_s: (N,) float64 seconds, the PTS of the decoded
-    frame used for each sample; duration_s: the stream's duration in seconds; sample_fps: Hz.
+    frame used for each sample; duration_s: the stream's duration in seconds; sample_fps: Hz;
+    notes: :attr:`Decoded.notes`.
     """
 
     frames: np.ndarray
     pts_s: np.ndarray
     duration_s: float
     sample_fps: float
+    notes: tuple[tuple[str, str], ...] = ()
 
 
 class FrameSink:
@@ -101,13 +109,29 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"unknown decode backend {backend!r}; allowed: {list(BACKENDS)}")
 
 
+class Decoded(NamedTuple):
+    """What :func:`decode_into` found besides the frames: ``pts_s (N,)`` seconds, ``duration_s``
+    (the end of the last decoded frame) and ``notes``, ``(error_class, message)`` pairs about a
+    usable video (:data:`NOTE_CLASSES`) that go to the failures table without failing it."""
+
+    pts_s: np.ndarray
+    duration_s: float
+    notes: tuple[tuple[str, str], ...] = ()
+
+
+#: Classes of decode notes: ``backend_fallback`` (decord was not trusted with the file, or hung,
+#: and PyAV decoded it) and ``truncated`` (the footage ends well before the header's duration).
+NOTE_CLASSES = ("backend_fallback", "truncated")
+
+
 def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink, threads: int = 0,
-                max_bytes: int | None = None):
+                max_bytes: int | None = None, deinterlace: bool = True) -> Decoded:
     """Decode ``path`` (a local file, or a URI read from a bounded local copy of at most
     ``max_bytes``: :func:`~pipeline.media.failures.media_input`) in this process into ``sink``:
     one frame per target time of :func:`curation.frames.sample_times_s` (the nearest PTS, ties
     to the earlier frame), resized to a shorter side of ``size`` pixels and centre-cropped to
-    ``size x size``, with ``threads`` decoder threads (0: one per core). Returns ``(pts_s, duration_s)``.
+    ``size x size``, with ``threads`` decoder threads (0: one per core), interlaced frames
+    deinterlaced with ``deinterlace``. Returns :class:`Decoded`.
 
     Raises ``InputError('missing_file' | 'unreadable_file' | 'too_large' | 'decode_error', ...)``;
     the message names the file.
@@ -116,21 +140,36 @@ def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: Fra
     if not sample_fps > 0 or size < 1:
         raise ValueError(f"sample_fps must be > 0 and size >= 1, got {sample_fps}, {size}")
     with media_input(path, max_bytes) as local_path:
-        return _decode_local(local_path, sample_fps, size, backend, sink, threads)
+        notes: list[tuple[str, str]] = []
+        pts_s, duration_s = _decode_local(local_path, sample_fps, size, backend, sink, threads, deinterlace, notes)
+        declared_s = declared_end_s(local_path)
+        if declared_s is not None and duration_s < declared_s - max(TRUNCATED_MIN_S, TRUNCATED_SHARE * declared_s):
+            notes.append(("truncated", f"{local_path}: the footage ends at {duration_s:.3f} s, its header says "
+                                       f"{declared_s:.3f} s (a truncated file, or a wrong header)"))
+        return Decoded(pts_s, duration_s, tuple((cls, message.replace(local_path, path)) for cls, message in notes))
 
 
-def _decode_local(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink, threads: int):
+#: A video's footage is noted ``truncated`` when it ends more than this many seconds, and more than
+#: this share of the header's duration, before the end the header declares.
+TRUNCATED_MIN_S, TRUNCATED_SHARE = 1.0, 0.02
+
+
+def _decode_local(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink, threads: int,
+                  deinterlace: bool, notes: list):
     if backend == "pyav":
-        return decode_pyav(path, sample_fps, size, sink, threads)
+        return decode_pyav(path, sample_fps, size, sink, threads, deinterlace)
     try:
-        return decode_decord(path, sample_fps, size, sink, threads)
-    except DecordRejected:  # PyAV picks the same frames; it fails too where the file is unusable
+        return decode_decord(path, sample_fps, size, sink, threads, deinterlace)
+    except DecordRejected as exc:  # PyAV picks the same frames; it fails too where the file is unusable
+        notes.append(("backend_fallback", exc.message))
         sink.keep_first(0)
-        return decode_pyav(path, sample_fps, size, sink, threads)
+        return decode_pyav(path, sample_fps, size, sink, threads, deinterlace)
 
 
-def decode_frames(path: str, sample_fps: float, size: int, backend: str = "pyav", threads: int = 0) -> DecodedFrames:
+def decode_frames(path: str, sample_fps: float, size: int, backend: str = "pyav", threads: int = 0,
+                  deinterlace: bool = True) -> DecodedFrames:
     """:func:`decode_into` an array: :class:`DecodedFrames` of the whole video."""
     sink = ArraySink()
-    pts_s, duration_s = decode_into(path, sample_fps, size, backend, sink, threads)
-    return DecodedFrames(frames=sink.array(size), pts_s=pts_s, duration_s=duration_s, sample_fps=float(sample_fps))
+    decoded = decode_into(path, sample_fps, size, backend, sink, threads, deinterlace=deinterlace)
+    return DecodedFrames(frames=sink.array(size), pts_s=decoded.pts_s, duration_s=decoded.duration_s,
+                         sample_fps=float(sample_fps), notes=decoded.notes)

@@ -24,12 +24,15 @@ class DecordRejected(InputError):
 DECORD_UNSAFE_FORMATS = ("mpegts", "mpegtsraw", "avi")
 
 
-def decord_header(path: str) -> tuple[int, int, int]:
-    """``(width, height, frames in the header or 0)`` of a file decord may decode; raises
-    :class:`DecordRejected` (so PyAV decodes it) for what decord cannot be trusted with: a
-    container of :data:`DECORD_UNSAFE_FORMATS`, more than one video stream (decord picks its own,
-    an attached picture included), or a rotated stream (decord turns it, sized as unrotated)."""
-    from pipeline.media.pyav import open_video_stream, pixel_aspect, quarter_turns
+def decord_header(path: str, deinterlace: bool = True) -> tuple[int, int, int, float]:
+    """``(width, height, frames in the header or 0, delay_s)`` of a file decord may decode
+    (``delay_s``: the video stream's start on the timeline, :func:`~pipeline.media.pyav.origin_ticks`;
+    decord counts from the stream's own start); raises :class:`DecordRejected` (so PyAV decodes
+    it) for what decord cannot be trusted with: a container of :data:`DECORD_UNSAFE_FORMATS`,
+    more than one video stream (decord picks its own, an attached picture included), non-square
+    pixels, a rotated stream (decord turns it, sized as unrotated) or, with ``deinterlace``, an
+    interlaced first frame (decord does not deinterlace)."""
+    from pipeline.media.pyav import open_video_stream, origin_ticks, pixel_aspect, quarter_turns
 
     container, stream = open_video_stream(path)
     with container:
@@ -44,7 +47,12 @@ def decord_header(path: str) -> tuple[int, int, int]:
         first = next(container.decode(stream), None)
         if first is not None and quarter_turns(first):
             raise DecordRejected("decode_error", f"{path} is rotated; PyAV decodes it upright")
-        return stream.codec_context.width, stream.codec_context.height, int(stream.frames or 0)
+        if first is not None and deinterlace and first.interlaced_frame:
+            raise DecordRejected("decode_error", f"{path} is interlaced; PyAV deinterlaces it")
+        origin = origin_ticks(stream)
+        delay_s = (float((stream.start_time - origin) * stream.time_base)
+                   if origin is not None and stream.start_time is not None else 0.0)
+        return stream.codec_context.width, stream.codec_context.height, int(stream.frames or 0), delay_s
 
 
 def check_decord_times(path: str, ts: np.ndarray, header_frames: int) -> None:
@@ -61,14 +69,15 @@ def check_decord_times(path: str, ts: np.ndarray, header_frames: int) -> None:
                                              f"{header_frames}; PyAV decodes it")
 
 
-def open_decord(path: str, size: int | None = None, threads: int = 0):
+def open_decord(path: str, size: int | None = None, threads: int = 0, deinterlace: bool = True):
     """``(reader, ts)``: a decord ``VideoReader`` (resizing inside the decoder to a shorter side
-    of ``size`` when given) and its ``(N, 2)`` float64 ``[start, end)`` frame times in seconds
-    (decord keeps them as float32), checked (:func:`decord_header`, :func:`check_decord_times`)."""
+    of ``size`` when given) and its ``(N, 2)`` float64 ``[start, end)`` frame times in seconds on
+    the timeline (decord keeps them as float32, from the stream's start), checked
+    (:func:`decord_header`, :func:`check_decord_times`)."""
     import decord
 
     kwargs = {}
-    width, height, header_frames = decord_header(path)
+    width, height, header_frames, delay_s = decord_header(path, deinterlace)
     if size is not None and width > 0 and height > 0:
         kwargs["width"], kwargs["height"] = resize_dims(width, height, size)
     try:
@@ -80,7 +89,7 @@ def open_decord(path: str, size: int | None = None, threads: int = 0):
     if n == 0:
         raise decode_error(path, "no frame could be decoded")
     check_decord_times(path, ts, header_frames)
-    return reader, ts
+    return reader, ts + delay_s
 
 
 def _decord_batch(reader, indices: list[int]) -> np.ndarray:
@@ -101,13 +110,13 @@ def _decord_batch(reader, indices: list[int]) -> np.ndarray:
     return np.stack([f.reshape(f.shape[0], -1)[:, :3 * f.shape[1]].reshape(*f.shape[:2], 3) for f in frames])
 
 
-def decode_decord(path: str, sample_fps: float, size: int, sink, threads: int = 0):
+def decode_decord(path: str, sample_fps: float, size: int, sink, threads: int = 0, deinterlace: bool = True):
     """decord: the packet index at open, then ``get_batch`` of the picked frames, in chunks of
     :data:`DECORD_CHUNK` samples, into ``sink``. Returns ``(pts_s, duration_s)``; raises
     :class:`DecordRejected` where decord's own FFmpeg fails."""
     import decord
 
-    reader, ts = open_decord(path, size, threads)
+    reader, ts = open_decord(path, size, threads, deinterlace)
     order = np.argsort(ts[:, 0], kind="stable")  # decord indexes in presentation order; be safe
     duration_s = float(ts[:, 1].max())
     if not duration_s > 0:

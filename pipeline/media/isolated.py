@@ -34,7 +34,7 @@ _EXIT_INPUT_ERROR = 3
 
 class IsolatedDecode:
     """A video decoded by the child (:func:`decode_isolated`): ``pts_s (N,)``, ``duration_s``,
-    ``sample_fps``, ``size`` and ``n_frames``; the frames stay in the child's raw file and are read
+    ``sample_fps``, ``size``, ``n_frames`` and ``notes`` (:attr:`~pipeline.media.decode.Decoded.notes`); the frames stay in the child's raw file and are read
     :meth:`in_chunks`, so the reader holds one chunk at a time. A context manager: leaving it
     removes the child's temporary directory."""
 
@@ -43,6 +43,7 @@ class IsolatedDecode:
         self.pts_s = np.asarray(meta["pts_s"], np.float64)
         self.duration_s, self.sample_fps = float(meta["duration_s"]), float(meta["sample_fps"])
         self.size, self.n_frames = int(meta["size"]), int(meta["n_frames"])
+        self.notes = tuple((str(c), str(m)) for c, m in meta.get("notes", ()))
 
     def __enter__(self) -> "IsolatedDecode":
         return self
@@ -64,11 +65,12 @@ class IsolatedDecode:
     def decoded(self) -> DecodedFrames:
         """Every frame at once."""
         frames = np.concatenate(list(self.in_chunks(max(1, self.n_frames))))
-        return DecodedFrames(frames=frames, pts_s=self.pts_s, duration_s=self.duration_s, sample_fps=self.sample_fps)
+        return DecodedFrames(frames=frames, pts_s=self.pts_s, duration_s=self.duration_s, sample_fps=self.sample_fps,
+                             notes=self.notes)
 
 
 def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float,
-                    threads: int = 0, max_bytes: int | None = None) -> IsolatedDecode:
+                    threads: int = 0, max_bytes: int | None = None, deinterlace: bool = True) -> IsolatedDecode:
     """:func:`~pipeline.media.decode.decode_into` in a child process (``python -m
     pipeline.media.isolated``) killed after ``timeout_s`` seconds of wall clock; returns an
     :class:`IsolatedDecode` whose frames are read from the child's file (use it in a ``with``:
@@ -79,22 +81,26 @@ def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeo
     exits non-zero without one. A remote ``path`` (a URI) is copied to local disk by the child
     (at most ``max_bytes``), so the transfer counts against ``timeout_s`` too. With decord, a
     child that hangs is killed at half of ``timeout_s`` and PyAV decodes the file in the rest
-    (decord hangs on some files PyAV reads, MPEG-TS among them).
+    (decord hangs on some files PyAV reads, MPEG-TS among them), noted as ``backend_fallback``.
     """
     check_backend(backend)
     if not files.is_uri(path):
         check_file(files.local(path))
+    child = (sample_fps, size, threads, max_bytes, deinterlace)
     if backend != "decord":
-        return _decode_in_child(path, sample_fps, size, backend, timeout_s, threads, max_bytes)
+        return _decode_in_child(path, backend, timeout_s, *child)
     started = time.monotonic()
     try:
-        return _decode_in_child(path, sample_fps, size, backend, timeout_s / 2, threads, max_bytes)
+        return _decode_in_child(path, backend, timeout_s / 2, *child)
     except InputError as exc:
         if exc.error_class != "timeout":
             raise
     left = timeout_s - (time.monotonic() - started)
     try:
-        return _decode_in_child(path, sample_fps, size, "pyav", left, threads, max_bytes)
+        result = _decode_in_child(path, "pyav", left, *child)
+        result.notes = (("backend_fallback", f"decord did not finish {path} in {timeout_s / 2:g} s "
+                                             "(half of decode_timeout_s); PyAV decoded it"), *result.notes)
+        return result
     except InputError as exc:
         if exc.error_class != "timeout":
             raise
@@ -102,8 +108,8 @@ def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeo
                                     f"(decord for {timeout_s / 2:g} s, then PyAV)") from None
 
 
-def _decode_in_child(path: str, sample_fps: float, size: int, backend: str, timeout_s: float, threads: int,
-                     max_bytes: int | None) -> IsolatedDecode:
+def _decode_in_child(path: str, backend: str, timeout_s: float, sample_fps: float, size: int, threads: int,
+                     max_bytes: int | None, deinterlace: bool) -> IsolatedDecode:
     """One child process decoding ``path`` with ``backend`` (see :func:`decode_isolated`)."""
     tmp = tempfile.mkdtemp(prefix="nccurate-decode-")
     out, err, log = (os.path.join(tmp, name) for name in ("frames", "error.json", "stderr.txt"))
@@ -111,6 +117,8 @@ def _decode_in_child(path: str, sample_fps: float, size: int, backend: str, time
            "--size", str(int(size)), "--backend", backend, "--threads", str(int(threads)), "--out", out, "--error", err]
     if max_bytes is not None:
         cmd += ["--max-bytes", str(int(max_bytes))]
+    if not deinterlace:
+        cmd += ["--no-deinterlace"]
     try:
         with open(log, "wb") as stderr:
             try:
@@ -178,18 +186,19 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="OUT.u8 (raw frames) and OUT.json (their times) are written")
     parser.add_argument("--error", required=True, help="where an InputError is written as JSON")
     parser.add_argument("--max-bytes", type=int, default=None, help="most bytes a remote video's local copy may take")
+    parser.add_argument("--no-deinterlace", action="store_true", help="leave interlaced frames as they are")
     args = parser.parse_args(argv)
     try:
         with open(args.out + ".u8", "wb") as handle:
             sink = FileSink(handle)
-            pts_s, duration_s = decode_into(args.path, args.sample_fps, args.size, args.backend, sink, args.threads,
-                                            args.max_bytes)
+            decoded = decode_into(args.path, args.sample_fps, args.size, args.backend, sink, args.threads,
+                                  args.max_bytes, not args.no_deinterlace)
     except InputError as exc:
         with open(args.error, "w", encoding="utf-8") as handle:
             json.dump({"error_class": exc.error_class, "message": exc.message}, handle)
         return _EXIT_INPUT_ERROR
-    meta = {"pts_s": pts_s.tolist(), "duration_s": duration_s, "sample_fps": args.sample_fps, "size": args.size,
-            "n_frames": sink.count}
+    meta = {"pts_s": decoded.pts_s.tolist(), "duration_s": decoded.duration_s, "sample_fps": args.sample_fps,
+            "size": args.size, "n_frames": sink.count, "notes": [list(note) for note in decoded.notes]}
     with open(args.out + ".json.part", "w", encoding="utf-8") as handle:
         json.dump(meta, handle)  # floats round-trip exactly through JSON
     os.replace(args.out + ".json.part", args.out + ".json")  # written last: it says the frames are complete

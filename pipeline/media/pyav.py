@@ -18,6 +18,7 @@ inside functions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -82,14 +83,48 @@ def times_by_count(stream) -> bool:
     return bool(set(stream.container.format.name.split(",")) & set(COUNTED_FORMATS))
 
 
+def origin_ticks(stream) -> int | float:
+    """Time 0 of the timeline in ``stream``'s ticks: the earliest start of the file's audio
+    streams and ``stream`` (a video stream that starts late is placed at its delay, as a player
+    and the captions place it; cover art, subtitle and data streams do not count). An int when
+    exact (always where ``stream`` starts first), else a float; 0 without a time base; None when no
+    stream has a start time (then the first frame is time 0)."""
+    from fractions import Fraction
+
+    if not stream.time_base:
+        return 0
+    starts = [Fraction(s.start_time) * s.time_base for s in (stream, *stream.container.streams.audio)
+              if s.start_time is not None and s.time_base]
+    if not starts:
+        return None
+    ticks = min(starts) / stream.time_base
+    return int(ticks) if ticks.denominator == 1 else float(ticks)
+
+
+def declared_end_s(path: str) -> float | None:
+    """The end of the chosen video stream on the timeline as the file's header declares it (the
+    stream's duration, else the container's), in seconds; None when the header has none."""
+    container, stream = open_video_stream(path)
+    with container:
+        origin = origin_ticks(stream)
+        if stream.duration and stream.time_base and stream.start_time is not None and origin is not None:
+            return float((stream.start_time - origin + stream.duration) * stream.time_base)
+        if container.duration:
+            zero_s = float(origin * stream.time_base) if origin is not None and stream.time_base else 0.0
+            return (container.duration + (container.start_time or 0)) / 1e6 - zero_s
+    return None
+
+
 def frame_times(stream, frames):
-    """``(t_s, end_s, frame)`` for each decoded frame: PTS relative to the stream start, and the
-    frame's end (PTS + its duration, else one frame period); counted at the frame rate for a
-    container without presentation timestamps (:func:`times_by_count`)."""
-    tb = float(stream.time_base) if stream.time_base and not times_by_count(stream) else None
+    """``(t_s, end_s, frame)`` for each decoded frame: its PTS on the timeline (seconds after
+    :func:`origin_ticks`) and its end (PTS + its duration, else one frame period); counted at the
+    frame rate from the stream's start for a container without presentation timestamps
+    (:func:`times_by_count`)."""
+    counted = times_by_count(stream)
+    tb = float(stream.time_base) if stream.time_base and not counted else None
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     period = 1.0 / float(rate) if rate else 0.0
-    origin = stream.start_time if stream.start_time is not None else None
+    origin = origin_ticks(stream) if tb is not None else None
     for i, frame in enumerate(frames):
         if frame.pts is None or tb is None:
             t_s = i * period
@@ -120,22 +155,70 @@ def display_dims(frame, aspect: float = 1.0) -> tuple[int, int]:
     return (frame.height, width) if quarter_turns(frame) % 2 else (width, frame.height)
 
 
-def to_rgb(frame, width: int, height: int) -> np.ndarray:
+def to_rgb(frame, width: int, height: int, picture=None) -> np.ndarray:
     """PyAV frame -> ``(height, width, 3)`` uint8 RGB, upright (its display rotation applied;
-    ``width``/``height`` are the upright picture's), one swscale step, bilinear."""
+    ``width``/``height`` are the upright picture's), one swscale step, bilinear. ``picture``: the
+    frame's pixels to convert when they are not the frame's own (one field, :class:`Display`)."""
     from av.video.reformatter import Interpolation
 
     turns = quarter_turns(frame)
     stored_w, stored_h = (height, width) if turns % 2 else (width, height)
-    rgb = frame.reformat(width=stored_w, height=stored_h, format="rgb24",
-                         interpolation=Interpolation.BILINEAR).to_ndarray()
+    rgb = (picture or frame).reformat(width=stored_w, height=stored_h, format="rgb24",
+                                      interpolation=Interpolation.BILINEAR).to_ndarray()
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-def crop_rgb(frame, size: int, aspect: float = 1.0) -> np.ndarray:
-    """PyAV frame -> ``(size, size, 3)`` uint8, upright with square pixels (``aspect``: the
-    stream's :func:`pixel_aspect`): shorter side resized to ``size``, centre crop (a copy)."""
-    return np.ascontiguousarray(center_crop(to_rgb(frame, *resize_dims(*display_dims(frame, aspect), size)), size))
+#: ``codec_context.field_order`` values whose first displayed field is the bottom one (FFmpeg's
+#: ``AV_FIELD_BB`` and ``AV_FIELD_TB``); an interlaced frame of any other order shows its top field first.
+BOTTOM_FIELD_FIRST = (3, 4)
+
+
+class Display:
+    """How the frames of one stream are shown, for the encoder's crops and for clips: square
+    pixels (the stream's :func:`pixel_aspect`), upright (each frame's display rotation) and, with
+    ``deinterlace``, one picture per interlaced frame: a frame the decoder flags as interlaced is
+    replaced by the field shown first (the stream's field order; top when unknown), every other line
+    of each plane as FFmpeg's ``field`` filter takes it, which the RGB conversion scales to the full
+    height. No temporal filter: each frame is deinterlaced on its own (so skipped frames and seeks
+    change nothing), at half the vertical detail, the frame's time kept."""
+
+    def __init__(self, stream, deinterlace: bool = True):
+        self.stream, self.aspect, self.deinterlace = stream, pixel_aspect(stream), bool(deinterlace)
+        self._graph, self._graph_key = None, None
+
+    def dims(self, frame) -> tuple[int, int]:
+        """:func:`display_dims` of ``frame`` with the stream's pixel aspect."""
+        return display_dims(frame, self.aspect)
+
+    def first_field(self, frame):
+        """``frame``'s first displayed field as a half-height frame, or None when it is not to be
+        deinterlaced."""
+        if not (self.deinterlace and frame.interlaced_frame):
+            return None
+        field = "bottom" if self.stream.codec_context.field_order in BOTTOM_FIELD_FIRST else "top"
+        key = (frame.width, frame.height, frame.format.name, field)
+        if key != self._graph_key:  # a graph per picture format (a stream may change size)
+            import av.filter
+
+            graph = av.filter.Graph()
+            source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                                      time_base=self.stream.time_base or Fraction(1, 1))
+            take, sink = graph.add("field", f"type={field}"), graph.add("buffersink")
+            source.link_to(take)
+            take.link_to(sink)
+            graph.configure()
+            self._graph, self._graph_key = graph, key
+        self._graph.push(frame)
+        return self._graph.pull()
+
+    def rgb(self, frame, width: int, height: int) -> np.ndarray:
+        """:func:`to_rgb` of the frame as shown (deinterlaced where it is to be)."""
+        return to_rgb(frame, width, height, self.first_field(frame))
+
+    def crop(self, frame, size: int) -> np.ndarray:
+        """PyAV frame -> ``(size, size, 3)`` uint8 as shown: shorter side resized to ``size``,
+        centre crop (a copy)."""
+        return np.ascontiguousarray(center_crop(self.rgb(frame, *resize_dims(*self.dims(frame), size)), size))
 
 
 # ------------------------------------------------------------------------------ the packet index
@@ -148,14 +231,15 @@ class PacketIndex:
     pts: (P,) int64 ticks; end: (P,) int64 ticks (pts + duration); gop: (P,) int, the number of
     the keyframe-started group each packet belongs to; closed: (G + 1,) bool, ``closed[g]``: no
     packet of group g shows before its keyframe and the keyframe resets every reference (so
-    group g decodes without the packets of group g - 1); time_base and origin (ticks of time 0)."""
+    group g decodes without the packets of group g - 1); time_base and origin (ticks of time 0,
+    :func:`origin_ticks`; an int when exact)."""
 
     pts: np.ndarray
     end: np.ndarray
     gop: np.ndarray
     closed: np.ndarray
     time_base: float
-    origin: int
+    origin: int | float
 
 
 #: Codecs whose keyframes are checked to reset every reference (see :func:`_resets_references`).
@@ -213,11 +297,11 @@ def index_packets(path: str) -> PacketIndex | None:
                 gop.append(len(closed) - 1)
         except (av.FFmpegError, OSError):
             return None
-        origin = stream.start_time if stream.start_time is not None else (min(pts) if pts else 0)
+        origin = origin_ticks(stream)
     if not pts:
         return None
     return PacketIndex(np.array(pts, np.int64), np.array(end, np.int64), np.array(gop, np.int64),
-                       np.array(closed + [True], bool), time_base, int(origin))
+                       np.array(closed + [True], bool), time_base, min(pts) if origin is None else origin)
 
 
 # ----------------------------------------------------------------- keyframe-aware path (fast path)
@@ -297,14 +381,15 @@ class _InSampleOrder:
 
 
 def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketIndex,
-                   stats: dict | None = None, threads: int = 0):
+                   stats: dict | None = None, threads: int = 0, deinterlace: bool = True):
     """Decode only what the samples need: within each group of pictures, packets after the
     group's last picked frame are not decoded when the next group does not reference them
     (``index.closed``); whole groups without a picked frame are skipped the same way. The picks
     are those of the sequential path (:func:`plan_indexed_decode`), and every picked frame is
     checked to come out of the decoder with its PTS. Returns ``(pts_s, duration_s)``; raises
     :class:`GaveUp` when a picked frame does not appear. ``stats`` (a dict) receives
-    ``packets`` (in the stream) and ``decoded`` (sent to the decoder)."""
+    ``packets`` (in the stream) and ``decoded`` (sent to the decoder). Frames are shown as
+    :class:`Display` (with ``deinterlace``) shows them."""
     import av
 
     plan = plan_indexed_decode(index, sample_fps)
@@ -312,7 +397,7 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
     wanted = dict(plan.gop_of_pick)
     out = _InSampleOrder(plan.pick_pts, sink, size)
     container, stream = open_video_stream(path, threads)
-    aspect = pixel_aspect(stream)  # once per stream, not per frame
+    display = Display(stream, deinterlace)
     skip_until_key, current, sent = False, -1, 0
     with container:
         try:
@@ -329,7 +414,7 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
                     gop = wanted.pop(frame.pts, None)
                     if gop is not None:
                         left[gop] -= 1
-                        out.add(frame.pts, crop_rgb(frame, size, aspect))
+                        out.add(frame.pts, display.crop(frame, size))
                 if current >= 0 and left[current] == 0 and index.closed[current + 1]:
                     skip_until_key = True
         except (av.FFmpegError, OSError) as exc:
@@ -344,14 +429,14 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
 # ------------------------------------------------------------------------------- sequential path
 
 
-def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: int = 0):
+def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: int = 0, deinterlace: bool = True):
     """One sequential pass over every frame: a :class:`~curation.frames.NearestPicker` chooses,
     only the chosen frames are converted. Returns ``(pts_s, duration_s)``. Handles what the
     indexed path does not vouch for (damaged files, missing PTS, other codecs)."""
     import av
 
     container, stream = open_video_stream(path, threads)
-    aspect = pixel_aspect(stream)  # once per stream, not per frame
+    display = Display(stream, deinterlace)
     picker = NearestPicker(sample_fps, 0.5)
     pts_s: list[float] = []
     cache: tuple[object, np.ndarray] | None = None  # the last converted frame (a frame can serve several targets)
@@ -361,7 +446,7 @@ def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: in
         nonlocal cache
         for _k, t_s, frame in picks:
             if cache is None or cache[0] is not frame:
-                cache = (frame, crop_rgb(frame, size, aspect))
+                cache = (frame, display.crop(frame, size))
             sink.add(cache[1][None])
             pts_s.append(float(t_s))
 
@@ -382,13 +467,13 @@ def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: in
     return np.array(pts_s[:n], np.float64), float(end_s)
 
 
-def decode_pyav(path: str, sample_fps: float, size: int, sink, threads: int = 0):
+def decode_pyav(path: str, sample_fps: float, size: int, sink, threads: int = 0, deinterlace: bool = True):
     """The keyframe-aware path where the packet index allows it, else (or when it gives up) the
     sequential one; both pick the same frames. Returns ``(pts_s, duration_s)``."""
     index = index_packets(path)
     if index is not None:
         try:
-            return decode_indexed(path, sample_fps, size, sink, index, threads=threads)
+            return decode_indexed(path, sample_fps, size, sink, index, threads=threads, deinterlace=deinterlace)
         except GaveUp:
             sink.keep_first(0)
-    return decode_sequential(path, sample_fps, size, sink, threads)
+    return decode_sequential(path, sample_fps, size, sink, threads, deinterlace)

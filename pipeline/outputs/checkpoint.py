@@ -73,11 +73,13 @@ def _frames_file(output: str, video_id: str, suffix: str) -> str:
     return OutputLayout(output).frames_file(video_id, suffix)
 
 
-def save_pts(output: str, video_id: str, pts_s: np.ndarray, source: str, n_chunks: int) -> None:
-    """Checkpoint the decoded frames' ``pts_s: (T,)`` seconds, the media ``source`` and how many
-    embedding chunks complete the video."""
+def save_pts(output: str, video_id: str, pts_s: np.ndarray, source: str, n_chunks: int,
+             notes: list[dict] = ()) -> None:
+    """Checkpoint the decoded frames' ``pts_s: (T,)`` seconds, the media ``source``, how many
+    embedding chunks complete the video and the decode's ``notes`` (failures-table rows of a usable video)."""
     buf = io.BytesIO()
-    np.savez(buf, pts_s=pts_s, source=np.array(source), n_chunks=np.int64(n_chunks))
+    np.savez(buf, pts_s=pts_s, source=np.array(source), n_chunks=np.int64(n_chunks),
+             notes=np.array(json.dumps(list(notes), sort_keys=True)))
     write_bytes_atomic(_frames_file(output, video_id, "pts.npz"), buf.getvalue())
 
 
@@ -88,18 +90,20 @@ def save_emb_chunk(output: str, video_id: str, chunk: int, emb: np.ndarray) -> N
     write_bytes_atomic(_frames_file(output, video_id, f"emb-{chunk:05d}.npy"), npy_bytes(emb))
 
 
-def load_frames(output: str, video_id: str) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """``(emb (T, D), pts_s, source)`` of a complete frames checkpoint (times and every chunk), or None."""
+def load_frames(output: str, video_id: str) -> tuple[np.ndarray, np.ndarray, str, list[dict]] | None:
+    """``(emb (T, D), pts_s, source, notes)`` of a complete frames checkpoint (times and every
+    chunk), or None."""
     pts = _read(_frames_file(output, video_id, "pts.npz"))
     if pts is None:
         return None
     with np.load(io.BytesIO(pts), allow_pickle=False) as npz:
         pts_s, source, n_chunks = npz["pts_s"], str(npz["source"]), int(npz["n_chunks"])
+        notes = json.loads(str(npz["notes"])) if "notes" in npz.files else []
     chunks = [_read(_frames_file(output, video_id, f"emb-{chunk:05d}.npy")) for chunk in range(n_chunks)]
     if any(data is None for data in chunks):
         return None
     emb = [np.load(io.BytesIO(data), allow_pickle=False) for data in chunks]
-    return (emb[0] if n_chunks == 1 else np.concatenate(emb)), pts_s, source
+    return (emb[0] if n_chunks == 1 else np.concatenate(emb)), pts_s, source, notes
 
 
 def save_decode_failure(output: str, video_id: str, failure: dict) -> None:

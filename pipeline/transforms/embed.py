@@ -11,12 +11,13 @@ from __future__ import annotations
 import apache_beam as beam
 
 from pipeline.transforms.compat import TaggedParDo
-from pipeline.transforms.stage import FAILURES, FRAMES, META, OK, TOTAL, _StageDoFn
+from pipeline.transforms.stage import FAILURES, FRAMES, META, OK, TOTAL, _StageDoFn, failure_dict, noted
 
 
 class _DecodeFn(_StageDoFn):
     """ref -> ``((video_id, chunk), frames (n <= chunk_frames, S, S, 3) uint8)`` for chunk = 0,
-    1, ... + meta ``(video_id, (pts_s, source, n_chunks))``, or a keyed failure (video_id, row).
+    1, ... + meta ``(video_id, (pts_s, source, n_chunks))`` and keyed failure rows of the decode's
+    notes (a usable video: ``backend_fallback``, ``truncated``), or a keyed failure (video_id, row).
     The times and failures are checkpointed under ``OUT/_work`` when ``output`` is set."""
 
     stage = "decode"
@@ -28,6 +29,7 @@ class _DecodeFn(_StageDoFn):
         self.size = None
 
     def process(self, ref):
+        from curation.errors import InputError
         from models.encoder import input_size_of
         from pipeline.outputs.checkpoint import save_decode_failure, save_pts
         from pipeline.media.isolated import decode_isolated
@@ -37,7 +39,7 @@ class _DecodeFn(_StageDoFn):
         self.count(TOTAL)
         try:
             decoded = decode_isolated(ref.video, self.decode.sample_fps, self.size, self.decode.backend, self.timeout_s,
-                                      self.threads, self.decode.max_bytes)
+                                      self.threads, self.decode.max_bytes, self.decode.deinterlace)
         except Exception as exc:  # noqa: BLE001 - every decode error becomes a failures row
             row = self.failure_row(ref.video_id, exc)
             if self.output is not None:
@@ -48,8 +50,13 @@ class _DecodeFn(_StageDoFn):
             self.count(OK)
             self.count(FRAMES, decoded.n_frames)
             n_chunks = -(-decoded.n_frames // self.chunk_frames)
+            notes = [failure_dict(ref.video_id, self.stage, InputError(*note)) for note in decoded.notes]
+            for row in notes:
+                self.count(noted(row["error_class"]))
             if self.output is not None:
-                save_pts(self.output, ref.video_id, decoded.pts_s, ref.video, n_chunks)
+                save_pts(self.output, ref.video_id, decoded.pts_s, ref.video, n_chunks, notes)
+            for row in notes:  # a usable video's notes (pipeline.media.decode.NOTE_CLASSES)
+                yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, row))
             yield beam.pvalue.TaggedOutput(META, (ref.video_id, (decoded.pts_s, ref.video, n_chunks)))
             for chunk, frames in enumerate(decoded.in_chunks(self.chunk_frames)):
                 yield (ref.video_id, chunk), frames

@@ -128,7 +128,7 @@ def build_graph(p: beam.Pipeline, plan: RunPlan) -> None:
         calibration = inputs | "RunCalibration" >> RunCalibration(config.align, pool, restored.calibrations,
                                                                   plan.checkpoint_to)
     fresh = inputs | "Realign" >> Realign(config.align, provenance(config), config.clips, prompt,
-                                          plan.checkpoint_to, calibration, config.decode.max_bytes)
+                                          plan.checkpoint_to, calibration, config.decode)
     results = with_restored(fresh, restored)
 
     n_kept = results[SAMPLES] | "SamplesPerVideo" >> beam.Map(len) | "CountKept" >> beam.CombineGlobally(sum)

@@ -35,10 +35,10 @@ class _RealignFn(_StageDoFn):
 
     stage = "realign"
 
-    def __init__(self, params, provenance: dict, clips, output: str | None, max_bytes: int | None = None):
+    def __init__(self, params, provenance: dict, clips, output: str | None, decode=None):
         super().__init__()
         self.params, self.provenance, self.clips, self.output = params, provenance, clips, output
-        self.max_bytes = max_bytes
+        self.decode = decode
 
     def process(self, inputs, run_prompt_value=None, run_calibration=None):
         from pipeline.outputs.checkpoint import save_result
@@ -46,7 +46,7 @@ class _RealignFn(_StageDoFn):
 
         self.count(TOTAL)
         result = realign_video(inputs, self.params, self.provenance, self.clips, run_prompt_value, run_calibration,
-                               self.max_bytes)
+                               self.decode)
         for failure in result.realign_failures:
             self.count(failed(failure.error_class))
         self.count(KEPT, result.outcome.captions_kept)
@@ -93,20 +93,20 @@ class AttachEvidence(beam.PTransform):
 class Realign(beam.PTransform):
     """``VideoInputs`` -> per-video lists of index rows (every caption) and of kept samples,
     outcomes (counts) and failures (the video's load failures included). With ``output`` set,
-    each video's result is checkpointed under ``OUT/_work`` before it is emitted. ``max_bytes``:
-    the most a remote video's local copy for cutting clips may take (``decode.max_bytes``)."""
+    each video's result is checkpointed under ``OUT/_work`` before it is emitted. ``decode``: the
+    ``decode`` configuration clips are cut under (``max_bytes``, ``deinterlace``)."""
 
     def __init__(self, params, provenance: dict, clips, run_prompt_value=None, output: str | None = None,
-                 run_calibration=None, max_bytes: int | None = None):
+                 run_calibration=None, decode=None):
         super().__init__()
         self.params, self.provenance, self.clips, self.run_prompt_value = params, provenance, clips, run_prompt_value
-        self.output, self.run_calibration, self.max_bytes = output, run_calibration, max_bytes
+        self.output, self.run_calibration, self.decode = output, run_calibration, decode
 
     def expand(self, inputs):
         side = {} if self.run_prompt_value is None else {"run_prompt_value": beam.pvalue.AsSingleton(self.run_prompt_value)}
         if self.run_calibration is not None:
             side["run_calibration"] = beam.pvalue.AsSingleton(self.run_calibration)
-        return inputs | TaggedParDo(_RealignFn(self.params, self.provenance, self.clips, self.output, self.max_bytes),
+        return inputs | TaggedParDo(_RealignFn(self.params, self.provenance, self.clips, self.output, self.decode),
                                     SAMPLES, OUTCOMES, FAILURES, main="rows", **side)
 
 

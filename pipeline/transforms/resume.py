@@ -78,6 +78,8 @@ class _RestoreFramesFn(_StageDoFn):
         if failure is not None:
             yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, failure))
             return
-        emb, pts_s, source = frames
+        emb, pts_s, source, notes = frames
+        for row in notes:
+            yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, row))
         yield beam.pvalue.TaggedOutput(META, (ref.video_id, (pts_s, source, 1)))
         yield ref.video_id, (0, emb)

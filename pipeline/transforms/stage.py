@@ -28,6 +28,12 @@ def failed(error_class: str) -> str:
     return f"failed/{error_class}"
 
 
+def noted(note_class: str) -> str:
+    """Counter of the notes of one class on usable videos (rows of the failures table that do not
+    fail their video, e.g. ``pipeline.media.decode.NOTE_CLASSES``): ``noted/<class>``."""
+    return f"noted/{note_class}"
+
+
 def dropped(reason: str) -> str:
     """Counter of the captions dropped for one reason: ``dropped/<reason>``."""
     return f"dropped/{reason}"

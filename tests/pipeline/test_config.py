@@ -279,20 +279,21 @@ def test_hashes_of_different_values_are_distinct():
 
 
 #: Values the config's earlier (hand-validated dataclass) implementation gave, updated when
-#: ``output.min_shards`` (issue 16: the shard layout changed with it) and ``decode.max_bytes`` (issue 17) were added. The hash is in
+#: ``output.min_shards`` (issue 16: the shard layout changed with it) ``decode.max_bytes`` (issue 17) and ``decode.deinterlace``
+#: (issue 18) were added. The hash is in
 #: every sample's json and in the checkpoints, ``to_dict`` is summary.json's ``config``: any
 #: change here changes output bytes and stops old runs from resuming.
 OVERRIDES = ["align.eps=0.05", "seed=3", "features.dim=512", "align.window_s=30", "align.prior_sigma_s=5",
              "clips.format=jpg", "io.backoff_s=1", "model.pretrained=null", "resources.torch_threads=2",
              "beam.experiments=[a, b]"]
 PINNED = [
-    (None, [], "84cb77469dcac18d", "14dae2b7d8e4ab74"),
-    ("dataflow.yaml", [], "46c3cb79238aea52", "7a56586187e5e6cd"),
-    (None, OVERRIDES, "b2cc98bac442e8a2", "ebd2ac8a02b42142"),
-    ("flink.yaml", [], "cc41c950a78d458d", None),
-    ("spark.yaml", [], "cc41c950a78d458d", None),
-    ("norton-v0.yaml", [], "a10dcedfc3a9d0a4", None),
-    (None, ["align.eps=1", "decode.sample_fps=2", "max_failure_ratio=0", "align.window_s=1e2"], "9e91423b54611d07", None),
+    (None, [], "084d3ca3fdc13a46", "c1a3ce97bd4dbf77"),
+    ("dataflow.yaml", [], "699b0b544dfcc384", "d4e68c1dfba1fbf5"),
+    (None, OVERRIDES, "b9598addd01f9282", "2c350811d96b0f77"),
+    ("flink.yaml", [], "9e939b8de839c7b7", None),
+    ("spark.yaml", [], "9e939b8de839c7b7", None),
+    ("norton-v0.yaml", [], "6f8cc27f449745af", None),
+    (None, ["align.eps=1", "decode.sample_fps=2", "max_failure_ratio=0", "align.window_s=1e2"], "1539df1a8a30fea4", None),
 ]
 
 

@@ -51,6 +51,17 @@ def test_realign_video_keeps_every_caption_as_a_row_and_counts_it():
     assert dropped_all.outcome.dropped == (("unalignable", 3),)
 
 
+def test_captions_that_start_after_the_footage_are_dropped_as_past_footage():
+    """30 frames at 1 fps cover [0, 30) s: captions starting at 25 s and 29.9 s are scored, those
+    at 30 s and 40 s (a truncated download, say) have no frame and are dropped, weight 0."""
+    video = _video(n_captions=4)
+    captions = dataclasses.replace(video.captions, start_s=(25.0, 29.9, 30.0, 40.0), end_s=(28.0, 33.0, 33.0, 43.0))
+    result = realign_video(dataclasses.replace(video, captions=captions), _params(0.0), {}, load_config(None).clips)
+    assert [r.drop_reason for r in result.rows] == [None, None, "past_footage", "past_footage"]
+    assert [r.weight == 0.0 for r in result.rows] == [False, False, True, True]
+    assert result.outcome.dropped == (("past_footage", 2),) and len(result.samples) == 2
+
+
 def test_a_video_that_cannot_be_aligned_fails_with_its_rows_dropped():
     result = realign_video(_video(caption_width=4), _params(0.0), {}, load_config(None).clips)
     assert not result.outcome.ok and result.outcome.counts()["videos_failed"] == 1

@@ -192,14 +192,20 @@ def test_a_decord_timeout_retries_with_pyav_within_the_same_limit(tmp_path, monk
     path = make_video(str(tmp_path / "v.mp4"), 1.0)
     calls = []
 
-    def fake(path, sample_fps, size, backend, timeout_s, threads, max_bytes):
+    class Decoded:
+        notes = (("truncated", "earlier note"),)
+
+    def fake(path, backend, timeout_s, *child):
         calls.append((backend, timeout_s))
         if backend == "decord" or len(calls) > 2:
             raise InputError("timeout", "hung")
-        return "decoded"
+        return Decoded()
 
     monkeypatch.setattr(isolated, "_decode_in_child", fake)
-    assert isolated.decode_isolated(path, 1.0, 32, "decord", 10.0) == "decoded"
+    result = isolated.decode_isolated(path, 1.0, 32, "decord", 10.0)
+    # the fallback is noted for the failures table, before what the PyAV child noted itself
+    assert [c for c, _ in result.notes] == ["backend_fallback", "truncated"]
+    assert "decord did not finish" in result.notes[0][1] and path in result.notes[0][1]
     # decord gets half the limit; PyAV what is left of the whole (the fake decord returned at once)
     assert calls[0] == ("decord", 5.0) and calls[1][0] == "pyav" and 9.5 < calls[1][1] <= 10.0
     calls.append(None)  # from now on PyAV hangs too
@@ -240,3 +246,101 @@ def test_non_square_pixels_are_made_square_for_the_encoder_and_in_clips(tmp_path
         stream = container.streams.video[0]
         assert (stream.width, stream.height) == (48, 32)
         assert stream.sample_aspect_ratio in (None, 0, 1) or float(stream.sample_aspect_ratio) in (0.0, 1.0)
+
+
+# ---------------------------------------------------------------- one timeline, duration, deinterlacing
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_a_video_stream_that_starts_late_is_placed_at_its_delay(tmp_path, backend, ext):
+    """Audio from 0 s, video frames from 1.5 s (8 fps, frame k at 1.5 + k/8): the model frames
+    are at their times on the file's timeline (those before 1.5 s use the first frame, the
+    nearest), and a clip of [1, 3) s shows frame 0 until 1.5 s, then frame k at 1.5 + k/8."""
+    import io
+
+    import av
+
+    from pipeline.media.clips import cut_clip
+
+    path = make_video(str(tmp_path / f"late.{ext}"), 4.0, fps=8, start_pts=12, audio_s=6.0)
+    decoded = decode_frames(path, 2.0, 32, backend)
+    k = frame_index_of(decoded.frames, 64)
+    expected_k = np.clip(np.floor((np.arange(len(k)) / 2 + 0.25 - 1.5) * 8 + 0.5), 0, 31).astype(int)
+    assert k.tolist() == expected_k.tolist()
+    assert decoded.pts_s.tolist() == pytest.approx((1.5 + expected_k / 8).tolist(), abs=1e-3)
+    assert decoded.duration_s == pytest.approx(5.5, abs=1e-3)
+    with av.open(io.BytesIO(cut_clip(path, 1.0, 3.0, "mp4", 32, 4.0)["mp4"])) as clip:
+        got = frame_index_of(np.stack([f.to_ndarray(format="rgb24") for f in clip.decode(video=0)]), 64)
+    targets = 1.0 + (np.arange(8) + 0.5) / 4
+    assert got.tolist() == np.clip(np.round((targets - 1.5) * 8), 0, 31).astype(int).tolist()
+
+
+def _interlaced(path: str, n: int = 16, fps: int = 8) -> str:
+    """Top-field-first interlaced H.264: frame k's top field (even lines) is grey level
+    :func:`_top_level` (k), its bottom field level 255 - that (a player shows the top field first;
+    grey, so 4:2:0 chroma cannot mix the fields)."""
+    import av
+
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "10", "x264-params": "interlaced=1:tff=1"}
+        for k in range(n):
+            img = np.empty((64, 96, 3), np.uint8)
+            img[0::2], img[1::2] = _top_level(k), 255 - _top_level(k)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = k
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def _top_level(k):
+    return 16 + 12 * np.asarray(k)
+
+
+def _grey_index(frames: np.ndarray) -> np.ndarray:
+    """``(N,)`` frame k whose top-field level is nearest each frame's centre mean."""
+    h, w = frames.shape[1:3]
+    mean = frames[:, h // 4: h - h // 4, w // 4: w - w // 4].reshape(len(frames), -1).mean(axis=1)
+    return np.argmin(np.abs(mean[:, None] - _top_level(np.arange(16))[None]), axis=1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_interlaced_frames_show_their_first_field_for_the_encoder_and_in_clips(tmp_path, backend):
+    import io
+
+    import av
+
+    from pipeline.media.clips import cut_clip
+
+    path = _interlaced(str(tmp_path / "tff.mp4"))
+    decoded = decode_frames(path, 2.0, 32, backend)
+    assert _grey_index(decoded.frames).tolist() == [int(t * 8) for t in decoded.pts_s]
+    # every line of a deinterlaced frame is the first field's: flat, not combed
+    assert decoded.frames.astype(int)[:, 4:-4].std(axis=1).max() < 6
+    combed = decode_frames(path, 2.0, 32, backend, deinterlace=False)
+    assert np.abs(combed.frames.astype(int) - decoded.frames.astype(int)).mean() > 20  # the fields blend
+    with av.open(io.BytesIO(cut_clip(path, 0.5, 1.5, "mp4", 64, 4.0)["mp4"])) as clip:
+        got = _grey_index(np.stack([f.to_ndarray(format="rgb24") for f in clip.decode(video=0)]))
+    assert got.tolist() == [int((0.5 + (j + 0.5) / 4) * 8) for j in range(4)]
+
+
+def test_a_truncated_file_and_a_backend_fallback_are_noted(tmp_path):
+    """An mkv cut to 60% of its bytes keeps its header's 8 s duration: the footage that is left
+    decodes and the decode notes ``truncated``; decord hands an AVI to PyAV, noted as such."""
+    from pipeline.media.decode import ArraySink, decode_into
+
+    path = make_video(str(tmp_path / "v.mkv"), 8.0, fps=8, pattern="noise")
+    with open(path, "r+b") as f:
+        f.truncate(int(0.6 * f.seek(0, 2)))
+    decoded = decode_into(path, 1.0, 32, "pyav", ArraySink())
+    assert 2.0 < decoded.duration_s < 6.0
+    assert [c for c, _ in decoded.notes] == ["truncated"]
+    assert path in decoded.notes[0][1] and "8.000 s" in decoded.notes[0][1]
+    whole = make_video(str(tmp_path / "w.mkv"), 8.0, fps=8)
+    assert decode_into(whole, 1.0, 32, "decord", ArraySink()).notes == ()
+    avi = make_video(str(tmp_path / "v.avi"), 2.0, fps=8, codec="mpeg4")
+    notes = decode_into(avi, 1.0, 32, "decord", ArraySink()).notes
+    assert [c for c, _ in notes] == ["backend_fallback"] and "PyAV" in notes[0][1]

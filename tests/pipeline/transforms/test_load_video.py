@@ -29,8 +29,12 @@ def test_load_video_inputs_equal_the_plain_decode_and_encoder(tmp_path):
     texts = ["stir the pot", "my cousin says hello"]
     (tmp_path / "cook.json").write_text(json.dumps({"start": [0.5, 3.0], "end": [2.0, 5.0], "text": texts}))
     (tmp_path / "lost.json").write_text(json.dumps({"start": [0.0], "end": [1.0], "text": ["gone"]}))
+    cut = make_video(str(tmp_path / "cut.mkv"), 8.0, fps=8, pattern="noise")  # its header says 8 s
+    with open(cut, "r+b") as f:
+        f.truncate(int(0.6 * f.seek(0, 2)))
     refs = [VideoRef("cook", str(tmp_path / "cook.json"), video=video),
-            VideoRef("lost", str(tmp_path / "lost.json"), video=str(tmp_path / "lost.mp4"))]
+            VideoRef("lost", str(tmp_path / "lost.json"), video=str(tmp_path / "lost.mp4")),
+            VideoRef("cut", str(tmp_path / "cook.json"), video=cut)]
 
     spec = encoder_spec_of(config.model)
     decoded = decode_frames(video, config.decode.sample_fps, input_size_of(spec), "pyav")
@@ -40,6 +44,8 @@ def test_load_video_inputs_equal_the_plain_decode_and_encoder(tmp_path):
 
     def summary(video):
         frames = None if video.frames is None else (video.frames.emb.shape, tuple(np.round(video.frames.pts_s, 6)))
+        if video.video_id == "cut":  # usable, with a note in the failures table
+            frames = None if video.frames is None else video.frames.emb.shape[0] < 8
         return (video.video_id, frames, video.captions is not None,
                 tuple((f["stage"], f["error_class"]) for f in video.failures))
 
@@ -54,7 +60,10 @@ def test_load_video_inputs_equal_the_plain_decode_and_encoder(tmp_path):
     assert_that(out["ok"] | "Summary" >> beam.Map(summary), equal_to([
         ("cook", (want_frames.shape, tuple(np.round(decoded.pts_s, 6))), True, ()),
         ("lost", None, True, (("decode", "missing_file"),)),
+        ("cut", True, True, (("decode", "truncated"),)),
     ]), label="Summaries")
     assert_that(out["ok"], close_to_plain, label="Embeddings")
     result = _run(p)
-    assert counters(result, "decode") == {"total": 2, "ok": 1, "frames": len(decoded.pts_s), "failed/missing_file": 1}
+    decode = counters(result, "decode")
+    assert 0 < decode.pop("frames") - len(decoded.pts_s) < 8
+    assert decode == {"total": 3, "ok": 2, "failed/missing_file": 1, "noted/truncated": 1}
