@@ -30,9 +30,9 @@ def decord_header(path: str, deinterlace: bool = True) -> tuple[int, int, int, f
     decord counts from the stream's own start); raises :class:`DecordRejected` (so PyAV decodes
     it) for what decord cannot be trusted with: a container of :data:`DECORD_UNSAFE_FORMATS`,
     more than one video stream (decord picks its own, an attached picture included), non-square
-    pixels, a rotated stream (decord turns it, sized as unrotated) or, with ``deinterlace``, an
+    pixels, a rotated or mirrored stream (decord turns it, sized as unrotated) or, with ``deinterlace``, an
     interlaced first frame (decord does not deinterlace)."""
-    from pipeline.media.pyav import open_video_stream, origin_ticks, pixel_aspect, quarter_turns
+    from pipeline.media.pyav import open_video_stream, orientation, origin_ticks, pixel_aspect
 
     container, stream = open_video_stream(path)
     with container:
@@ -45,8 +45,8 @@ def decord_header(path: str, deinterlace: bool = True) -> tuple[int, int, int, f
         if abs(pixel_aspect(stream) - 1.0) > 1e-3:
             raise DecordRejected("decode_error", f"{path} has non-square pixels; PyAV decodes it with square ones")
         first = next(container.decode(stream), None)
-        if first is not None and quarter_turns(first):
-            raise DecordRejected("decode_error", f"{path} is rotated; PyAV decodes it upright")
+        if first is not None and orientation(first) != (0, False):
+            raise DecordRejected("decode_error", f"{path} is rotated or mirrored; PyAV decodes it upright")
         if first is not None and deinterlace and first.interlaced_frame:
             raise DecordRejected("decode_error", f"{path} is interlaced; PyAV deinterlaces it")
         origin = origin_ticks(stream)

@@ -136,10 +136,34 @@ def frame_times(stream, frames):
         yield t_s, t_s + dur, frame
 
 
-def quarter_turns(frame) -> int:
-    """Counterclockwise quarter turns that show ``frame`` upright: its display matrix's rotation
-    (PyAV's ``frame.rotation``, degrees counterclockwise) rounded to a multiple of 90, in 0..3."""
-    return round(float(getattr(frame, "rotation", 0) or 0) / 90.0) % 4
+def orientation(frame) -> tuple[int, bool]:
+    """``(turns, mirror)`` that show ``frame`` upright: ``turns`` counterclockwise quarter turns
+    (0..3), then a left-right mirror when ``mirror``. From the frame's display matrix, by the rule
+    FFmpeg's own player and CLI autorotate with (fftools: the angle to the nearest quarter turn,
+    flips from the signs of the matrix' entries); (0, False) without a matrix."""
+    import math
+    import struct
+
+    from av.sidedata.sidedata import Type
+
+    side = frame.side_data.get(Type.DISPLAYMATRIX) if frame.side_data else None
+    if side is None or len(bytes(side)) < 36:
+        return 0, False
+    m = struct.unpack("<9i", bytes(side)[:36])
+    a, b, c, d = m[0] / 65536, m[1] / 65536, m[3] / 65536, m[4] / 65536
+    if not (math.hypot(a, c) and math.hypot(b, d)):
+        return 0, False
+    ccw = -math.degrees(math.atan2(b / math.hypot(b, d), a / math.hypot(a, c)))  # av_display_rotation_get
+    theta = round(-ccw) % 360
+    quarter = round(theta / 90) % 4  # clockwise quarter turns, as fftools reads the angle
+    if quarter == 1:
+        return 3, m[3] > 0  # transpose=cclock_flip, else clock
+    if quarter == 2:
+        mirror_h, mirror_v = m[0] < 0, m[4] < 0  # hflip, vflip
+        return (2 if mirror_v else 0), mirror_h != mirror_v
+    if quarter == 3:
+        return 1, m[3] < 0  # transpose=clock_flip, else cclock
+    return (2, True) if m[4] < 0 else (0, False)  # vflip
 
 
 def pixel_aspect(stream) -> float:
@@ -150,22 +174,26 @@ def pixel_aspect(stream) -> float:
 
 def display_dims(frame, aspect: float = 1.0) -> tuple[int, int]:
     """``(width, height)`` of ``frame`` as a player shows it: the width scaled by the pixel
-    ``aspect`` (:func:`pixel_aspect`, so pixels come out square), then swapped by a quarter turn."""
+    ``aspect`` (:func:`pixel_aspect`, so pixels come out square), then swapped by a quarter turn
+    (:func:`orientation`)."""
     width = max(1, round(frame.width * aspect))
-    return (frame.height, width) if quarter_turns(frame) % 2 else (width, frame.height)
+    return (frame.height, width) if orientation(frame)[0] % 2 else (width, frame.height)
 
 
 def to_rgb(frame, width: int, height: int, picture=None) -> np.ndarray:
-    """PyAV frame -> ``(height, width, 3)`` uint8 RGB, upright (its display rotation applied;
-    ``width``/``height`` are the upright picture's), one swscale step, bilinear. ``picture``: the
-    frame's pixels to convert when they are not the frame's own (one field, :class:`Display`)."""
+    """PyAV frame -> ``(height, width, 3)`` uint8 RGB, upright (its display matrix applied,
+    :func:`orientation`; ``width``/``height`` are the upright picture's), one swscale step,
+    bilinear. ``picture``: the frame's pixels to convert when they are not the frame's own (one
+    field, :class:`Display`)."""
     from av.video.reformatter import Interpolation
 
-    turns = quarter_turns(frame)
+    turns, mirror = orientation(frame)
     stored_w, stored_h = (height, width) if turns % 2 else (width, height)
     rgb = (picture or frame).reformat(width=stored_w, height=stored_h, format="rgb24",
                                       interpolation=Interpolation.BILINEAR).to_ndarray()
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    if turns:
+        rgb = np.rot90(rgb, turns)
+    return np.ascontiguousarray(rgb[:, ::-1] if mirror else rgb) if (turns or mirror) else rgb
 
 
 #: ``codec_context.field_order`` values whose first displayed field is the bottom one (FFmpeg's
@@ -175,7 +203,7 @@ BOTTOM_FIELD_FIRST = (3, 4)
 
 class Display:
     """How the frames of one stream are shown, for the encoder's crops and for clips: square
-    pixels (the stream's :func:`pixel_aspect`), upright (each frame's display rotation) and, with
+    pixels (the stream's :func:`pixel_aspect`), upright (each frame's display matrix) and, with
     ``deinterlace``, one picture per interlaced frame: a frame the decoder flags as interlaced is
     replaced by the field shown first (the stream's field order; top when unknown), every other line
     of each plane as FFmpeg's ``field`` filter takes it, which the RGB conversion scales to the full

@@ -36,7 +36,8 @@ def _corner_colours(rgb: np.ndarray) -> list[tuple[int, ...]]:
 
 def _write(path: str, streams: list[dict], n: int = 16, fps: int = 8) -> str:
     """A video file with one stream per dict: ``content(k) -> (h, w, 3)``, optional ``default``
-    (disposition) and ``rotation`` (degrees, the display matrix)."""
+    (disposition), ``rotation`` (degrees, the display matrix) or ``matrix`` (9 ints, FFmpeg's
+    display matrix layout)."""
     import av
     from av.stream import Disposition
 
@@ -51,6 +52,8 @@ def _write(path: str, streams: list[dict], n: int = 16, fps: int = 8) -> str:
             stream.disposition = Disposition.default if spec.get("default") else Disposition(0)
             if spec.get("rotation"):
                 stream.set_display_rotation(spec["rotation"])
+            if spec.get("matrix"):
+                stream.set_display_matrix(spec["matrix"])
             outs.append((stream, spec["content"]))
         for k in range(n):
             for stream, content in outs:
@@ -344,3 +347,34 @@ def test_a_truncated_file_and_a_backend_fallback_are_noted(tmp_path):
     avi = make_video(str(tmp_path / "v.avi"), 2.0, fps=8, codec="mpeg4")
     notes = decode_into(avi, 1.0, 32, "decord", ArraySink()).notes
     assert [c for c, _ in notes] == ["backend_fallback"] and "PyAV" in notes[0][1]
+
+
+#: The eight display matrices that map the picture onto itself (rotations, mirrors): (a, b, c, d).
+SIGNED_PERMUTATIONS = [(1, 0, 0, 1), (0, -1, 1, 0), (-1, 0, 0, -1), (0, 1, -1, 0),
+                       (-1, 0, 0, 1), (1, 0, 0, -1), (0, 1, 1, 0), (0, -1, -1, 0)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("abcd", SIGNED_PERMUTATIONS)
+def test_the_display_matrix_is_applied_as_documented_rotations_and_mirrors(tmp_path, backend, abcd):
+    """FFmpeg documents the display matrix as mapping a source point (p, q) to
+    (a p + c q, b p + d q) (+ a translation), image coordinates y down. Each display corner of
+    the model frame and of the clip must show the colour of the source corner that maps there."""
+    import io
+
+    import av
+
+    from pipeline.media.clips import cut_clip
+
+    a, b, c, d = abcd
+    matrix = [a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30]
+    path = _write(str(tmp_path / "m.mp4"), [{"content": lambda k: _quadrants(64, 64), "matrix": matrix,
+                                             "exact": True}])
+    source = {(-1, -1): RED, (1, -1): GREEN, (-1, 1): BLUE, (1, 1): WHITE}  # (p, q) of each corner
+    mapped = {(a * p + c * q, b * p + d * q): colour for (p, q), colour in source.items()}
+    expected = [mapped[(-1, -1)], mapped[(1, -1)], mapped[(-1, 1)], mapped[(1, 1)]]
+    assert _corner_colours(decode_frames(path, 1.0, 32, backend).frames[0]) == expected
+    with av.open(io.BytesIO(cut_clip(path, 0.0, 1.0, "mp4", 32, 2.0)["mp4"])) as clip:
+        assert "DISPLAYMATRIX" not in str(list(next(clip.decode(video=0)).side_data))
+        clip.seek(0)
+        assert _corner_colours(next(clip.decode(video=0)).to_ndarray(format="rgb24")) == expected
