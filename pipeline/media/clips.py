@@ -153,6 +153,8 @@ def _decode_span(source: str, start_s: float, end_s: float, size: int, fps: floa
                 keep(picker.finish(n))
     except (av.FFmpegError, OSError) as exc:
         raise _failed(source, start_s, end_s, f"decoding failed: {type(exc).__name__}: {exc}") from None
+    except InputError as exc:  # frame times that go backwards
+        raise _failed(source, start_s, end_s, exc.message) from None
     return [rgb[k] for k in range(n)], dims[0], dims[1]
 
 

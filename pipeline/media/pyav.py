@@ -17,6 +17,7 @@ inside functions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -119,12 +120,14 @@ def frame_times(stream, frames):
     """``(t_s, end_s, frame)`` for each decoded frame: its PTS on the timeline (seconds after
     :func:`origin_ticks`) and its end (PTS + its duration, else one frame period); counted at the
     frame rate from the stream's start for a container without presentation timestamps
-    (:func:`times_by_count`)."""
+    (:func:`times_by_count`). Raises ``InputError('decode_error')`` when a time goes backwards
+    (the nearest-frame picks would be silently wrong)."""
     counted = times_by_count(stream)
     tb = float(stream.time_base) if stream.time_base and not counted else None
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     period = 1.0 / float(rate) if rate else 0.0
     origin = origin_ticks(stream) if tb is not None else None
+    last_s = -math.inf
     for i, frame in enumerate(frames):
         if frame.pts is None or tb is None:
             t_s = i * period
@@ -132,6 +135,10 @@ def frame_times(stream, frames):
             if origin is None:
                 origin = frame.pts
             t_s = (frame.pts - origin) * tb
+        if t_s < last_s:  # the decoder outputs in presentation order: these times are wrong, picks would be too
+            raise decode_error(stream.container.name, f"frame times go backwards at frame {i} "
+                                                      f"({t_s:.3f} s after {last_s:.3f} s)")
+        last_s = t_s
         dur = frame.duration * tb if frame.duration and tb else period
         yield t_s, t_s + dur, frame
 
@@ -141,7 +148,6 @@ def orientation(frame) -> tuple[int, bool]:
     (0..3), then a left-right mirror when ``mirror``. From the frame's display matrix, by the rule
     FFmpeg's own player and CLI autorotate with (fftools: the angle to the nearest quarter turn,
     flips from the signs of the matrix' entries); (0, False) without a matrix."""
-    import math
     import struct
 
     from av.sidedata.sidedata import Type

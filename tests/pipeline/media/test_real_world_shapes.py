@@ -378,3 +378,31 @@ def test_the_display_matrix_is_applied_as_documented_rotations_and_mirrors(tmp_p
         assert "DISPLAYMATRIX" not in str(list(next(clip.decode(video=0)).side_data))
         clip.seek(0)
         assert _corner_colours(next(clip.decode(video=0)).to_ndarray(format="rgb24")) == expected
+
+
+def test_frame_times_that_go_backwards_fail_loudly(tmp_path):
+    """Intra-only H.264 in mkv (each packet one frame, shown in packet order) whose first four
+    packets claim 0.5 s more than their slot (frame 3 at 0.875 s, frame 4 at 0.625 s): nearest-frame
+    picks over such times would be silently wrong, so the model frames fail as decode_error and a
+    clip as clip_failed, both naming the file."""
+    import av
+
+    from pipeline.media.clips import cut_clip
+
+    plain = make_video(str(tmp_path / "plain.mkv"), 2.0, fps=8, options={"x264-params": "keyint=1:bframes=0"})
+    path = str(tmp_path / "backwards.mkv")
+    with av.open(plain) as src, av.open(path, "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for i, packet in enumerate(src.demux(src.streams.video[0])):
+            if packet.size:
+                ticks = int(0.125 / float(packet.time_base))
+                packet.dts = i * ticks
+                packet.pts = packet.dts + (4 if i < 4 else 1) * ticks
+                packet.stream = out
+                dst.mux(packet)
+    with pytest.raises(InputError, match="go backwards") as err:
+        decode_frames(path, 1.0, 32, "pyav")
+    assert err.value.error_class == "decode_error" and path in err.value.message
+    with pytest.raises(InputError, match="go backwards") as err:
+        cut_clip(path, 0.0, 1.5, "jpg", 32, 4.0)
+    assert err.value.error_class == "clip_failed"
