@@ -30,8 +30,9 @@ def decord_header(path: str, deinterlace: bool = True) -> tuple[int, int, int, f
     decord counts from the stream's own start); raises :class:`DecordRejected` (so PyAV decodes
     it) for what decord cannot be trusted with: a container of :data:`DECORD_UNSAFE_FORMATS`,
     more than one video stream (decord picks its own, an attached picture included), non-square
-    pixels, a rotated or mirrored stream (decord turns it, sized as unrotated) or, with ``deinterlace``, an
-    interlaced first frame (decord does not deinterlace)."""
+    pixels, a rotated or mirrored stream (decord turns it, sized as unrotated), open groups of
+    pictures (:func:`has_open_gops`) or, with ``deinterlace``, an interlaced first frame (decord
+    does not deinterlace)."""
     from pipeline.media.pyav import open_video_stream, orientation, origin_ticks, pixel_aspect
 
     container, stream = open_video_stream(path)
@@ -44,6 +45,10 @@ def decord_header(path: str, deinterlace: bool = True) -> tuple[int, int, int, f
                                                  "decord cannot be told which one, PyAV decodes it")
         if abs(pixel_aspect(stream) - 1.0) > 1e-3:
             raise DecordRejected("decode_error", f"{path} has non-square pixels; PyAV decodes it with square ones")
+        if has_open_gops(container, stream):
+            raise DecordRejected("decode_error", f"{path} has open groups of pictures (leading pictures after a "
+                                                 "keyframe); decord's seeks drop them and shift its frames, PyAV decodes it")
+        container.seek(0)
         first = next(container.decode(stream), None)
         if first is not None and orientation(first) != (0, False):
             raise DecordRejected("decode_error", f"{path} is rotated or mirrored; PyAV decodes it upright")
@@ -53,6 +58,22 @@ def decord_header(path: str, deinterlace: bool = True) -> tuple[int, int, int, f
         delay_s = (float((stream.start_time - origin) * stream.time_base)
                    if origin is not None and stream.start_time is not None else 0.0)
         return stream.codec_context.width, stream.codec_context.height, int(stream.frames or 0), delay_s
+
+
+def has_open_gops(container, stream) -> bool:
+    """Whether a packet after a keyframe other than the first is shown before it (a leading
+    picture of an open group: HEVC CRA, H.264 recovery points). decord seeks to such keyframes
+    and drops the leading pictures it cannot decode, so its frame indices shift (2 frames per
+    group measured on HEVC). Demuxes the stream (no decoding)."""
+    keyframes, key_pts = 0, None
+    for packet in container.demux(stream):
+        if not packet.size or packet.pts is None:
+            continue
+        if packet.is_keyframe:
+            keyframes, key_pts = keyframes + 1, packet.pts
+        elif keyframes > 1 and packet.pts < key_pts:
+            return True
+    return False
 
 
 def check_decord_times(path: str, ts: np.ndarray, header_frames: int) -> None:
