@@ -98,3 +98,19 @@ def bench_memory(workdir, duration_s, width, height, fps, model, backend, config
 
     text, _ = run_bench(config, workdir, duration_s, width, height, fps, model, backend, interval_s, log=_log)
     click.echo(text)
+
+
+@bench.command("media")
+@click.option("--full", is_flag=True, help="Longer, larger files (about 60 s each) instead of the 8 s test corpus.")
+@click.option("--backend", type=click.Choice(["pyav", "decord", "both"]), default="both", show_default=True,
+              help="Decode backend(s) of the model frames (clips are cut with PyAV, checked on the first row).")
+@click.option("--workdir", default="nccurate-bench-media", show_default=True, help="Where the corpus is written.")
+@click.option("--shape", "shapes", multiple=True, help="Only this shape (repeatable; default: every shape).")
+def bench_media(full, backend, workdir, shapes):
+    """Real-world file shapes (codecs, containers, rotation, pixel aspect, interlacing, late
+    starts, damaged headers...): every model frame and clip frame read back and compared with
+    what a player shows. Prints a table of frames checked and mismatches per shape and backend."""
+    from pipeline.bench.media import bench_media as run_bench
+
+    backends = ("pyav", "decord") if backend == "both" else (backend,)
+    click.echo(run_bench(workdir, full, backends, shapes, log=_log))
