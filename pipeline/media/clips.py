@@ -30,7 +30,7 @@ from fractions import Fraction
 from curation.errors import InputError
 from curation.frames import NearestPicker, resize_dims
 from pipeline.media.failures import check_file
-from pipeline.media.pyav import Display, frame_times, open_video_stream, origin_ticks, times_by_count
+from pipeline.media.pyav import Display, decoded_frames, frame_times, open_video_stream, origin_ticks, times_by_count
 
 CLIP_FORMATS = ("mp4", "jpg")
 #: x264 options of clips (one thread is set separately): fast, visually fine, deterministic.
@@ -137,7 +137,7 @@ def _decode_span(source: str, start_s: float, end_s: float, size: int, fps: floa
         with container:
             seeked = seek and _seek_before(container, stream, start_s)
             first_target_s = start_s + 0.5 / fps
-            for t_s, frame_end_s, frame in frame_times(stream, container.decode(stream)):
+            for t_s, frame_end_s, frame in frame_times(stream, decoded_frames(container, stream)):
                 if seeked and picker.prev is None and float(t_s) > first_target_s:
                     raise _SeekMissed()
                 video_end_s = max(video_end_s, float(frame_end_s))

@@ -31,7 +31,7 @@ def decord_header(path: str, deinterlace: bool = True) -> tuple[int, int, int, f
     it) for what decord cannot be trusted with: a container of :data:`DECORD_UNSAFE_FORMATS`,
     more than one video stream (decord picks its own, an attached picture included), non-square
     pixels, a rotated or mirrored stream (decord turns it, sized as unrotated), open groups of
-    pictures (:func:`has_open_gops`) or, with ``deinterlace``, an interlaced first frame (decord
+    pictures or corrupt packets (:func:`packet_distrust`) or, with ``deinterlace``, an interlaced first frame (decord
     does not deinterlace)."""
     from pipeline.media.pyav import open_video_stream, orientation, origin_ticks, pixel_aspect
 
@@ -45,9 +45,9 @@ def decord_header(path: str, deinterlace: bool = True) -> tuple[int, int, int, f
                                                  "decord cannot be told which one, PyAV decodes it")
         if abs(pixel_aspect(stream) - 1.0) > 1e-3:
             raise DecordRejected("decode_error", f"{path} has non-square pixels; PyAV decodes it with square ones")
-        if has_open_gops(container, stream):
-            raise DecordRejected("decode_error", f"{path} has open groups of pictures (leading pictures after a "
-                                                 "keyframe); decord's seeks drop them and shift its frames, PyAV decodes it")
+        distrust = packet_distrust(container, stream)
+        if distrust:
+            raise DecordRejected("decode_error", f"{path} has {distrust}; PyAV decodes it")
         container.seek(0)
         first = next(container.decode(stream), None)
         if first is not None and orientation(first) != (0, False):
@@ -60,20 +60,24 @@ def decord_header(path: str, deinterlace: bool = True) -> tuple[int, int, int, f
         return stream.codec_context.width, stream.codec_context.height, int(stream.frames or 0), delay_s
 
 
-def has_open_gops(container, stream) -> bool:
-    """Whether a packet after a keyframe other than the first is shown before it (a leading
-    picture of an open group: HEVC CRA, H.264 recovery points). decord seeks to such keyframes
-    and drops the leading pictures it cannot decode, so its frame indices shift (2 frames per
-    group measured on HEVC). Demuxes the stream (no decoding)."""
+def packet_distrust(container, stream) -> str | None:
+    """Why decord's frames of ``stream`` cannot be trusted, from its packets (demuxed, not
+    decoded), or None: a corrupt packet (a truncated or damaged file: decord counts it as a frame
+    and its times outlast the footage), or an open group of pictures, where a packet after a
+    keyframe other than the first is shown before it (HEVC CRA, H.264 recovery points): decord
+    seeks to such keyframes and drops the leading pictures it cannot decode, so its frames shift
+    (2 per group measured on HEVC)."""
     keyframes, key_pts = 0, None
     for packet in container.demux(stream):
+        if packet.is_corrupt:
+            return "a corrupt packet (truncated or damaged)"
         if not packet.size or packet.pts is None:
             continue
         if packet.is_keyframe:
             keyframes, key_pts = keyframes + 1, packet.pts
         elif keyframes > 1 and packet.pts < key_pts:
-            return True
-    return False
+            return "open groups of pictures (decord's seeks drop their leading pictures and shift its frames)"
+    return None
 
 
 def check_decord_times(path: str, ts: np.ndarray, header_frames: int) -> None:

@@ -65,6 +65,20 @@ def open_video_stream(path: str, threads: int = 0):
     return container, stream
 
 
+def packets(container, stream):
+    """``stream``'s packets in decode order, without those the demuxer flags corrupt (a packet
+    cut by truncation, damaged data): they are never sent to the decoder, whose frame threads
+    would otherwise end the decode early without an error and lose the whole frames after them."""
+    return (packet for packet in container.demux(stream) if not packet.is_corrupt)
+
+
+def decoded_frames(container, stream):
+    """The frames of ``stream`` in presentation order, decoded packet by packet from :func:`packets`
+    (the final empty packet flushes the decoder)."""
+    for packet in packets(container, stream):
+        yield from packet.decode()
+
+
 def video_dims(path: str) -> tuple[int, int]:
     """``(width, height)`` of the chosen video stream (:func:`choose_video_stream`), from the header."""
     container, stream = open_video_stream(path)
@@ -316,7 +330,7 @@ def index_packets(path: str) -> PacketIndex | None:
     pts, end, gop, closed = [], [], [], []
     with container:
         try:
-            for packet in container.demux(stream):
+            for packet in packets(container, stream):
                 if packet.size == 0:
                     continue
                 if packet.pts is None:
@@ -435,7 +449,7 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
     skip_until_key, current, sent = False, -1, 0
     with container:
         try:
-            for packet in container.demux(stream):
+            for packet in packets(container, stream):
                 if packet.size and packet.pts is not None:
                     if packet.is_keyframe:
                         current, skip_until_key = current + 1, False
@@ -486,7 +500,7 @@ def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: in
 
     try:
         with container:
-            for t_s, end, frame in frame_times(stream, container.decode(stream)):
+            for t_s, end, frame in frame_times(stream, decoded_frames(container, stream)):
                 keep(picker.push(t_s, frame))
                 end_s = max(end_s, end)
             n = len(sample_times_s(end_s, sample_fps))
