@@ -13,6 +13,7 @@ native crash in libavcodec would. The pipeline has no hook for it.
 from __future__ import annotations
 
 import io
+import math
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ from tests.videos import make_audio_only, make_video
 #: video, including those whose captions outlast the footage; the crash watcher kills the child
 #: within a fraction of a second, long before decode_timeout_s.
 OVERRIDES = MODEL + ("align.min_alignability=0", "decode_timeout_s=30")
+SAMPLE_FPS = 1.0  # decode.sample_fps of OVERRIDES (checked in the poison_run fixture)
 FPS, SIZE = 8, (96, 64)
 LONG_S, SHORT_S = 12.0, 6.0
 EMBED_DIM = 64  # nccurate-tiny's embed_dim (models/configs/nccurate-tiny.json)
@@ -234,7 +236,8 @@ def poison_world(tmp_path_factory):
         add(vid, f"{vid}.{ext}", write(f"{vid}.{fmt}", _captions(*caps, fmt)))
         good[vid] = (duration, caps)
     # captions outlast the footage: spans stay inside the video (curation.timeline clips ASR
-    # centres into it, curation.spans.span_around shifts spans inside [0, duration])
+    # centres into it, curation.spans.span_around shifts spans inside [0, duration]); captions
+    # that start after the last scored frame are dropped as past_footage
     for vid, caps in (("outlasted", OUTLASTED_CAPS), ("after_end", AFTER_END_CAPS)):
         make_video(str(root / f"{vid}.mp4"), SHORT_S, fps=FPS, size=SIZE, pattern="noise")
         add(vid, f"{vid}.mp4", write(f"{vid}.json", _captions(*caps, "json")))
@@ -242,10 +245,10 @@ def poison_world(tmp_path_factory):
     # mdat cut in half, moov intact (faststart): the index promises LONG_S seconds but only the
     # first half of the frames exist. Decision: a good, shorter video. The frames before the cut
     # are intact and decode (as in ffmpeg and players); its captions past the cut are treated
-    # like any captions that outlast the footage; and nothing in the contract compares the
-    # container's declared duration with what decodes (failing it would need such a rule, and
-    # would throw away intact footage). pipeline.media.decode falls back from decord to PyAV for it,
-    # see test_both_backends_keep_the_frames_before_an_mdat_cut.
+    # like any captions that outlast the footage; the decode notes it as `truncated` (a failures
+    # row that does not fail the video: the footage ends well before the header's duration).
+    # pipeline.media.decode falls back from decord to PyAV for it, see
+    # test_both_backends_keep_the_frames_before_an_mdat_cut.
     _faststart_video(str(root / "cut_mdat.mp4"), LONG_S)
     offset, size = _top_level_atoms(str(root / "cut_mdat.mp4"))[b"mdat"]
     _truncate(str(root / "cut_mdat.mp4"), offset + size // 2)
@@ -312,6 +315,9 @@ def poison_world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def poison_run(poison_world, tmp_path_factory):
     """The one full run (the failure ratio is under max_failure_ratio, so it succeeds)."""
+    from pipeline.config import load_config
+
+    assert load_config(None, OVERRIDES).decode.sample_fps == SAMPLE_FPS
     fifo = str(poison_world["root"] / "crash.mp4")
     with DecoderKiller(fifo, signal.SIGSEGV) as killer:
         out = helpers.run_pipeline(poison_world["manifest"], str(tmp_path_factory.mktemp("run") / "out"),
@@ -358,11 +364,30 @@ def test_the_crashed_decoder_fails_only_its_video(poison_run):
     assert "SIGSEGV" in crash["message"] and "crash.mp4" in crash["message"]
 
 
+def _notes(run) -> list[dict]:
+    from pipeline.media.decode import NOTE_CLASSES
+
+    return [f for f in run.failures if f["error_class"] in NOTE_CLASSES]
+
+
+def _footage_s(decodable_s: float) -> float:
+    """The scored footage of a video with ``decodable_s`` seconds of frames: whole samples."""
+    return math.floor(decodable_s * SAMPLE_FPS + 1e-9) / SAMPLE_FPS
+
+
 def test_nothing_else_fails(poison_run, poison_world):
     expected = sum(p.copies for p in poison_world["poison"])
-    assert len(poison_run.failures) == expected, [f for f in poison_run.failures if f["video_id"] not in POISON_IDS]
-    failed = {f["video_id"] for f in poison_run.failures}
+    failures = [f for f in poison_run.failures if f not in _notes(poison_run)]
+    assert len(failures) == expected, [f for f in failures if f["video_id"] not in POISON_IDS]
+    failed = {f["video_id"] for f in failures}
     assert not failed & set(poison_world["good"])
+
+
+def test_the_truncated_download_is_noted_not_failed(poison_run):
+    """The mdat cut in half: the decode notes it (the header says 12 s), the video is used."""
+    (note,) = _notes(poison_run)
+    assert (note["video_id"], note["stage"], note["error_class"]) == ("cut_mdat", "decode", "truncated")
+    assert "cut_mdat.mp4" in note["message"] and "12.000 s" in note["message"], note
 
 
 def test_every_good_video_is_ok_with_rows_and_samples(poison_run, poison_world):
@@ -370,9 +395,14 @@ def test_every_good_video_is_ok_with_rows_and_samples(poison_run, poison_world):
         rows = poison_run.rows_of(vid)
         assert [r["caption_idx"] for r in rows] == list(range(len(starts))), vid
         assert [(r["asr_start"], r["asr_end"]) for r in rows] == list(zip(starts, ends)), vid
-        assert all(r["kept"] and r["drop_reason"] is None and 0.0 <= r["weight"] <= 1.0 for r in rows), vid
+        footage_s = _footage_s(poison_world["good"][vid][0])
+        for r in rows:  # every caption with footage is kept; those after it are dropped
+            if r["asr_start"] < footage_s:
+                assert r["kept"] and r["drop_reason"] is None and 0.0 <= r["weight"] <= 1.0, (vid, r)
+            else:
+                assert not r["kept"] and r["drop_reason"] == "past_footage" and r["weight"] == 0.0, (vid, r)
     kept = {r["key"]: r for r in poison_run.index if r["kept"]}
-    assert {r["video_id"] for r in kept.values()} == set(poison_world["good"])
+    assert {r["video_id"] for r in kept.values()} == set(poison_world["good"]) - {"after_end"}
     assert {s["__key__"] for s in poison_run.samples} == set(kept)
     for sample in poison_run.samples:
         assert {"mp4", "txt", "json"} <= set(sample)
@@ -387,13 +417,17 @@ def _clip_frames(data: bytes) -> int:
 
 
 def test_captions_that_outlast_the_video_get_spans_inside_it(poison_run, poison_world):
-    """Captions past the end (partly, wholly, or past a truncated mdat) are neither failures nor
-    dropped: the aligner puts each span inside the decoded video, and its clip holds the span."""
+    """Captions that run past the end (or past a truncated mdat) but start inside the footage
+    are neither failures nor dropped: the aligner puts each span inside the decoded video, and its
+    clip holds the span. Those that start after it are dropped as past_footage (all of after_end's)."""
     samples = {s["__key__"]: s for s in poison_run.samples}
     for vid in ("outlasted", "after_end", "cut_mdat"):
         decodable_s, (starts, ends) = poison_world["good"][vid]
         assert max(ends) > decodable_s  # the premise: captions run past what decodes
-        for r in poison_run.rows_of(vid):
+        rows = poison_run.rows_of(vid)
+        assert [r["drop_reason"] for r in rows if not r["kept"]] == ["past_footage"] * sum(
+            s >= _footage_s(decodable_s) for s in starts), vid
+        for r in (r for r in rows if r["kept"]):
             assert 0.0 <= r["start"] < r["end"] <= decodable_s + 1e-6, (vid, r)
             meta = json.loads(samples[r["key"]]["json"])
             assert meta["span"] == [r["start"], r["end"]]
@@ -401,6 +435,7 @@ def test_captions_that_outlast_the_video_get_spans_inside_it(poison_run, poison_
             expected = max(1, round((r["end"] - r["start"]) * 4))  # clips.fps=4 (MODEL)
             assert abs(_clip_frames(samples[r["key"]]["mp4"]) - expected) <= 1, (vid, r)
     assert poison_world["good"]["cut_mdat"][0] <= LONG_S / 2 + 1  # the truncation did remove frames
+    assert not any(r["kept"] for r in poison_run.rows_of("after_end"))
 
 
 def test_summary_reconciles(poison_run, poison_world):
@@ -413,12 +448,13 @@ def test_summary_reconciles(poison_run, poison_world):
     classes = {}
     for p in poison_world["poison"]:
         classes[p.error_class] = classes.get(p.error_class, 0) + p.copies
-    assert s["failures"] == classes
+    assert s["failures"] == {**classes, "truncated": 1}  # the note on cut_mdat (a usable video)
     good_captions = sum(len(starts) for _, (starts, _) in poison_world["good"].values())
+    past = sum(s_ >= _footage_s(d) for d, (starts, _) in poison_world["good"].values() for s_ in starts)
     failed_captions = sum(p.index_rows for p in poison_world["poison"])
     assert s["captions_in"] == len(poison_run.index) == good_captions + failed_captions
-    assert s["captions_kept"] == good_captions == s["samples_written"] == len(poison_run.samples)
-    assert s["captions_dropped"] == {"video_failed": failed_captions}
+    assert s["captions_kept"] == good_captions - past == s["samples_written"] == len(poison_run.samples)
+    assert s["captions_dropped"] == {"video_failed": failed_captions, "past_footage": past} and past >= 5
     assert s["reconciled"] is True and s["problems"] == []
 
 
