@@ -31,8 +31,8 @@ def decord_header(path: str, deinterlace: bool = True) -> tuple[int, int, int, f
     it) for what decord cannot be trusted with: a container of :data:`DECORD_UNSAFE_FORMATS`,
     more than one video stream (decord picks its own, an attached picture included), non-square
     pixels, a rotated or mirrored stream (decord turns it, sized as unrotated), open groups of
-    pictures or corrupt packets (:func:`packet_distrust`) or, with ``deinterlace``, an interlaced first frame (decord
-    does not deinterlace)."""
+    pictures or corrupt packets (:func:`packet_distrust`) or, with ``deinterlace``, an
+    interlaced first frame (decord does not deinterlace)."""
     from pipeline.media.pyav import open_video_stream, orientation, origin_ticks, pixel_aspect
 
     container, stream = open_video_stream(path)

@@ -98,14 +98,12 @@ def times_by_count(stream) -> bool:
     return bool(set(stream.container.format.name.split(",")) & set(COUNTED_FORMATS))
 
 
-def origin_ticks(stream) -> int | float:
+def origin_ticks(stream) -> int | float | None:
     """Time 0 of the timeline in ``stream``'s ticks: the earliest start of the file's audio
     streams and ``stream`` (a video stream that starts late is placed at its delay, as a player
     and the captions place it; cover art, subtitle and data streams do not count). An int when
     exact (always where ``stream`` starts first), else a float; 0 without a time base; None when no
     stream has a start time (then the first frame is time 0)."""
-    from fractions import Fraction
-
     if not stream.time_base:
         return 0
     starts = [Fraction(s.start_time) * s.time_base for s in (stream, *stream.container.streams.audio)
@@ -213,7 +211,9 @@ def to_rgb(frame, width: int, height: int, picture=None) -> np.ndarray:
                                       interpolation=Interpolation.BILINEAR).to_ndarray()
     if turns:
         rgb = np.rot90(rgb, turns)
-    return np.ascontiguousarray(rgb[:, ::-1] if mirror else rgb) if (turns or mirror) else rgb
+    if mirror:
+        rgb = rgb[:, ::-1]
+    return np.ascontiguousarray(rgb)  # no copy when neither applied
 
 
 #: ``codec_context.field_order`` values whose first displayed field is the bottom one (FFmpeg's
