@@ -33,6 +33,8 @@ setup(
         "jinja2>=3.1",
         # every URI nccurate reads or writes (gs://, s3://, ...) goes through fsspec (pipeline.storage)
         "fsspec>=2024.1",
+        # curation.blas: the BLAS calls of the alignment math run on one thread (thread-count-free bits)
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         # dask + distributed: the DaskRunner test runs the pipeline on a local dask.distributed cluster;

@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from curation.blas import one_thread
+
 
 #: Largest kernel dynamic range, in units of eps, that the scaling-domain iteration accepts
 #: before falling back to the log domain (exp(600) is far inside float64's range).
@@ -70,9 +72,10 @@ def _sinkhorn_scaling(score, a, b, eps, n_iter):
     kernel = np.exp((score - top) / eps)  # -inf cells -> 0
     v = np.ones(score.shape[1])
     u = np.ones(score.shape[0])
-    for _ in range(n_iter):
-        u = a / (kernel @ v)
-        v = b / (kernel.T @ u)
+    with one_thread():  # the same bits on every runner (curation.blas)
+        for _ in range(n_iter):
+            u = a / (kernel @ v)
+            v = b / (kernel.T @ u)
     return u[:, None] * kernel * v[None, :]
 
 

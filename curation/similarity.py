@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from curation.blas import one_thread
+
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12, dtype=np.float64) -> np.ndarray:
     """Rows of ``x: (n, D)`` scaled to unit L2 norm (all-zero rows stay zero), in ``dtype``."""
@@ -19,8 +21,11 @@ def l2_normalise(x: np.ndarray, eps: float = 1e-12, dtype=np.float64) -> np.ndar
 def cosine_similarity(caption_emb: np.ndarray, frame_emb: np.ndarray, dtype=np.float64) -> np.ndarray:
     """``sim: (m, T)`` with ``sim[i, t] = <c_i/|c_i|, f_t/|f_t|>`` in [-1, 1], computed in
     ``dtype`` (float32 halves the cost where 1e-7 relative precision is plenty) and returned
-    as float64."""
-    out = l2_normalise(caption_emb, dtype=dtype) @ l2_normalise(frame_emb, dtype=dtype).T
+    as float64. The product runs on one BLAS thread, so its bits do not depend on the runner
+    (:mod:`curation.blas`)."""
+    captions, frames = l2_normalise(caption_emb, dtype=dtype), l2_normalise(frame_emb, dtype=dtype)
+    with one_thread():
+        out = captions @ frames.T
     return out.astype(np.float64, copy=False)
 
 

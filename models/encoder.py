@@ -14,7 +14,12 @@ both float32 and L2-normalised, so a caption/frame similarity is a plain dot pro
 * Precision: the model's weights stay fp32; ``fp16``/``bf16`` run the forward passes under
   ``torch.autocast`` on CUDA. On CPU everything runs fp32 (bf16 autocast was far slower than fp32
   on the project's CPUs, DESIGN §9) and asking otherwise logs a one-line warning.
-* ``torch.set_num_threads`` is never changed: the runner / user owns the thread budget.
+* ``torch.set_num_threads`` is never changed: the runner / user owns the thread budget. Results
+  do not depend on it: importing this module sets ``MKL_CBWR=AUTO,STRICT`` (unless the user set
+  it), MKL's strict conditional numerical reproducibility, under which its GEMMs give the same bits
+  on any thread count (without it a 6-caption text batch differed by 2e-7 between 1 and 2 threads,
+  and the realigned scores after it). MKL reads it when first called, so this must be imported
+  before the process's first torch matmul, as every nccurate entry point does.
 * One encoder per spec per process: :func:`shared_encoder` (and :class:`LazyEncoder`, which
   defers it to first use) serve the Beam handlers, the report and the benchmarks alike.
   :func:`encoder_spec_of` reads a spec off a config's model section.
@@ -35,6 +40,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
 log = logging.getLogger(__name__)
+
+#: MKL's strict CNR mode (see the module docstring); read by MKL at its first call.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 #: Directory of the project's own open_clip model configs (``nccurate-tiny.json``, ...).
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")

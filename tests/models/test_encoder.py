@@ -251,3 +251,33 @@ def test_import_is_lazy_and_beam_free():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["torch_before", "False", "torch_after", "True", "beam", "False"], \
         proc.stdout + proc.stderr
+
+
+THREADS = """
+import hashlib
+import models.encoder as enc
+import torch
+encoder = enc.load_encoder(enc.EncoderSpec())
+texts = [f"step {i} of the video" if i % 2 else f"my cousin says hello {i}" for i in range(6)]
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    print(hashlib.md5(encoder.encode_texts(texts, 256).tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores for 2 torch threads")
+def test_embeddings_do_not_depend_on_the_torch_thread_count():
+    """Importing models.encoder turns on MKL's strict reproducibility: a 6-text batch gives the same
+    bits on 1 and 2 threads (a user's own MKL_CBWR is kept: empty, it shows the difference)."""
+    def hashes(**env_vars):
+        env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+        proc = subprocess.run([sys.executable, "-c", THREADS], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env=dict(env, PYTHONPATH=str(ROOT), **env_vars))
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    one, two = hashes(MKL_CBWR="")
+    if one == two:
+        pytest.skip("this CPU's MKL gives the same bits on 1 and 2 threads without strict mode")
+    one, two = hashes()
+    assert one == two
