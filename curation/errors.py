@@ -21,6 +21,10 @@ ERROR_CLASSES: dict[str, str] = {
     "timeout": "a stage exceeded its wall-clock limit",
     "too_large": "a remote video is larger than decode.max_bytes, the most its local copy may take",
     "clip_failed": "a kept caption's clip could not be cut from its video (span outside it, decoder error)",
+    "no_captions": "a video has no captions file, no text subtitle track, and speech recognition is off",
+    "no_audio": "speech recognition was asked for a video without an audio stream",
+    "asr_unavailable": "speech recognition was asked for but nccurate[asr] (faster-whisper) is not installed",
+    "asr_error": "speech recognition failed on the video's audio (model load or transcription)",
     "internal_error": "an unexpected exception in nccurate itself (a bug: please report it)",
     # notes: rows about a usable video (it is not counted as failed)
     "truncated": "note: the decoded footage ends well before the end the file's header declares",

@@ -9,17 +9,24 @@ import numpy as np
 
 VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
 
+#: Where a video's captions come from: a captions ``file`` (the ``captions`` path), the video's
+#: ``embedded`` text subtitle track, speech recognition (``asr``) of its audio, or ``auto`` (a row
+#: without captions: the run's ``captions.when_missing`` decides).
+CAPTION_SOURCES = ("file", "embedded", "asr", "auto")
+
 
 @dataclass(frozen=True)
 class VideoRef:
-    """One manifest row, paths already resolved against the manifest's directory."""
+    """One manifest row, paths already resolved against the manifest's directory. ``captions`` is
+    the captions file's path when ``captions_from`` is ``file``, else None."""
 
     video_id: str
-    captions: str
+    captions: str | None
     features: str | None = None
     fps: float | None = None
     caption_features: str | None = None
     video: str | None = None
+    captions_from: str = "file"
 
 
 @dataclass(frozen=True)

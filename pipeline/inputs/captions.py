@@ -384,6 +384,60 @@ def parse_srt(name: str, data: bytes) -> list[CaptionCue]:
     return _nonempty_or_raise(name, _dedupe_rolling(_srt_raw_cues(name, lines)))
 
 
+# ----------------------------------------------------------------------------- embedded tracks
+
+#: Text subtitle codecs (FFmpeg's names) -> the sidecar format whose line rule their packets follow.
+TRACK_FORMATS = {"subrip": "srt", "srt": "srt", "mov_text": "srt", "text": "srt", "webvtt": "vtt",
+                 "ass": "ass", "ssa": "ass"}
+
+_ASS_OVERRIDE = re.compile(r"\{[^}\n]*\}")
+
+
+def _ass_lines(text: str) -> list[str]:
+    """An ASS event's Text field -> its lines: ``\\N``/``\\n`` break lines, ``\\h`` is a space,
+    ``{...}`` override blocks are removed."""
+    text = _ASS_OVERRIDE.sub("", text).replace("\\h", " ")
+    return re.split(r"\\[Nn]", text)
+
+
+def track_cue_lines(name: str, codec: str, payload: bytes) -> list[str]:
+    """One subtitle packet's payload (as a container stores it) -> its raw text lines (``name``:
+    the file and track, for messages).
+
+    ``subrip``/``text``/``webvtt``: the cue text; ``mov_text`` (mp4): a 16-bit big-endian length, then
+    that many bytes of text (style boxes after it are ignored); ``ass``/``ssa`` (Matroska): the
+    event's fields ``ReadOrder,Layer,Style,Name,MarginL,MarginR,MarginV,Effect,Text``."""
+    data = bytes(payload)
+    if codec == "mov_text":
+        length = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+        data = data[2:2 + length]
+    try:
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        raise _bad(name, f"subtitle packet is not UTF-8 (byte {exc.start})") from None
+    if TRACK_FORMATS.get(codec) == "ass":
+        return _ass_lines(text.split(",", 8)[-1] if text.count(",") >= 8 else text)
+    return text.split("\n")
+
+
+def cues_from_track(name: str, codec: str, packets: Sequence[tuple[float, float, Sequence[str]]]) -> list[CaptionCue]:
+    """An embedded subtitle track's ``(start_s, end_s, raw lines)`` packets, in file order ->
+    captions by the rules of the sidecar format the codec follows (:data:`TRACK_FORMATS`: tags
+    removed as in SRT or WebVTT, ASS overrides as in SRT), with the same rolling de-duplication,
+    so a track gives the captions its sidecar file would. ``name`` is for messages."""
+    fmt = TRACK_FORMATS.get(codec)
+    if fmt is None:
+        raise _bad(name, f"subtitle codec {codec!r} is not a text track; text tracks: {', '.join(sorted(TRACK_FORMATS))}")
+    clean = _vtt_line_text if fmt == "vtt" else _srt_line_text
+    raw = []
+    for start_s, end_s, lines in packets:
+        if not (math.isfinite(start_s) and math.isfinite(end_s)) or end_s < start_s:
+            raise _bad(name, f"subtitle packet at {start_s:.3f}s ends at {end_s:.3f}s")
+        texts = tuple(t for t in (clean(line) for line in lines) if t)
+        raw.append(_RawCue(start_s, end_s, texts))
+    return _nonempty_or_raise(name, _dedupe_rolling(raw))
+
+
 _PARSERS: dict[str, Callable[[str, bytes], list[CaptionCue]]] = {
     ".json": parse_howto100m_json,
     ".srt": parse_srt,

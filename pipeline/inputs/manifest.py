@@ -52,7 +52,8 @@ def parse_manifest_line(line: str, base_dir: str) -> VideoRef:
     """One JSON Lines row -> :class:`VideoRef` (relative paths resolved against ``base_dir``).
 
     Video mode: ``video`` + ``captions`` (+ optional ``caption_features``, else the text tower
-    embeds the captions). Feature mode: ``features`` + ``fps`` + ``captions`` +
+    embeds the captions); ``captions`` may be ``"embedded"`` (the video's text subtitle track),
+    ``"asr"`` (speech recognition) or left out (:func:`_video_captions`). Feature mode: ``features`` + ``fps`` + ``captions`` +
     ``caption_features`` (a user's frame features live in their own space, so no text tower).
     """
     excerpt = " ".join(line.split())[:80]
@@ -70,22 +71,41 @@ def parse_manifest_line(line: str, base_dir: str) -> VideoRef:
     has_video, has_features = row.get("video") is not None, row.get("features") is not None
     if has_video == has_features:
         raise InputError("bad_manifest_row", f"video {video_id}: give exactly one of 'video' (video mode) or 'features' (feature mode)")
-    captions = resolve_path(_field(row, "captions", video_id, str, True), base_dir)
     if has_video:
+        captions_from, captions = _video_captions(row, video_id, base_dir)
         caption_features = _field(row, "caption_features", video_id, str, False)
+        if caption_features and captions_from != "file":
+            raise InputError("bad_manifest_row", f"video {video_id}: 'caption_features' needs a captions file "
+                                                 f"(one row per caption), not captions from {captions_from}")
         return VideoRef(
             video_id=video_id,
             captions=captions,
             video=resolve_path(_field(row, "video", video_id, str, True), base_dir),
             caption_features=resolve_path(caption_features, base_dir) if caption_features else None,
+            captions_from=captions_from,
         )
     return VideoRef(
         video_id=video_id,
-        captions=captions,
+        captions=resolve_path(_field(row, "captions", video_id, str, True), base_dir),
         features=resolve_path(_field(row, "features", video_id, str, True), base_dir),
         fps=_field(row, "fps", video_id, float, True),
         caption_features=resolve_path(_field(row, "caption_features", video_id, str, True), base_dir),
     )
+
+
+#: ``captions`` values of a video-mode row that are not paths (a file of that name: ``./asr``).
+MEDIA_CAPTIONS = ("embedded", "asr")
+
+
+def _video_captions(row: dict, video_id: str, base_dir: str) -> tuple[str, str | None]:
+    """A video-mode row's ``(captions_from, captions path or None)``: a path, ``"embedded"``, ``"asr"``,
+    or no ``captions`` at all (``auto``: the run's ``captions.when_missing`` decides)."""
+    if row.get("captions") is None:
+        return "auto", None
+    value = _field(row, "captions", video_id, str, True)
+    if value in MEDIA_CAPTIONS:
+        return value, None
+    return "file", resolve_path(value, base_dir)
 
 
 def manifest_video_id(line: str) -> str:

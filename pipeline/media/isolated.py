@@ -153,17 +153,31 @@ def _read_child_result(path: str, returncode: int, tmp: str, out: str, err: str,
     if returncode == 0 and os.path.exists(out + ".json"):
         with open(out + ".json", encoding="utf-8") as handle:
             return IsolatedDecode(tmp, out + ".u8", json.load(handle))
+    raise child_failure(path, returncode, err, log, "decoder")
+
+
+def write_child_error(err: str, exc: InputError) -> int:
+    """A child's ``exc`` as the JSON its parent reads (:func:`child_failure`); the exit status to return."""
+    with open(err, "w", encoding="utf-8") as handle:
+        json.dump({"error_class": exc.error_class, "message": exc.message}, handle)
+    return _EXIT_INPUT_ERROR
+
+
+def child_failure(path: str, returncode: int, err: str, log: str, what: str) -> InputError:
+    """The InputError of a child (``what``: the decoder, ...) that did not succeed: the one it wrote
+    (:func:`write_child_error`), else ``decode_error`` naming the signal it died from or its exit
+    status and last stderr line."""
     if returncode == _EXIT_INPUT_ERROR and os.path.exists(err):
         with open(err, encoding="utf-8") as handle:
             payload = json.load(handle)
-        raise InputError(payload["error_class"], payload["message"])
+        return InputError(payload["error_class"], payload["message"])
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
-        raise decode_error(path, f"the decoder process died from {name}")
-    raise decode_error(path, f"the decoder process exited with status {returncode}: {_last_line(log)}")
+        return decode_error(path, f"the {what} process died from {name}")
+    return decode_error(path, f"the {what} process exited with status {returncode}: {_last_line(log)}")
 
 
 def _last_line(log: str) -> str:
@@ -194,9 +208,7 @@ def _main(argv: list[str] | None = None) -> int:
             decoded = decode_into(args.path, args.sample_fps, args.size, args.backend, sink, args.threads,
                                   args.max_bytes, not args.no_deinterlace)
     except InputError as exc:
-        with open(args.error, "w", encoding="utf-8") as handle:
-            json.dump({"error_class": exc.error_class, "message": exc.message}, handle)
-        return _EXIT_INPUT_ERROR
+        return write_child_error(args.error, exc)
     meta = {"pts_s": decoded.pts_s.tolist(), "duration_s": decoded.duration_s, "sample_fps": args.sample_fps,
             "size": args.size, "n_frames": sink.count, "notes": [list(note) for note in decoded.notes]}
     with open(args.out + ".json.part", "w", encoding="utf-8") as handle:

@@ -114,6 +114,27 @@ def origin_ticks(stream) -> int | float | None:
     return int(ticks) if ticks.denominator == 1 else float(ticks)
 
 
+def timeline_zero(container) -> Fraction:
+    """Time 0 of the file's timeline (:func:`origin_ticks` of its chosen video stream), exactly, in
+    seconds of the container's clock, for the streams that are not the video (audio for speech
+    recognition, subtitle tracks): an event at ``t`` seconds of a stream's own clock is at
+    ``t - timeline_zero`` on the timeline. A file without a video stream, or whose streams have no
+    start time: the earliest audio start, else 0."""
+    stream = choose_video_stream(container)
+    if stream is not None:
+        origin = origin_ticks(stream)
+        if origin is not None and stream.time_base:
+            return Fraction(origin) * stream.time_base
+    starts = [Fraction(s.start_time) * s.time_base for s in container.streams.audio
+              if s.start_time is not None and s.time_base]
+    return min(starts) if starts else Fraction(0)
+
+
+def timeline_zero_s(container) -> float:
+    """:func:`timeline_zero` as a float."""
+    return float(timeline_zero(container))
+
+
 def declared_end_s(path: str) -> float | None:
     """The end of the chosen video stream on the timeline as the file's header declares it (the
     stream's duration, else the container's), in seconds; None when the header has none."""

@@ -8,6 +8,7 @@
     OUT/summary.json                    reconciled counts, configuration, versions, timings
     OUT/shardindex.json                 wids-shard-index-v1, written last
     OUT/report/                         ``nccurate report``'s default folder
+    OUT/captions/{video_id}.json        captions made from a video (subtitle track, speech recognition)
     OUT/_work/                          checkpoints of an unfinished run (``pipeline.outputs.checkpoint``)
         run.json                        the manifest and configuration they belong to
         frames/{video_id}.pts.npz, .emb-NNNNN.npy, .failure.json
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 from pipeline.storage import files
 
-SHARDS, INDEX, FAILURES, REPORT, WORK = "shards", "index", "failures", "report", "_work"
+SHARDS, INDEX, FAILURES, REPORT, WORK, CAPTIONS = "shards", "index", "failures", "report", "_work", "captions"
 SUMMARY, SHARDINDEX = "summary.json", "shardindex.json"
 RUN_FILE = "run.json"
 FRAMES, RESULTS, CALIBRATION = "frames", "results", "calibration"
@@ -33,6 +34,9 @@ FRAMES, RESULTS, CALIBRATION = "frames", "results", "calibration"
 #: What nccurate writes into an output directory besides ``_work``; anything else there is the
 #: user's. ``report`` may be replaced by a rerun or ``--overwrite``.
 OWNED_DIRS, OWNED_FILES = (SHARDS, INDEX, FAILURES, REPORT), (SUMMARY, SHARDINDEX)
+#: What nccurate writes that a resumed run reuses: the checkpoints and the made captions (a
+#: transcription is the most expensive work of a video); removed by ``--overwrite``.
+KEPT_ON_RESUME = (WORK, CAPTIONS)
 
 
 def shard_name(shard_idx: int) -> str:
@@ -122,12 +126,16 @@ class OutputLayout:
         return self.path(REPORT)
 
     def owned(self, keep_work: bool = False) -> list[str]:
-        """Paths of everything nccurate writes here (``_work`` too unless ``keep_work``)."""
-        return [self.path(name) for name in OWNED_DIRS + OWNED_FILES + (() if keep_work else (WORK,))]
+        """Paths of everything nccurate writes here (:data:`KEPT_ON_RESUME` too unless ``keep_work``)."""
+        return [self.path(name) for name in OWNED_DIRS + OWNED_FILES + (() if keep_work else KEPT_ON_RESUME)]
 
     def foreign(self) -> list[str]:
         """Sorted names of the entries of ``root`` that nccurate did not write."""
-        return sorted(set(files.listdir(self.root)) - set(OWNED_DIRS) - set(OWNED_FILES) - {WORK})
+        return sorted(set(files.listdir(self.root)) - set(OWNED_DIRS) - set(OWNED_FILES) - set(KEPT_ON_RESUME))
+
+    def made_captions(self, video_id: str) -> str:
+        """``OUT/captions/{video_id}.json``: the captions made from a video (``pipeline.media.media_captions``)."""
+        return self.path(CAPTIONS, f"{video_id}.json")
 
     # ------------------------------------------------------------------ checkpoints
     def work(self, *parts: str) -> str:

@@ -104,7 +104,7 @@ def load_videos(todo, plan: RunPlan) -> tuple[object, dict]:
         loaded.append(feature_refs | "LoadInputs" >> LoadInputs(config.features.dim, config.io))
     if want_video:
         video = video_refs | "LoadVideoInputs" >> LoadVideoInputs(
-            config, plan.checkpoint_to, plan.output if plan.resume else None)
+            config, plan.checkpoint_to, plan.output if plan.resume else None, plan.output)
         loaded.append(video.pop("ok"))
         extra.update(video)
     return loaded | "AllInputs" >> beam.Flatten(), extra

@@ -80,6 +80,58 @@ class _CaptionsFn(_StageDoFn):
         yield ref.video_id, captions
 
 
+class _MediaCaptionsFn(_StageDoFn):
+    """ref without a captions file -> (video_id, CaptionSet) made from the video itself (its text
+    subtitle track or speech recognition, ``pipeline.media.media_captions``, in a child process),
+    written to ``OUT/captions/{video_id}.json`` and reused from there by a resumed run; or a keyed
+    failure (video_id, row). Counts ``made/embedded``, ``made/asr`` and ``reused``."""
+
+    stage = "captions"
+
+    def __init__(self, config, output: str | None):
+        super().__init__()
+        self.captions, self.asr, self.output = config.captions, config.asr, output
+        self.decode_timeout_s, self.max_bytes = config.decode_timeout_s, config.decode.max_bytes
+
+    def process(self, ref):
+        from curation.records import CaptionSet
+
+        self.count(TOTAL)
+        try:
+            made = self._made(ref)
+        except Exception as exc:  # noqa: BLE001 - every data error becomes a failures row
+            yield beam.pvalue.TaggedOutput(FAILURES, (ref.video_id, self.failure_row(ref.video_id, exc)))
+            return
+        self.count(OK)
+        self.count(f"made/{made.source}")
+        cues = made.cues
+        yield ref.video_id, CaptionSet(video_id=ref.video_id, start_s=tuple(c.start_s for c in cues),
+                                       end_s=tuple(c.end_s for c in cues), text=tuple(c.text for c in cues), emb=None)
+
+    def _made(self, ref):
+        from curation.errors import InputError
+        from pipeline.media.media_captions import captions_isolated, made_captions_json, reusable, settings
+        from pipeline.outputs.layout import OutputLayout
+        from pipeline.storage import atomic, files
+
+        source = self.captions.when_missing if ref.captions_from == "auto" else ref.captions_from
+        if source == "none":
+            raise InputError("no_captions", f"video {ref.video_id}: the manifest gives no captions and "
+                                            "captions.when_missing is none")
+        job = settings(source, self.captions.languages, self.asr)
+        path = OutputLayout(self.output).made_captions(ref.video_id) if self.output is not None else None
+        earlier = files.read_bytes_or_none(path) if path is not None else None
+        made = reusable(earlier, job, path) if earlier is not None else None
+        if made is not None:
+            self.count("reused")
+            return made
+        timeout_s = self.decode_timeout_s if source == "embedded" else self.asr.timeout_s
+        made = captions_isolated(ref.video, source, job, timeout_s, self.max_bytes)
+        if path is not None:
+            atomic.write_bytes_atomic(path, made_captions_json(made))
+        return made
+
+
 def frame_embeddings(video_id: str, chunks, n_chunks: int):
     """A video's ``(chunk, (n, D) emb)`` parts in any order -> ``(T, D)``; all ``n_chunks`` must be there."""
     ordered = sorted(chunks, key=lambda part: part[0])
@@ -114,11 +166,14 @@ class LoadVideoInputs(beam.PTransform):
     """Video-mode ``VideoRef`` -> ``{"ok": VideoInputs}``: decode + embed frames, parse + embed
     captions. ``save_to``: the output directory whose ``_work`` receives the decode checkpoints
     (None: none are written). ``restore_from``: the output directory of an unfinished attempt;
-    the decodes it finished are restored instead of redone, and counted in ``"decodes_resumed"``."""
+    the decodes it finished are restored instead of redone, and counted in ``"decodes_resumed"``.
+    ``output``: where captions made from the videos go (``OUT/captions``; default ``save_to`` or
+    ``restore_from``; None: they are made and not kept)."""
 
-    def __init__(self, config, save_to: str | None = None, restore_from: str | None = None):
+    def __init__(self, config, save_to: str | None = None, restore_from: str | None = None, output: str | None = None):
         super().__init__()
         self.config, self.save_to, self.restore_from = config, save_to, restore_from
+        self.output = output or save_to or restore_from
 
     def expand(self, refs):
         from pipeline.beam_options import encoder_resource_hints
@@ -134,8 +189,11 @@ class LoadVideoInputs(beam.PTransform):
             todo, frame_parts = restored.todo, [restored]
         hints = encoder_resource_hints(cfg)
         decoded = todo | "DecodeEmbed" >> DecodeAndEmbed(cfg, self.save_to).with_resource_hints(**hints)
-        captions = refs | "ParseCaptions" >> TaggedParDo(_CaptionsFn(cfg.io), FAILURES, main="ok")
-        text_emb = (captions.ok
+        with_file = refs | "HasCaptionsFile" >> beam.Partition(lambda ref, _: int(ref.captions_from != "file"), 2)
+        captions = with_file[0] | "ParseCaptions" >> TaggedParDo(_CaptionsFn(cfg.io), FAILURES, main="ok")
+        made = with_file[1] | "MakeCaptions" >> TaggedParDo(_MediaCaptionsFn(cfg, self.output), FAILURES, main="ok")
+        all_captions = (captions.ok, made.ok) | "AllCaptions" >> beam.Flatten()
+        text_emb = (all_captions
                     | "NeedText" >> beam.Filter(lambda kv: kv[1].emb is None)
                     | "Texts" >> beam.Map(lambda kv: (kv[0], kv[1].text))
                     | "EmbedCaptions" >> EmbedEach(TextEmbeddingHandler(
@@ -143,10 +201,10 @@ class LoadVideoInputs(beam.PTransform):
                     | "TextEmb" >> beam.Map(embeddings_of))
         every = refs | "Keys" >> beam.Map(lambda ref: (ref.video_id, None))  # one outcome per video
         parts = {
-            "ref": every, "captions": captions.ok, "text_emb": text_emb,
+            "ref": every, "captions": all_captions, "text_emb": text_emb,
             "frames": [decoded["emb"], *(r.emb for r in frame_parts)] | "AllFrames" >> beam.Flatten(),
             META: [decoded[META], *(r[META] for r in frame_parts)] | "AllMeta" >> beam.Flatten(),
-            FAILURES: ([decoded[FAILURES], captions[FAILURES], *(r[FAILURES] for r in frame_parts)]
+            FAILURES: ([decoded[FAILURES], captions[FAILURES], made[FAILURES], *(r[FAILURES] for r in frame_parts)]
                        | "VideoFailures" >> beam.Flatten()),
         }
         joined = parts | "JoinByVideo" >> beam.CoGroupByKey()

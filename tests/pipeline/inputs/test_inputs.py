@@ -266,3 +266,22 @@ def test_video_mode_row_resolves_paths_and_optional_caption_features():
     assert ref.caption_features is None and ref.captions == os.path.join(BASE, "c/v1.vtt")
     ref = parse_manifest_line(json.dumps({**row, "caption_features": "t.npy"}), BASE)
     assert ref.caption_features == os.path.join(BASE, "t.npy")
+
+
+def test_video_mode_captions_from_the_video_itself():
+    """``captions`` may be "embedded", "asr" or absent (auto); a file named like them is written ./asr."""
+    row = {"video_id": "v1", "video": "media/v1.mp4"}
+    assert parse_manifest_line(json.dumps({**row, "captions": "c.srt"}), BASE).captions_from == "file"
+    for value, source in (("embedded", "embedded"), ("asr", "asr"), (None, "auto"), (_DROP, "auto")):
+        fields = {**row, "captions": value} if value is not _DROP else row
+        ref = parse_manifest_line(json.dumps(fields), BASE)
+        assert (ref.captions_from, ref.captions) == (source, None)
+    ref = parse_manifest_line(json.dumps({**row, "captions": "./asr"}), BASE)
+    assert (ref.captions_from, ref.captions) == ("file", os.path.join(BASE, "asr"))
+    err = _raises("bad_manifest_row", parse_manifest_line,
+                  json.dumps({**row, "captions": "asr", "caption_features": "t.npy"}), BASE)
+    assert "caption_features" in err.message and "v1" in err.message
+    _raises("bad_manifest_row", parse_manifest_line, json.dumps({**row, "captions": ""}), BASE)
+    # feature mode still needs a captions file
+    err = _raises("bad_manifest_row", parse_manifest_line, _line(captions=_DROP), BASE)
+    assert "'captions' is required" in err.message
