@@ -195,13 +195,45 @@ def run_pipeline(manifest: str, output: str, config_path: str, workers: int, log
     return wall_s, sampler.peak_tree_bytes, returncode
 
 
+def time_asr(config: Config, workdir: str, log=print) -> str:
+    """Speech recognition's cost per audio second, as a ratio to real time, on the real narrated
+    video of :mod:`pipeline.synth.narrated` (LibriVox narration; needs Debian's
+    ``pocketsphinx-testdata``): in process on one thread (the model loaded beforehand), and as the
+    pipeline runs it (a child process per video, the model loaded in it); the line printed."""
+    from pipeline.errors import ArgumentError
+    from pipeline.media import speech
+    from pipeline.media.media_captions import captions_isolated, settings
+    from pipeline.synth import narrated
+
+    if not narrated.librivox_available():
+        raise ArgumentError(f"--asr needs the LibriVox narration of Debian's pocketsphinx-testdata "
+                            f"({narrated.LIBRIVOX_DIR}): apt-get install pocketsphinx-testdata")
+    path = os.path.join(workdir, "narrated.mp4")
+    if not os.path.exists(path):
+        narrated.make_narrated_video(path)
+    asr = config.asr
+    log(f"timing speech recognition ({asr.model}) on {path} ...")
+    samples, _ = speech.decode_audio(path)
+    audio_s = len(samples) / speech.SAMPLE_RATE
+    args = (asr.model, asr.device, asr.compute_type, asr.language, asr.beam_size)
+    speech.load_model(asr.model, asr.device, asr.compute_type, cpu_threads=1)
+    alone, _ = _timed(lambda: speech.transcribe_file(path, *args, cpu_threads=1))
+    child, _ = _timed(captions_isolated, path, "asr", settings("asr", config.captions.languages, asr), asr.timeout_s)
+    return (f"speech recognition ({asr.model}, {asr.device} {asr.compute_type}, beam {asr.beam_size}) on "
+            f"{audio_s:.1f} s of narration: {alone / audio_s:.3f} s per audio second alone on one thread "
+            f"({audio_s / alone:.1f}x real time), {child / audio_s:.3f} in the pipeline's child process with "
+            f"the model load ({audio_s / child:.1f}x real time)")
+
+
 def bench_throughput_video(config: Config, workdir: str, model: str = "ViT-B-32", n_videos: int = 4,
                            duration_s: float = 600.0, width: int = 640, height: int = 360, fps: float = 25.0,
-                           workers: int = 2, backends: tuple[str, ...] = ("pyav", "decord"), log=print) -> str:
+                           workers: int = 2, backends: tuple[str, ...] = ("pyav", "decord"), log=print,
+                           asr: bool = False) -> str:
     """Generate (or reuse) the inputs, time every stage alone, run the pipeline with 1 and
     ``workers`` workers; the printed report. Stages and pipeline run with ``config``, ``model``
     at random init (the same compute as its weights, nothing downloaded) and every caption kept;
-    the pipeline child also with :data:`ONE_THREAD_RUN` (its config file is in ``workdir``)."""
+    the pipeline child also with :data:`ONE_THREAD_RUN` (its config file is in ``workdir``).
+    ``asr``: also time speech recognition (:func:`time_asr`)."""
     from pipeline.bench.runs import KEEP_ALL, write_run_config
 
     workdir = os.path.abspath(workdir)
@@ -253,4 +285,6 @@ def bench_throughput_video(config: Config, workdir: str, model: str = "ViT-B-32"
     lines.append(f"slowest stage: {slowest_name}; the stages back to back on one core give {rate(total):.1f} "
                  f"video-s/s (the bound for 1 worker, {rate(total) / rate(slowest):.2f} of the slowest stage), "
                  f"the pipeline with 1 worker {steady[1]:.1f} steady: the rest is Beam and process overhead")
+    if asr:
+        lines += ["", time_asr(config, workdir, log)]
     return "\n".join(lines)

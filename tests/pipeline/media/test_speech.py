@@ -22,7 +22,7 @@ from pipeline.media.speech import (
     ends_sentence,
     sentences,
 )
-from tests import narrated
+from pipeline.synth import narrated
 from tests.videos import make_video
 
 

