@@ -30,7 +30,8 @@ def corpus(tmp_path_factory):
             {"video_id": "srt_sidecar", "video": "plain.mp4", "captions": "a.srt"},
             {"video_id": "vtt_track", "video": "vtt.mkv", "captions": "embedded"},
             {"video_id": "vtt_sidecar", "video": "plain.mp4", "captions": "a.vtt"},
-            {"video_id": "no_track", "video": "plain.mp4", "captions": "embedded"}]
+            {"video_id": "no_track", "video": "plain.mp4", "captions": "embedded"},
+            {"video_id": "silent", "video": "plain.mp4", "captions": "asr"}]                # no audio stream
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(manifest), root
@@ -47,8 +48,9 @@ def test_an_embedded_track_curates_like_its_sidecar_file(corpus, tmp_path):
         track, sidecar = _captions(out, f"{kind}_track"), _captions(out, f"{kind}_sidecar")
         assert len(track) >= 3 and track == sidecar
     failures = {(f["video_id"], f["stage"], f["error_class"]) for f in out.failures}
-    assert failures == {("no_track", "captions", "no_captions")}
-    assert out.summary["videos_ok"] == 4 and out.summary["videos_failed"] == 1
+    assert failures == {("no_track", "captions", "no_captions"), ("silent", "captions", "no_audio")}
+    assert "plain.mp4" in next(f["message"] for f in out.failures if f["video_id"] == "silent")
+    assert out.summary["videos_ok"] == 4 and out.summary["videos_failed"] == 2
     made = json.loads((tmp_path / "out" / "captions" / "srt_track.json").read_text())
     assert made["made_by"]["source"] == "embedded" and made["made_by"]["asked"] == "auto"
     assert [(t, s, e) for _, t, s, e in _captions(out, "srt_track")] == list(zip(made["text"], made["start"], made["end"]))
