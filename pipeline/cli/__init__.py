@@ -81,7 +81,8 @@ def _register() -> None:
     """Attach the commands of the submodules (they import nothing from this module)."""
     from pipeline.cli import bench, run, tools, train
 
-    for command in (run.run, run.demo, tools.inspect_cmd, tools.report_cmd, train.train, bench.bench):
+    for command in (run.run, run.demo, tools.inspect_cmd, tools.report_cmd, tools.manifest_cmd, train.train,
+                    bench.bench):
         main.add_command(command)
 
 

