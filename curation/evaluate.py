@@ -10,7 +10,8 @@ import numpy as np
 
 from curation.align import (AlignParams, align_video, calibration_stats, caption_evidence, prepared_similarity,
                             video_prompt_samples)
-from curation.metrics import recall_at_1, roc_auc
+from curation.metrics import brier_score, expected_calibration_error, hits, recall_at_1, roc_auc
+from curation.spans import confidence_weight
 
 
 class EvalVideo(NamedTuple):
@@ -33,6 +34,10 @@ class MethodScore(NamedTuple):
     kept_alignable: float  # percent of alignable captions kept
     kept_other: float      # percent of unalignable captions kept
     videos_per_s: float
+    weight_ece: float = float("nan")    # ECE (10 bins) of the confidence weight against "alignable and an R@1 hit"
+    weight_brier: float = float("nan")  # its Brier score
+    hit_share: float = float("nan")     # percent of all captions that are alignable and hit
+    weight_mean: float = float("nan")   # mean confidence weight over all captions (0 for dropped ones)
 
 
 def run_prompt_value(videos: Sequence[EvalVideo], params: AlignParams) -> float:
@@ -74,14 +79,20 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
     score = np.concatenate([r.alignability for r in results])
     label = np.concatenate([v.alignable for v in videos]).astype(bool)
     kept = score >= params.min_alignability
+    true_start, true_end = np.concatenate([v.true_start_s for v in videos]), np.concatenate([v.true_end_s for v in videos])
+    hit = hits(centre, true_start, true_end, label)
+    weight = confidence_weight(score, np.concatenate([r.concentration for r in results]), kept)
     return MethodScore(
         name=name,
-        r_at_1=100.0 * recall_at_1(centre, np.concatenate([v.true_start_s for v in videos]),
-                                   np.concatenate([v.true_end_s for v in videos]), label),
+        r_at_1=100.0 * recall_at_1(centre, true_start, true_end, label),
         auc=100.0 * roc_auc(score, label),
         kept_alignable=100.0 * float(kept[label].mean()) if label.any() else float("nan"),
         kept_other=100.0 * float(kept[~label].mean()) if (~label).any() else float("nan"),
         videos_per_s=len(videos) / max(elapsed, 1e-9),
+        weight_ece=expected_calibration_error(weight, hit),
+        weight_brier=brier_score(weight, hit),
+        hit_share=100.0 * float(hit.mean()) if hit.size else float("nan"),
+        weight_mean=float(weight.mean()) if weight.size else float("nan"),
     )
 
 
@@ -112,6 +123,15 @@ def format_table(scores: Sequence[MethodScore], title: str) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for s in scores:
         lines.append(f"| {s.name} | {s.r_at_1:.1f} | {s.auc:.1f} | {s.kept_alignable:.1f} | {s.kept_other:.1f} | {s.videos_per_s:.1f} |")
+    return "\n".join(lines)
+
+
+def format_calibration_table(scores: dict[str, MethodScore], title: str) -> str:
+    """Markdown: one row per world, the configured method's confidence weight against "alignable
+    and an R@1 hit" (the event a calibrated weight would be the probability of)."""
+    lines = [title, "", "| world | alignable and hit % | mean weight | ECE | Brier |", "|---|---:|---:|---:|---:|"]
+    for world, s in scores.items():
+        lines.append(f"| {world} | {s.hit_share:.1f} | {100.0 * s.weight_mean:.1f} | {s.weight_ece:.3f} | {s.weight_brier:.3f} |")
     return "\n".join(lines)
 
 

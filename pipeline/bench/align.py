@@ -9,7 +9,8 @@ import tempfile
 
 import numpy as np
 
-from curation.evaluate import EvalVideo, benchmark_methods, format_table, format_world_table, score_method
+from curation.evaluate import (EvalVideo, benchmark_methods, format_calibration_table, format_table, format_world_table,
+                               score_method)
 from curation.errors import InputError
 from curation.synth.features import SynthVideo, make_corpus
 from pipeline.config import Config
@@ -86,10 +87,14 @@ def video_world(config: Config, n_videos: int, seed: int, workdir: str) -> list[
 
 
 def _world_table(worlds: dict[str, list[EvalVideo]], config: Config, title: str) -> str:
+    """The methods x worlds table, then the configured method's weight calibration per world."""
     methods = benchmark_methods(config.align)
     scores = {name: {w: score_method(name, videos, params) for w, videos in worlds.items()}
               for name, params in methods.items()}
-    return format_world_table(scores, next(iter(methods)), title)
+    configured = scores[next(reversed(methods))]
+    return (format_world_table(scores, next(iter(methods)), title) + "\n\n"
+            + format_calibration_table(configured, f"Confidence weight of this config ({config.align.method}) against "
+                                                   "'alignable and an R@1 hit', all captions (dropped ones weigh 0)"))
 
 
 def bench_align(config: Config, n_videos: int = 40, seed: int = 0, manifest: str | None = None,

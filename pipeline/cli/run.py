@@ -39,6 +39,8 @@ def run(ctx, manifest, output, config, runner, overwrite, quiet):
       features   feature mode: dim
       decode     video mode: backend, sample_fps
       clips      the media of a sample: format, size, fps
+      captions   rows without a captions file: when_missing (auto, embedded, asr), languages
+      asr        speech recognition: model, device, compute_type, language, timeout_s
       align      realignment, filtering: method, eps, window_s, min_alignability
       output     layout, samples_per_shard, min_shards, index_files
       io         retries of input reads: attempts, backoff_s

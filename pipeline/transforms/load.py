@@ -189,9 +189,11 @@ class LoadVideoInputs(beam.PTransform):
             todo, frame_parts = restored.todo, [restored]
         hints = encoder_resource_hints(cfg)
         decoded = todo | "DecodeEmbed" >> DecodeAndEmbed(cfg, self.save_to).with_resource_hints(**hints)
-        with_file = refs | "HasCaptionsFile" >> beam.Partition(lambda ref, _: int(ref.captions_from != "file"), 2)
-        captions = with_file[0] | "ParseCaptions" >> TaggedParDo(_CaptionsFn(cfg.io), FAILURES, main="ok")
-        made = with_file[1] | "MakeCaptions" >> TaggedParDo(_MediaCaptionsFn(cfg, self.output), FAILURES, main="ok")
+        # two Filters, not a Partition: the DaskRunner mishandles multi-output ParDos (compat)
+        with_file = refs | "HasCaptionsFile" >> beam.Filter(lambda ref: ref.captions_from == "file")
+        from_video = refs | "NoCaptionsFile" >> beam.Filter(lambda ref: ref.captions_from != "file")
+        captions = with_file | "ParseCaptions" >> TaggedParDo(_CaptionsFn(cfg.io), FAILURES, main="ok")
+        made = from_video | "MakeCaptions" >> TaggedParDo(_MediaCaptionsFn(cfg, self.output), FAILURES, main="ok")
         all_captions = (captions.ok, made.ok) | "AllCaptions" >> beam.Flatten()
         text_emb = (all_captions
                     | "NeedText" >> beam.Filter(lambda kv: kv[1].emb is None)

@@ -153,3 +153,25 @@ def test_posterior_improves_on_asr_times_and_ranks_alignable_captions_first(corp
     new = score_method("posterior", videos, AlignParams())
     asr = score_method("asr", videos, AlignParams(method="asr"))
     assert new.r_at_1 > asr.r_at_1 + 10 and new.auc > 75
+
+
+def test_score_method_measures_the_weight_against_alignable_and_hit(corpus):
+    """The weight fields of score_method recomputed by hand from align_video's outputs."""
+    from curation.evaluate import EvalVideo, evidence_of, run_calibration, score_method
+    from curation.metrics import brier_score, expected_calibration_error, hits
+    from curation.spans import confidence_weight
+
+    videos = [EvalVideo(v.caption_emb, v.frames, v.fps, v.asr_start_s, v.asr_end_s, v.alignable, v.true_start_s,
+                        v.true_end_s) for v in corpus]
+    params = AlignParams()
+    got = score_method("posterior", videos, params)
+    evidence = evidence_of(videos, params)
+    calib = run_calibration(videos, params, evidence)
+    results = [align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, None, calib, e)
+               for v, e in zip(videos, evidence)]
+    a = np.concatenate([r.alignability for r in results])
+    weight = confidence_weight(a, np.concatenate([r.concentration for r in results]), a >= params.min_alignability)
+    hit = np.concatenate([hits((r.start_s + r.end_s) / 2, v.true_start_s, v.true_end_s, v.alignable.astype(bool))
+                          for r, v in zip(results, videos)])
+    assert got.weight_ece == expected_calibration_error(weight, hit) and got.weight_brier == brier_score(weight, hit)
+    assert got.hit_share == 100.0 * hit.mean() and 0 < got.hit_share < 100 and got.weight_mean == weight.mean()

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from curation.metrics import recall_at_1, roc_auc
+from curation.metrics import brier_score, expected_calibration_error, hits, recall_at_1, reliability_bins, roc_auc
 
 
 def test_recall_boundaries_are_floor_ceil_inclusive():
@@ -54,3 +54,32 @@ def test_roc_auc_extremes():
     assert roc_auc(np.zeros(6), label) == 0.5
     assert math.isnan(roc_auc(score, np.ones(6, bool)))
     assert math.isnan(roc_auc(score, np.zeros(6, bool)))
+
+
+def test_hits_are_false_for_unalignable_captions_and_match_recall():
+    centre = np.array([3.0, 3.0, 9.0, 3.0])
+    start, end = np.array([2.3, np.nan, 2.3, 2.3]), np.array([5.7, np.nan, 5.7, 5.7])
+    alignable = np.array([True, False, True, True])
+    assert hits(centre, start, end, alignable).tolist() == [True, False, False, True]
+    assert recall_at_1(centre, start, end, alignable) == 2 / 3
+
+
+def test_ece_and_brier_against_hand_computed_values():
+    prob = np.array([0.05, 0.15, 0.15, 0.95, 1.0, 0.55])
+    outcome = np.array([0, 1, 0, 1, 1, 0])
+    # bins: [0,.1): {.05 -> 0}; [.1,.2): {.15,.15 -> 1,0}; [.5,.6): {.55 -> 0}; [.9,1]: {.95, 1.0 -> 1,1}
+    expected = (1 * 0.05 + 2 * abs(0.15 - 0.5) + 1 * 0.55 + 2 * abs(0.975 - 1.0)) / 6
+    assert math.isclose(expected_calibration_error(prob, outcome), expected)
+    assert math.isclose(brier_score(prob, outcome), np.mean((prob - outcome) ** 2))
+    bins = reliability_bins(prob, outcome)
+    assert bins.count.tolist() == [1, 2, 0, 0, 0, 1, 0, 0, 0, 2] and math.isnan(bins.frequency[2])
+    assert math.isnan(expected_calibration_error(np.array([]), np.array([])))
+
+
+def test_a_calibrated_forecaster_has_small_ece_and_a_constant_one_does_not_beat_it_on_brier():
+    rng = np.random.default_rng(0)
+    prob = rng.uniform(0, 1, 200_000)
+    outcome = rng.uniform(0, 1, prob.size) < prob
+    assert expected_calibration_error(prob, outcome) < 0.005
+    assert expected_calibration_error(np.clip(prob + 0.2, 0, 1), outcome) > 0.1
+    assert brier_score(prob, outcome) < brier_score(np.full(prob.size, outcome.mean()), outcome)

@@ -76,7 +76,8 @@ def test_bench_align_prints_a_table_of_worlds():
 
     result = invoke("bench", "align", "--videos", "2", "--seed", "3", "--no-held-out", "--no-video-world")
     assert result.exit_code == 0, result.output
-    rows = [line.split("|")[1:-1] for line in result.output.splitlines() if line.startswith("| ")]
+    methods, calibration = result.output.split("Confidence weight of this config (posterior)")
+    rows = [line.split("|")[1:-1] for line in methods.splitlines() if line.startswith("| ")]
     header, body = [c.strip() for c in rows[0]], rows[1:]
     assert header[1:-1] == list(WORLDS) and header[-1] == "worst R@1 − ASR"
     names = [r[0].strip() for r in body]
@@ -89,6 +90,12 @@ def test_bench_align_prints_a_table_of_worlds():
         # the last column is the worst margin over the ASR row, recomputed here
         assert abs(float(row[-1]) - min(r - a for (r, _), a in zip(cells, asr))) < 0.11
     assert float(body[0][-1]) == 0.0
+    # the weight's calibration: one row per world, ECE and Brier in [0, 1], mean weight a percentage
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in calibration.splitlines() if line.startswith("| ")]
+    assert table[0] == ["world", "alignable and hit %", "mean weight", "ECE", "Brier"]
+    assert [r[0] for r in table[1:]] == list(WORLDS)
+    for _, share, mean, ece, brier in table[1:]:
+        assert 0 <= float(share) <= 100 and 0 <= float(mean) <= 100 and 0 <= float(ece) <= 1 and 0 <= float(brier) <= 1
 
 
 def test_bench_align_with_truth_file(tmp_path):
