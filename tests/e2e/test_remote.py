@@ -324,3 +324,26 @@ def test_pretrained_weights_from_the_store_load_like_the_local_file(store, tmp_p
     assert len(copies) == 1 and open(copies[0], "rb").read() == open(asset, "rb").read()
     with pytest.raises(ValueError, match="cannot be read"):
         load_encoder(EncoderSpec(name="nccurate-tiny", pretrained=store.url(BUCKET, "weights/missing.pt")))
+
+
+def test_an_embedded_subtitle_track_of_a_remote_video_gives_its_captions(store, tmp_path):
+    """A manifest row without captions whose video (on the store) has a text track: the track is
+    read from the decode child's bounded local copy, its captions equal the sidecar's, and what
+    was made is written to OUT/captions on the store."""
+    from pipeline.inputs.captions import parse_srt
+    from tests.pipeline.media.test_subtitles import SRT, _mux
+
+    local = tmp_path / "in"
+    local.mkdir()
+    make_video(str(tmp_path / "plain.mp4"), 10.0, fps=8, size=(64, 48), pattern="noise")
+    (tmp_path / "a.srt").write_text(SRT, encoding="utf-8")
+    _mux(str(tmp_path / "plain.mp4"), str(local / "talk.mkv"), [(str(tmp_path / "a.srt"), "eng", True)])
+    (local / "manifest.jsonl").write_text(json.dumps({"video_id": "talk", "video": "talk.mkv"}) + "\n")
+    _upload_dir(str(local), store.url(BUCKET, "embedded"))
+    summary = _run(store.url(BUCKET, "embedded/manifest.jsonl"), store.url(BUCKET, "eout"), VIDEO)
+    assert summary["videos_ok"] == 1 and summary["captions_in"] == len(parse_srt("a.srt", SRT.encode()))
+    made = json.loads(stores.get_object(store, BUCKET, "eout/captions/talk.json"))
+    expected = parse_srt("a.srt", SRT.encode())
+    assert (made["start"], made["end"], made["text"]) == ([c.start_s for c in expected], [c.end_s for c in expected],
+                                                        [c.text for c in expected])
+    assert made["made_by"]["source"] == "embedded"
