@@ -331,8 +331,10 @@ def transcribe_file(path: str, model: str, device: str = "cpu", compute_type: st
                     max_duration_s: float = MAX_SENTENCE_S, max_pause_s: float = MAX_PAUSE_S) -> list[CaptionCue]:
     """The sentence captions (:func:`sentences`) of the speech in ``path``'s audio
     (:func:`decode_audio` + :func:`transcribe`), with times in seconds on the video's timeline
-    (the words' times shifted by the audio's ``start_s``). Raises what those raise."""
+    (the words' times shifted by the audio's ``start_s`` and rounded to the millisecond). Raises
+    what those raise."""
     samples, start_s = decode_audio(path)
     words = transcribe(samples, model, device, compute_type, language, beam_size, cpu_threads)
-    shifted = [Word(w.start_s + start_s, w.end_s + start_s, w.text) for w in words]
+    # on the video's timeline, to the millisecond (Whisper's word times have 10 ms steps)
+    shifted = [Word(round(w.start_s + start_s, 3), round(w.end_s + start_s, 3), w.text) for w in words]
     return sentences(shifted, max_duration_s, max_pause_s)

@@ -289,6 +289,8 @@ def test_transcribe_file_shifts_sentences_onto_the_video_timeline(tmp_path, mode
     assert _texts(cues) == ["A tone.", "Again"]
     assert cues[0].start_s == pytest.approx(start_s + 0.1) and cues[0].end_s == pytest.approx(start_s + 0.6)
     assert cues[1].start_s == pytest.approx(start_s + 3.0) and start_s > 1.4
+    # to the millisecond, as the captions file (OUT/captions) writes them
+    assert all(round(t, 3) == t for c in cues for t in (c.start_s, c.end_s))
 
 
 def test_without_faster_whisper_transcribe_is_asr_unavailable(models, monkeypatch):
