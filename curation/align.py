@@ -53,6 +53,7 @@ class AlignParams:
     min_alignability: Annotated[float, Interval(ge=0, le=1)] = 0.5
     s2dtw_gamma: Annotated[float, Gt(0)] = 0.1
     s2dtw_skip_cost: float = 0.5
+    weight: Literal["shown", "legacy"] = "shown"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -183,7 +184,8 @@ def _align_posterior(caption_emb, frame_emb, asr_start_s, asr_end_s, duration_s,
                                   evidence=evidence)
         run_calibration = calibration.estimate(stats, params.window_s)
     alignability = run_calibration.alignability(evidence.llr)
-    centre_s, concentration = timing.posterior_centre_s(evidence, run_calibration.prior, alignability, duration_s, fps)
+    centre_s, concentration, on_prob = timing.posterior_centre_s(evidence, run_calibration.prior, alignability,
+                                                                 duration_s, fps)
     n_frames = np.shape(frame_emb)[0]
     start_s, end_s = spans.span_around(centre_s, duration_s, n_frames / fps)
     in_span = timeline.span_frame_mask(start_s, end_s, n_frames, fps)  # one run of frames per row
@@ -191,7 +193,8 @@ def _align_posterior(caption_emb, frame_emb, asr_start_s, asr_end_s, duration_s,
     return spans.CaptionScores(start_s=start_s, end_s=end_s, alignability=alignability,
                                bucket_mass=1.0 - alignability,
                                similarity=similarity.mean_cosine_over_runs(caption_emb, frame_emb, first, stop),
-                               concentration=np.clip(concentration, 0.0, 1.0))
+                               concentration=np.clip(concentration, 0.0, 1.0),
+                               shown_at_centre=np.clip(on_prob, 0.0, 1.0))
 
 
 def align_video(

@@ -11,7 +11,7 @@ import numpy as np
 from curation.align import (AlignParams, align_video, calibration_stats, caption_evidence, prepared_similarity,
                             video_prompt_samples)
 from curation.metrics import brier_score, expected_calibration_error, hits, recall_at_1, roc_auc
-from curation.spans import confidence_weight
+from curation.spans import caption_weight, confidence_weight
 
 
 class EvalVideo(NamedTuple):
@@ -34,10 +34,15 @@ class MethodScore(NamedTuple):
     kept_alignable: float  # percent of alignable captions kept
     kept_other: float      # percent of unalignable captions kept
     videos_per_s: float
-    weight_ece: float = float("nan")    # ECE (10 bins) of the confidence weight against "alignable and an R@1 hit"
-    weight_brier: float = float("nan")  # its Brier score
-    hit_share: float = float("nan")     # percent of all captions that are alignable and hit
-    weight_mean: float = float("nan")   # mean confidence weight over all captions (0 for dropped ones)
+    # the confidence weight against "alignable and an R@1 hit", over the kept captions (the pairs
+    # a model trains on): ECE (10 bins), Brier, the share of hits and the mean weight (percent)
+    weight_ece: float = float("nan")
+    weight_brier: float = float("nan")
+    hit_share: float = float("nan")
+    weight_mean: float = float("nan")
+    legacy_ece: float = float("nan")    # the same for the legacy weight (alignability x concentration)
+    legacy_brier: float = float("nan")
+    weight_ece_all: float = float("nan")  # ECE over all captions, the dropped ones weighing 0
 
 
 def run_prompt_value(videos: Sequence[EvalVideo], params: AlignParams) -> float:
@@ -81,7 +86,9 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
     kept = score >= params.min_alignability
     true_start, true_end = np.concatenate([v.true_start_s for v in videos]), np.concatenate([v.true_end_s for v in videos])
     hit = hits(centre, true_start, true_end, label)
-    weight = confidence_weight(score, np.concatenate([r.concentration for r in results]), kept)
+    kept_rows = np.split(kept, np.cumsum([len(r.alignability) for r in results])[:-1])
+    weight = np.concatenate([caption_weight(r, k, params.weight) for r, k in zip(results, kept_rows)])
+    legacy = confidence_weight(score, np.concatenate([r.concentration for r in results]), kept)
     return MethodScore(
         name=name,
         r_at_1=100.0 * recall_at_1(centre, true_start, true_end, label),
@@ -89,10 +96,13 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
         kept_alignable=100.0 * float(kept[label].mean()) if label.any() else float("nan"),
         kept_other=100.0 * float(kept[~label].mean()) if (~label).any() else float("nan"),
         videos_per_s=len(videos) / max(elapsed, 1e-9),
-        weight_ece=expected_calibration_error(weight, hit),
-        weight_brier=brier_score(weight, hit),
-        hit_share=100.0 * float(hit.mean()) if hit.size else float("nan"),
-        weight_mean=float(weight.mean()) if weight.size else float("nan"),
+        weight_ece=expected_calibration_error(weight[kept], hit[kept]),
+        weight_brier=brier_score(weight[kept], hit[kept]),
+        legacy_ece=expected_calibration_error(legacy[kept], hit[kept]),
+        legacy_brier=brier_score(legacy[kept], hit[kept]),
+        hit_share=100.0 * float(hit[kept].mean()) if kept.any() else float("nan"),
+        weight_mean=100.0 * float(weight[kept].mean()) if kept.any() else float("nan"),
+        weight_ece_all=expected_calibration_error(weight, hit),
     )
 
 
@@ -128,10 +138,13 @@ def format_table(scores: Sequence[MethodScore], title: str) -> str:
 
 def format_calibration_table(scores: dict[str, MethodScore], title: str) -> str:
     """Markdown: one row per world, the configured method's confidence weight against "alignable
-    and an R@1 hit" (the event a calibrated weight would be the probability of)."""
-    lines = [title, "", "| world | alignable and hit % | mean weight | ECE | Brier |", "|---|---:|---:|---:|---:|"]
+    and an R@1 hit" (the event a calibrated weight would be the probability of) over the kept
+    captions, the legacy weight beside it, and the ECE over all captions (dropped ones weigh 0)."""
+    lines = [title, "", "| world | kept: hit % | mean weight % | ECE | Brier | legacy ECE | legacy Brier | ECE, all captions |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for world, s in scores.items():
-        lines.append(f"| {world} | {s.hit_share:.1f} | {100.0 * s.weight_mean:.1f} | {s.weight_ece:.3f} | {s.weight_brier:.3f} |")
+        lines.append(f"| {world} | {s.hit_share:.1f} | {s.weight_mean:.1f} | {s.weight_ece:.3f} | {s.weight_brier:.3f} | "
+                     f"{s.legacy_ece:.3f} | {s.legacy_brier:.3f} | {s.weight_ece_all:.3f} |")
     return "\n".join(lines)
 
 

@@ -69,10 +69,18 @@ class CaptionScores(NamedTuple):
     bucket_mass: np.ndarray  # in [0, 1], mass sent to the prompt bucket / skip cells (0 if none)
     similarity: np.ndarray   # mean raw similarity over the realigned span
     concentration: np.ndarray  # in [0, 1], fraction of the caption's plan mass inside its span
+    # in [0, 1], P(the span's centre lies in the run of frames that show the caption | it is shown):
+    # the posterior method's segment model (None for the methods without one)
+    shown_at_centre: np.ndarray | None = None
+
+
+#: ``align.weight``: ``shown`` (:func:`shown_weight`, where the aligner has a segment model, else
+#: ``legacy``) or ``legacy`` (:func:`confidence_weight`, the weight before 0.3).
+WEIGHTS = ("shown", "legacy")
 
 
 def confidence_weight(alignability: np.ndarray, concentration: np.ndarray, kept: np.ndarray) -> np.ndarray:
-    """nccurate's Cali-NCE confidence, ``(m,)`` in [0, 1].
+    """The ``legacy`` Cali-NCE confidence, ``(m,)`` in [0, 1].
 
     ``weight = alignability * concentration`` for kept captions and 0 for dropped ones:
     the probability that the caption is visible at all, times how much of its alignment mass
@@ -81,3 +89,28 @@ def confidence_weight(alignability: np.ndarray, concentration: np.ndarray, kept:
     """
     w = np.clip(alignability, 0.0, 1.0) * np.clip(concentration, 0.0, 1.0)
     return np.where(kept, w, 0.0)
+
+
+def shown_weight(alignability: np.ndarray, shown_at_centre: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """The ``shown`` confidence, ``(m,)`` in [0, 1]: for kept captions
+
+        P(the caption is shown, and the centre of its cut span lies where it is shown)
+          = P(shown) * P(centre in the shown run | shown) = alignability * shown_at_centre,
+
+    0 for dropped ones. It is a probability under the posterior aligner's own model (alignability
+    calibrated on the run against decoys; the segment model's run posterior, the offset prior
+    learnt from the run), so it is calibrated where the footage shows a caption on one run of
+    frames and the truth of a caption is that run. Monotone non-decreasing in both terms."""
+    w = np.clip(alignability, 0.0, 1.0) * np.clip(shown_at_centre, 0.0, 1.0)
+    return np.where(kept, w, 0.0)
+
+
+def caption_weight(scores: CaptionScores, kept: np.ndarray, kind: str = "shown") -> np.ndarray:
+    """The configured weight (``align.weight``, :data:`WEIGHTS`) of an aligner's ``scores``:
+    :func:`shown_weight` when asked for and the aligner gives ``shown_at_centre``, else
+    :func:`confidence_weight`."""
+    if kind not in WEIGHTS:
+        raise ValueError(f"align.weight: {kind!r} is not one of {list(WEIGHTS)}")
+    if kind == "shown" and scores.shown_at_centre is not None:
+        return shown_weight(scores.alignability, scores.shown_at_centre, kept)
+    return confidence_weight(scores.alignability, scores.concentration, kept)

@@ -302,12 +302,20 @@ def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarr
     return prior._replace(mu_s=mu)
 
 
+class Centres(NamedTuple):
+    """:func:`posterior_centre_s`'s result, each ``(m,)``."""
+
+    centre_s: np.ndarray   # span centres, seconds
+    mass: np.ndarray       # the posterior mass in the caption's window around its centre
+    on_prob: np.ndarray    # P(the centre cell lies in the caption's run | it has one)
+
+
 def posterior_centre_s(evidence: Evidence, prior: OffsetPrior, visible: np.ndarray, duration_s: np.ndarray,
-                       fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(centre_s: (m,), mass: (m,))``: span centres, seconds, the argmax of the posterior
-    box-summed over each caption's own duration (module docstring, step 3; ties go to the cell
-    nearest the prior's mode), and the posterior mass in that window (each row's sums to 1).
-    ``visible: (m,)`` in [0, 1] is each caption's alignability."""
+                       fps: float) -> Centres:
+    """Span centres, seconds, the argmax of the posterior box-summed over each caption's own
+    duration (module docstring, step 3; ties go to the cell nearest the prior's mode), the
+    posterior mass in that window (each row's sums to 1) and the evidence's ``on_prob`` at the
+    centre cell. ``visible: (m,)`` in [0, 1] is each caption's alignability."""
     from curation.spans import box_smooth
 
     pi = prior.density(evidence.offset_s)[None, :] * evidence.valid
@@ -323,4 +331,4 @@ def posterior_centre_s(evidence: Evidence, prior: OffsetPrior, visible: np.ndarr
     near = np.abs(evidence.offset_s - prior.mu_s)[None, :]
     k = np.argmin(np.where(smoothed >= best * (1 - 1e-9), near, np.inf), axis=1)
     rows = np.arange(len(k))
-    return (evidence.frame[rows, k] + 0.5) / fps, smoothed[rows, k]
+    return Centres((evidence.frame[rows, k] + 0.5) / fps, smoothed[rows, k], evidence.on_prob[rows, k])

@@ -25,7 +25,7 @@ import numpy as np
 from curation.align import AlignParams, align_video
 from curation.errors import InputError
 from curation.records import CaptionSet, Failure, FrameFeatures, VideoInputs
-from curation.spans import confidence_weight
+from curation.spans import caption_weight
 from curation.timeline import span_frame_mask
 from pipeline.outputs.layout import shard_name
 from pipeline.outputs.shards import key_parts, sample_key
@@ -203,7 +203,7 @@ def aligned_rows(frames: FrameFeatures, captions: CaptionSet, params: AlignParam
                          frames.fps, params, run_prompt_value, run_calibration, evidence)
     past = np.array(captions.start_s) >= frames.emb.shape[0] / frames.fps  # no scored frame covers them
     kept = (scores.alignability >= params.min_alignability) & ~past
-    weight = confidence_weight(scores.alignability, scores.concentration, kept)
+    weight = caption_weight(scores, kept, params.weight)
     return [
         IndexRow(video_id=captions.video_id, caption_idx=i, text=text,
                  asr_start=captions.start_s[i], asr_end=captions.end_s[i],

@@ -94,7 +94,7 @@ def _world_table(worlds: dict[str, list[EvalVideo]], config: Config, title: str)
     configured = scores[next(reversed(methods))]
     return (format_world_table(scores, next(iter(methods)), title) + "\n\n"
             + format_calibration_table(configured, f"Confidence weight of this config ({config.align.method}) against "
-                                                   "'alignable and an R@1 hit', all captions (dropped ones weigh 0)"))
+                                                   "'alignable and an R@1 hit', over the kept captions"))
 
 
 def bench_align(config: Config, n_videos: int = 40, seed: int = 0, manifest: str | None = None,

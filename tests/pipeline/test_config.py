@@ -280,20 +280,21 @@ def test_hashes_of_different_values_are_distinct():
 
 #: Values the config's earlier (hand-validated dataclass) implementation gave, updated when
 #: ``output.min_shards`` (issue 16: the shard layout changed with it) ``decode.max_bytes`` (issue 17) and ``decode.deinterlace``
-#: (issue 18) and the ``captions`` and ``asr`` sections (issue 19) were added. The hash is in
+#: (issue 18) and the ``captions`` and ``asr`` sections (issue 19) and ``align.weight``
+#: (issue 20) were added. The hash is in
 #: every sample's json and in the checkpoints, ``to_dict`` is summary.json's ``config``: any
 #: change here changes output bytes and stops old runs from resuming.
 OVERRIDES = ["align.eps=0.05", "seed=3", "features.dim=512", "align.window_s=30", "align.prior_sigma_s=5",
              "clips.format=jpg", "io.backoff_s=1", "model.pretrained=null", "resources.torch_threads=2",
              "beam.experiments=[a, b]"]
 PINNED = [
-    (None, [], "dcb671a152073fbc", "5539469fe9b297df"),
-    ("dataflow.yaml", [], "9db054464c927c5f", "421a35d5fae2ff22"),
-    (None, OVERRIDES, "e4c9314c73a2a59a", "f1b72b8f1f43a495"),
-    ("flink.yaml", [], "eaaca99f5e5bfb9b", None),
-    ("spark.yaml", [], "eaaca99f5e5bfb9b", None),
-    ("norton-v0.yaml", [], "34a59273ea468deb", None),
-    (None, ["align.eps=1", "decode.sample_fps=2", "max_failure_ratio=0", "align.window_s=1e2"], "18c512b2057b87ad", None),
+    (None, [], "78bfa0df56e215d3", "861c390b451fafb8"),
+    ("dataflow.yaml", [], "1a16352a7aa36310", "82873543e5be44d8"),
+    (None, OVERRIDES, "ee4ac00d29be2f9b", "aa1ecc59200fb3cb"),
+    ("flink.yaml", [], "014d1ae015f44b90", None),
+    ("spark.yaml", [], "014d1ae015f44b90", None),
+    ("norton-v0.yaml", [], "f9ea53fed9dd3cfb", None),
+    (None, ["align.eps=1", "decode.sample_fps=2", "max_failure_ratio=0", "align.window_s=1e2"], "72d24d6b108bf243", None),
 ]
 
 
