@@ -102,7 +102,9 @@ def bench_align(config: Config, n_videos: int = 40, seed: int = 0, manifest: str
     """The method tables (``curation.evaluate.benchmark_methods``) on the benchmark family of
     worlds (``curation.synth.worlds``), or on a user's HTM-Align-format truth.
 
-    Tables: the named worlds at ``seed`` (plus the video demo's world, ``video``); with
+    Tables (each followed by the configured weight's calibration,
+    ``curation.evaluate.format_calibration_table``): the named worlds at ``seed`` (plus the video
+    demo's world, ``video``); with
     ``held_out``, the same worlds at seeds ``seed + 1`` and ``seed + 2`` pooled, and five
     worlds whose knobs are drawn at random (``curation.synth.worlds.random_world``) on seeds
     ``seed + 100 ...``: the seeds the method was never looked at on while it was designed."""
