@@ -61,6 +61,14 @@ So a cue that merely repeats its predecessor is kept when it lasts longer than a
 cues further apart than ``ROLL_GAP_S`` are never touched: legitimately repeated captions
 (``"ok"`` at 10 s and again at 40 s, or two adjacent 2 s cues both saying ``"ok"``) survive.
 HowTo100M JSON is already segmented and is not de-duplicated.
+
+Embedded subtitle tracks
+------------------------
+:func:`cues_from_track` turns a track's packets (``pipeline.media.subtitles`` reads them) into
+captions by the rules of the sidecar format its codec stores (:data:`TRACK_FORMATS`: subrip and
+mov_text by SRT's, webvtt by WebVTT's, ASS/SSA events with their ``{...}`` overrides removed and
+``\\N`` as a line break), with the same rolling de-duplication, so a track gives the captions of
+the file it was muxed from.
 """
 
 from __future__ import annotations
