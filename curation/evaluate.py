@@ -43,6 +43,33 @@ class MethodScore(NamedTuple):
     legacy_ece: float = float("nan")    # the same for the legacy weight (alignability x concentration)
     legacy_brier: float = float("nan")
     weight_ece_all: float = float("nan")  # ECE over all captions, the dropped ones weighing 0
+    # (rule, precision %, recall %) of keeping rules: alignability >= t against "alignable", and
+    # the weight (as if every caption were kept) >= t against "alignable and an R@1 hit"
+    keep_rules: tuple = ()
+
+
+#: Thresholds of :func:`keep_rules`: on alignability (``min_alignability``), and on the weight.
+ALIGNABILITY_THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
+WEIGHT_THRESHOLDS = (0.5,)
+
+
+def _precision_recall(keep: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
+    """Percent of kept that are positive, and of positives that are kept (NaN without any)."""
+    precision = 100.0 * float(positive[keep].mean()) if keep.any() else float("nan")
+    recall = 100.0 * float(keep[positive].mean()) if positive.any() else float("nan")
+    return precision, recall
+
+
+def keep_rules(alignability: np.ndarray, weight_if_kept: np.ndarray, alignable: np.ndarray,
+               hit: np.ndarray) -> tuple:
+    """``((rule, precision %, recall %), ...)`` for keeping by ``alignability >= t``
+    (:data:`ALIGNABILITY_THRESHOLDS`, judged against ``alignable``) and by
+    ``weight_if_kept >= t`` (:data:`WEIGHT_THRESHOLDS`, judged against ``hit``: alignable and an
+    R@1 hit), all ``(n,)`` over the same captions."""
+    rules = [(f"alignability >= {t:g}", *_precision_recall(alignability >= t, alignable))
+             for t in ALIGNABILITY_THRESHOLDS]
+    rules += [(f"weight >= {t:g}", *_precision_recall(weight_if_kept >= t, hit)) for t in WEIGHT_THRESHOLDS]
+    return tuple(rules)
 
 
 def run_prompt_value(videos: Sequence[EvalVideo], params: AlignParams) -> float:
@@ -89,6 +116,7 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
     kept_rows = np.split(kept, np.cumsum([len(r.alignability) for r in results])[:-1])
     weight = np.concatenate([caption_weight(r, k, params.weight) for r, k in zip(results, kept_rows)])
     legacy = confidence_weight(score, np.concatenate([r.concentration for r in results]), kept)
+    every = np.concatenate([caption_weight(r, np.ones(len(r.alignability), bool), params.weight) for r in results])
     return MethodScore(
         name=name,
         r_at_1=100.0 * recall_at_1(centre, true_start, true_end, label),
@@ -103,6 +131,7 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
         hit_share=100.0 * float(hit[kept].mean()) if kept.any() else float("nan"),
         weight_mean=100.0 * float(weight[kept].mean()) if kept.any() else float("nan"),
         weight_ece_all=expected_calibration_error(weight, hit),
+        keep_rules=keep_rules(score, every, label, hit),
     )
 
 
@@ -145,6 +174,15 @@ def format_calibration_table(scores: dict[str, MethodScore], title: str) -> str:
     for world, s in scores.items():
         lines.append(f"| {world} | {s.hit_share:.1f} | {s.weight_mean:.1f} | {s.weight_ece:.3f} | {s.weight_brier:.3f} | "
                      f"{s.legacy_ece:.3f} | {s.legacy_brier:.3f} | {s.weight_ece_all:.3f} |")
+    return "\n".join(lines)
+
+
+def format_keep_table(scores: dict[str, MethodScore], title: str) -> str:
+    """Markdown: one row per world, ``precision / recall`` (%) of each of :func:`keep_rules`."""
+    rules = [rule for rule, _, _ in next(iter(scores.values())).keep_rules]
+    lines = [title, "", "| world | " + " | ".join(rules) + " |", "|---|" + "---:|" * len(rules)]
+    for world, s in scores.items():
+        lines.append(f"| {world} | " + " | ".join(f"{p:.0f} / {r:.0f}" for _, p, r in s.keep_rules) + " |")
     return "\n".join(lines)
 
 

@@ -9,8 +9,8 @@ import tempfile
 
 import numpy as np
 
-from curation.evaluate import (EvalVideo, benchmark_methods, format_calibration_table, format_table, format_world_table,
-                               score_method)
+from curation.evaluate import (EvalVideo, benchmark_methods, format_calibration_table, format_keep_table, format_table,
+                               format_world_table, score_method)
 from curation.errors import InputError
 from curation.synth.features import SynthVideo, make_corpus
 from pipeline.config import Config
@@ -94,7 +94,9 @@ def _world_table(worlds: dict[str, list[EvalVideo]], config: Config, title: str)
     configured = scores[next(reversed(methods))]
     return (format_world_table(scores, next(iter(methods)), title) + "\n\n"
             + format_calibration_table(configured, f"Confidence weight of this config ({config.align.method}) against "
-                                                   "'alignable and an R@1 hit', over the kept captions"))
+                                                   "'alignable and an R@1 hit', over the kept captions")
+            + "\n\n" + format_keep_table(configured, "Keeping rules of this config: precision / recall in % (alignability "
+                                                       "against 'alignable', the weight against 'alignable and an R@1 hit')"))
 
 
 def bench_align(config: Config, n_videos: int = 40, seed: int = 0, manifest: str | None = None,

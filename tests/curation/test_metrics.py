@@ -83,3 +83,19 @@ def test_a_calibrated_forecaster_has_small_ece_and_a_constant_one_does_not_beat_
     assert expected_calibration_error(prob, outcome) < 0.005
     assert expected_calibration_error(np.clip(prob + 0.2, 0, 1), outcome) > 0.1
     assert brier_score(prob, outcome) < brier_score(np.full(prob.size, outcome.mean()), outcome)
+
+
+def test_keep_rules_count_precision_and_recall_by_hand():
+    from curation.evaluate import keep_rules
+
+    alignability = np.array([0.95, 0.8, 0.6, 0.4, 0.2, 0.1])
+    weight = np.array([0.9, 0.3, 0.55, 0.1, 0.0, 0.6])
+    alignable = np.array([True, True, False, True, False, False])
+    hit = np.array([True, False, False, True, False, False])
+    rules = {rule: (round(p, 9), round(r, 9)) for rule, p, r in keep_rules(alignability, weight, alignable, hit)}
+    assert rules["alignability >= 0.3"] == (75.0, 100.0)       # kept 0-3: 3 of 4 alignable; all 3 alignable kept
+    assert rules["alignability >= 0.7"] == (100.0, round(200 / 3, 9))    # kept 0, 1: both alignable; 2 of 3
+    assert rules["alignability >= 0.9"] == (100.0, round(100 / 3, 9))
+    assert rules["weight >= 0.5"] == (round(100 / 3, 9), 50.0)           # kept 0, 2, 5: one hit of 3; 1 of 2 hits
+    nothing = dict((r, (p, q)) for r, p, q in keep_rules(np.zeros(3), np.zeros(3), np.ones(3, bool), np.ones(3, bool)))
+    assert math.isnan(nothing["alignability >= 0.5"][0]) and nothing["alignability >= 0.5"][1] == 0.0

@@ -77,6 +77,7 @@ def test_bench_align_prints_a_table_of_worlds():
     result = invoke("bench", "align", "--videos", "2", "--seed", "3", "--no-held-out", "--no-video-world")
     assert result.exit_code == 0, result.output
     methods, calibration = result.output.split("Confidence weight of this config (posterior)")
+    calibration, keeping = calibration.split("Keeping rules of this config")
     rows = [line.split("|")[1:-1] for line in methods.splitlines() if line.startswith("| ")]
     header, body = [c.strip() for c in rows[0]], rows[1:]
     assert header[1:-1] == list(WORLDS) and header[-1] == "worst R@1 − ASR"
@@ -98,6 +99,15 @@ def test_bench_align_prints_a_table_of_worlds():
     for _, share, mean, *errors in table[1:]:
         numbers = [float(x) for x in (share, mean, *errors) if x != "nan"]  # a world may keep nothing
         assert all(0 <= x <= 100 for x in numbers[:2]) and all(0 <= x <= 1 for x in numbers[2:])
+    # keeping rules: precision / recall per world and rule
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in keeping.splitlines() if line.startswith("| ")]
+    assert table[0][1:] == ["alignability >= 0.3", "alignability >= 0.5", "alignability >= 0.7", "alignability >= 0.9",
+                            "weight >= 0.5"]
+    assert [r[0] for r in table[1:]] == list(WORLDS)
+    for row in table[1:]:
+        for cell in row[1:]:
+            precision, recall = cell.split(" / ")
+            assert (precision == "nan" or 0 <= float(precision) <= 100) and 0 <= float(recall) <= 100
 
 
 def test_bench_align_with_truth_file(tmp_path):
