@@ -10,7 +10,8 @@ import numpy as np
 
 from curation.align import (AlignParams, align_video, calibration_stats, caption_evidence, prepared_similarity,
                             video_prompt_samples)
-from curation.metrics import brier_score, expected_calibration_error, hits, recall_at_1, roc_auc
+from curation.metrics import (ReliabilityBins, brier_score, expected_calibration_error, hits, recall_at_1,
+                              reliability_bins, roc_auc)
 from curation.spans import caption_weight, confidence_weight
 
 
@@ -46,6 +47,9 @@ class MethodScore(NamedTuple):
     # (rule, precision %, recall %) of keeping rules: alignability >= t against "alignable", and
     # the weight (as if every caption were kept) >= t against "alignable and an R@1 hit"
     keep_rules: tuple = ()
+    # reliability bins (10) of the weight and of the legacy weight over the kept captions
+    weight_bins: ReliabilityBins | None = None
+    legacy_bins: ReliabilityBins | None = None
 
 
 #: Thresholds of :func:`keep_rules`: on alignability (``min_alignability``), and on the weight.
@@ -132,6 +136,8 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
         weight_mean=100.0 * float(weight[kept].mean()) if kept.any() else float("nan"),
         weight_ece_all=expected_calibration_error(weight, hit),
         keep_rules=keep_rules(score, every, label, hit),
+        weight_bins=reliability_bins(weight[kept], hit[kept]),
+        legacy_bins=reliability_bins(legacy[kept], hit[kept]),
     )
 
 

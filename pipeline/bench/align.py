@@ -86,12 +86,20 @@ def video_world(config: Config, n_videos: int, seed: int, workdir: str) -> list[
     return videos
 
 
-def _world_table(worlds: dict[str, list[EvalVideo]], config: Config, title: str) -> str:
-    """The methods x worlds table, then the configured method's weight calibration per world."""
+def _world_table(worlds: dict[str, list[EvalVideo]], config: Config, title: str, plot: str | None = None) -> str:
+    """The methods x worlds table, then the configured method's weight calibration per world;
+    ``plot``: also draw its reliability diagrams to this PNG path."""
     methods = benchmark_methods(config.align)
     scores = {name: {w: score_method(name, videos, params) for w, videos in worlds.items()}
               for name, params in methods.items()}
     configured = scores[next(reversed(methods))]
+    if plot is not None:
+        from pipeline.tools.plots import reliability_png
+
+        reliability_png(plot, [(f"{world}: ECE {s.weight_ece:.3f} / {s.legacy_ece:.3f}",
+                                [(f"{config.align.weight} weight", s.weight_bins, "#e8412c"),
+                                 ("legacy weight", s.legacy_bins, "#3b6fb6")])
+                               for world, s in configured.items()])
     return (format_world_table(scores, next(iter(methods)), title) + "\n\n"
             + format_calibration_table(configured, f"Confidence weight of this config ({config.align.method}) against "
                                                    "'alignable and an R@1 hit', over the kept captions")
@@ -100,7 +108,7 @@ def _world_table(worlds: dict[str, list[EvalVideo]], config: Config, title: str)
 
 
 def bench_align(config: Config, n_videos: int = 40, seed: int = 0, manifest: str | None = None,
-                truth: str | None = None, held_out: bool = True, video: bool = True) -> str:
+                truth: str | None = None, held_out: bool = True, video: bool = True, plots: str | None = None) -> str:
     """The method tables (``curation.evaluate.benchmark_methods``) on the benchmark family of
     worlds (``curation.synth.worlds``), or on a user's HTM-Align-format truth.
 
@@ -109,7 +117,9 @@ def bench_align(config: Config, n_videos: int = 40, seed: int = 0, manifest: str
     demo's world, ``video``); with
     ``held_out``, the same worlds at seeds ``seed + 1`` and ``seed + 2`` pooled, and five
     worlds whose knobs are drawn at random (``curation.synth.worlds.random_world``) on seeds
-    ``seed + 100 ...``: the seeds the method was never looked at on while it was designed."""
+    ``seed + 100 ...``: the seeds the method was never looked at on while it was designed.
+    ``plots``: a folder that gets the reliability diagrams of the weights of each table
+    (``reliability-seed{seed}.png``, ``-held-out.png``, ``-random.png``)."""
     from curation.synth.worlds import WORLDS, random_world
 
     if bool(truth) != bool(manifest):
@@ -124,10 +134,17 @@ def bench_align(config: Config, n_videos: int = 40, seed: int = 0, manifest: str
         with tempfile.TemporaryDirectory() as tmp:
             worlds["video demo"] = video_world(config, 24, seed, tmp)
     note = f"R@1 / AUC in %; {n_videos} videos per synthetic world, window ±{config.align.window_s} s"
-    tables = [_world_table(worlds, config, f"Worlds at seed {seed} ({note})")]
+    plot = (lambda name: os.path.join(plots, f"reliability-{name}.png")) if plots else (lambda name: None)  # noqa: E731
+    if plots:
+        os.makedirs(plots, exist_ok=True)
+    tables = [_world_table(worlds, config, f"Worlds at seed {seed} ({note})", plot(f"seed{seed}"))]
     if held_out:
         fresh = {name: corpus(params, seed + 1) + corpus(params, seed + 2) for name, params in WORLDS.items()}
-        tables.append(_world_table(fresh, config, f"Held-out seeds {seed + 1} and {seed + 2}, pooled ({note})"))
+        tables.append(_world_table(fresh, config, f"Held-out seeds {seed + 1} and {seed + 2}, pooled ({note})",
+                                   plot("held-out")))
         drawn = {f"random {seed + 100 + i}": corpus(random_world(seed + 100 + i), seed + 100 + i) for i in range(5)}
-        tables.append(_world_table(drawn, config, f"Worlds drawn at random (curation.synth.worlds.random_world) ({note})"))
+        tables.append(_world_table(drawn, config, f"Worlds drawn at random (curation.synth.worlds.random_world) ({note})",
+                                   plot("random")))
+    if plots:
+        tables.append(f"reliability diagrams: {os.path.join(plots, 'reliability-*.png')}")
     return "\n\n".join(tables)

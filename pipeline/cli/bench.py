@@ -36,13 +36,14 @@ def bench():
               help="Also the tables on held-out seeds and on randomly drawn worlds.")
 @click.option("--video-world/--no-video-world", default=True, show_default=True,
               help="Also the video demo's world (writes and embeds 24 short videos).")
+@click.option("--plots", default=None, help="A folder for the confidence weights' reliability diagrams (PNG).")
 @config_options
-def bench_align(videos, seed, manifest, truth, held_out, video_world, config):
+def bench_align(videos, seed, manifest, truth, held_out, video_world, plots, config):
     """Alignment tables (R@1 / ROC-AUC per world): ASR times, argmax, the seed methods, the old
     default and the configured aligner, on the benchmark family of synthetic worlds."""
     from pipeline.bench.align import bench_align as run_bench
 
-    click.echo(run_bench(config, videos, seed, manifest, truth, held_out, video_world))
+    click.echo(run_bench(config, videos, seed, manifest, truth, held_out, video_world, plots))
 
 
 @bench.command("throughput", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

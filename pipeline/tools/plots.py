@@ -1,6 +1,7 @@
 """The report's pictures, drawn with matplotlib's Agg canvas (no pyplot, no global state): the
-front page's score histograms and one video's alignment picture. Each function writes one PNG
-and returns its file name."""
+front page's score histograms and one video's alignment picture; and ``nccurate bench align``'s
+reliability diagrams of the confidence weights. Each function writes one PNG and returns its
+file name."""
 
 from __future__ import annotations
 
@@ -132,3 +133,45 @@ def _draw_bucket_mass(ax, rows: list[dict], threshold: float | None) -> None:
 def _rows_height_in(m: int) -> float:
     """The figure height, inches, for ``m`` caption rows (bounded both ways)."""
     return float(np.clip(1.6 + 0.16 * m, 3.0, 16.0))
+
+
+def reliability_png(path: str, panels: list[tuple[str, list[tuple[str, object, str]]]]) -> str:
+    """Reliability diagrams, one panel per ``(title, [(label, curation.metrics.ReliabilityBins,
+    colour), ...])``: each series' observed frequency against its mean predicted probability per
+    bin (marker area by the bin's count), the diagonal of a calibrated forecast, and under each
+    panel the share of the predictions in each bin."""
+    n = len(panels)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.0 * cols, 3.4 * rows), dpi=80)
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(rows * 2, cols, height_ratios=[3, 1] * rows, hspace=0.55, wspace=0.3,
+                            left=0.07, right=0.98, top=0.95, bottom=0.06)
+    for i, (title, series) in enumerate(panels):
+        r, c = divmod(i, cols)
+        ax, counts = fig.add_subplot(grid[2 * r, c]), fig.add_subplot(grid[2 * r + 1, c])
+        ax.plot([0, 1], [0, 1], color="#888888", linewidth=0.8, linestyle="--")
+        for k, (label, bins, colour) in enumerate(series):
+            full = bins.count > 0
+            total = max(int(bins.count.sum()), 1)
+            ax.plot(bins.mean_prob[full], bins.frequency[full], color=colour, linewidth=1.0, label=label)
+            ax.scatter(bins.mean_prob[full], bins.frequency[full], s=8 + 120 * bins.count[full] / total, color=colour)
+            centres = (bins.edges[:-1] + bins.edges[1:]) / 2
+            width = (bins.edges[1] - bins.edges[0]) / (len(series) + 1)
+            counts.bar(centres + (k - (len(series) - 1) / 2) * width, bins.count / total, width=width, color=colour)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        counts.set_xlim(0, 1)
+        counts.set_ylim(bottom=0)
+        counts.tick_params(labelsize=7)
+        if i == 0:
+            ax.set_ylabel("observed frequency", fontsize=8)
+            ax.legend(fontsize=7, loc="upper left")
+            counts.set_ylabel("share", fontsize=8)
+        counts.set_xlabel("predicted probability", fontsize=8)
+    return _save_png(fig, path)

@@ -110,6 +110,21 @@ def test_bench_align_prints_a_table_of_worlds():
             assert (precision == "nan" or 0 <= float(precision) <= 100) and 0 <= float(recall) <= 100
 
 
+def test_bench_align_draws_the_weights_reliability_diagrams(tmp_path):
+    from curation.synth.worlds import WORLDS
+
+    result = invoke("bench", "align", "--videos", "2", "--seed", "3", "--no-held-out", "--no-video-world",
+                    "--plots", str(tmp_path / "plots"))
+    assert result.exit_code == 0, result.output
+    assert f"reliability diagrams: {tmp_path / 'plots' / 'reliability-*.png'}" in result.output
+    [png] = sorted((tmp_path / "plots").iterdir())
+    data = png.read_bytes()
+    assert png.name == "reliability-seed3.png" and data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    rows = -(-len(WORLDS) // 4)
+    assert (width, height) == (4 * 3 * 80, round(rows * 3.4 * 80))  # a panel per world, four a row
+
+
 def test_bench_align_with_truth_file(tmp_path):
     manifest_path, truth = write_corpus(str(tmp_path / "t"), make_corpus(3, 5, SMALL), ("vtt", "srt"))
     result = invoke("bench", "align", "--manifest", manifest_path, "--truth", truth)
