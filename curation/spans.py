@@ -75,7 +75,8 @@ class CaptionScores(NamedTuple):
 
 
 #: ``align.weight``: ``shown`` (:func:`shown_weight`, where the aligner has a segment model, else
-#: ``legacy``) or ``legacy`` (:func:`confidence_weight`, the weight before 0.3).
+#: ``legacy``) or ``legacy`` (:func:`confidence_weight`, the default until ``align.weight``
+#: existed).
 WEIGHTS = ("shown", "legacy")
 
 
