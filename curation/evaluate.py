@@ -117,10 +117,9 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
     kept = score >= params.min_alignability
     true_start, true_end = np.concatenate([v.true_start_s for v in videos]), np.concatenate([v.true_end_s for v in videos])
     hit = hits(centre, true_start, true_end, label)
-    kept_rows = np.split(kept, np.cumsum([len(r.alignability) for r in results])[:-1])
-    weight = np.concatenate([caption_weight(r, k, params.weight) for r, k in zip(results, kept_rows)])
-    legacy = confidence_weight(score, np.concatenate([r.concentration for r in results]), kept)
     every = np.concatenate([caption_weight(r, np.ones(len(r.alignability), bool), params.weight) for r in results])
+    weight = np.where(kept, every, 0.0)  # the weight as the pipeline writes it: 0 for dropped captions
+    legacy = confidence_weight(score, np.concatenate([r.concentration for r in results]), kept)
     return MethodScore(
         name=name,
         r_at_1=100.0 * recall_at_1(centre, true_start, true_end, label),

@@ -64,10 +64,11 @@ def load_caption_set(ref: VideoRef, expected_dim: int | None, retry: RetryPolicy
         emb = load_matrix(ref.caption_features, "caption_features", expected_dim, retry)
         if emb.shape[0] != len(cues):
             raise InputError("dim_mismatch", f"caption_features file {ref.caption_features}: {emb.shape[0]} rows but {ref.captions} has {len(cues)} captions")
-    return CaptionSet(
-        video_id=ref.video_id,
-        start_s=tuple(c.start_s for c in cues),
-        end_s=tuple(c.end_s for c in cues),
-        text=tuple(c.text for c in cues),
-        emb=emb,
-    )
+    return caption_set(ref.video_id, cues, emb)
+
+
+def caption_set(video_id: str, cues, emb=None) -> CaptionSet:
+    """A video's parsed captions (``pipeline.inputs.captions.CaptionCue`` list, in order) as the
+    :class:`CaptionSet` the pipeline carries; ``emb``: their (m, D) features, or None (text tower)."""
+    return CaptionSet(video_id=video_id, start_s=tuple(c.start_s for c in cues), end_s=tuple(c.end_s for c in cues),
+                      text=tuple(c.text for c in cues), emb=emb)

@@ -77,18 +77,24 @@ def made_captions_json(made: MadeCaptions) -> bytes:
     return (json.dumps(body, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def read_made_captions(data: bytes, name: str) -> MadeCaptions:
+    """:func:`made_captions_json`'s bytes back to :class:`MadeCaptions` (``name`` for messages)."""
+    from pipeline.inputs.captions import parse_howto100m_json
+
+    made_by = json.loads(data)["made_by"]
+    return MadeCaptions(made_by["source"], parse_howto100m_json(name, data), made_by)
+
+
 def reusable(data: bytes, job: dict, name: str) -> MadeCaptions | None:
     """The captions of an earlier ``OUT/captions`` file when it was made with the settings ``job``
     asks for (an ``auto`` file serves ``auto`` only), else None."""
-    from pipeline.inputs.captions import parse_howto100m_json
-
     try:
         made_by = json.loads(data).get("made_by")
     except (ValueError, AttributeError):
         return None
     if not isinstance(made_by, dict) or {k: v for k, v in made_by.items() if k != "source"} != job:
         return None
-    return MadeCaptions(made_by["source"], parse_howto100m_json(name, data), made_by)
+    return read_made_captions(data, name)
 
 
 def captions_isolated(path: str, source: str, job: dict, timeout_s: float, max_bytes: int | None = None) -> MadeCaptions:
@@ -114,11 +120,7 @@ def captions_isolated(path: str, source: str, job: dict, timeout_s: float, max_b
                 raise InputError("timeout", f"captions of {path} ({source}) exceeded {timeout_s:g} s") from None
         if proc.returncode == 0 and os.path.exists(out):
             with open(out, "rb") as handle:
-                data = handle.read()
-            made = json.loads(data)["made_by"]
-            from pipeline.inputs.captions import parse_howto100m_json
-
-            return MadeCaptions(made["source"], parse_howto100m_json(path, data), made)
+                return read_made_captions(handle.read(), path)
         raise child_failure(path, proc.returncode, err, log, "captions")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -94,7 +94,7 @@ class _MediaCaptionsFn(_StageDoFn):
         self.decode_timeout_s, self.max_bytes = config.decode_timeout_s, config.decode.max_bytes
 
     def process(self, ref):
-        from curation.records import CaptionSet
+        from pipeline.inputs.arrays import caption_set
 
         self.count(TOTAL)
         try:
@@ -104,9 +104,7 @@ class _MediaCaptionsFn(_StageDoFn):
             return
         self.count(OK)
         self.count(f"made/{made.source}")
-        cues = made.cues
-        yield ref.video_id, CaptionSet(video_id=ref.video_id, start_s=tuple(c.start_s for c in cues),
-                                       end_s=tuple(c.end_s for c in cues), text=tuple(c.text for c in cues), emb=None)
+        yield ref.video_id, caption_set(ref.video_id, made.cues)
 
     def _made(self, ref):
         from curation.errors import InputError
