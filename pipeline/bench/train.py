@@ -1,18 +1,28 @@
-"""``nccurate bench train``: does curation make a better model? (issue: training on the shards)
+"""``nccurate bench train``: does curation make a better model, and do the weights help?
 
-On the synthetic pixel world of the demo (``curation.synth.video``):
+On two synthetic pixel worlds (``curation.synth.video``): ``demo``, the demo's world, and
+``hard``, the same footage with half as many alignable captions (15%) and ASR offsets 25 s
+instead of 15 s, so that every filter keeps a noisier set:
 
-1. A training corpus (``--train-videos`` H.264 videos, world seed 100) is curated twice with the
-   demo's encoder as the scorer: (a) ``align.method=asr`` with ``min_alignability=0``: every
-   caption at its ASR span, nothing dropped (the raw pairs a naive pipeline gives); (b, c) the
-   default method (Norton OT + prompt bucket), unalignable captions dropped.
-2. A fresh model (``nccurate-tiny``, random init with the run's seed; the demo's encoder is never
-   trained on) is trained for the same steps on (a) with weight 1, (b) with weight 1, and
-   (c) with the shards' confidence weights (Cali-NCE), for every seed.
-3. Each model is scored on a clean held-out set: ``--eval-videos`` other videos (world seed 200),
-   every alignable caption paired with the frames of its true step; text -> clip retrieval where
-   a hit is a clip showing the caption's concept (concepts repeat, so exact-clip identity would
-   be ambiguous).
+1. Each world's training corpus (``--train-videos`` H.264 videos) is curated three times with
+   the demo's encoder as the scorer: ``asr`` (``align.method=asr``, ``min_alignability=0``:
+   every caption at its ASR span, the raw pairs a naive pipeline gives), ``strict`` (the
+   default pipeline) and ``permissive`` (the default with ``align.min_alignability`` lowered to
+   :data:`PERMISSIVE_MIN_ALIGNABILITY`, keeping far more pairs). Each kept set is scored against
+   the world's truth: its precision (share of pairs that are alignable with the kept span's
+   centre in the true step, :func:`curation.metrics.hits`), the share of the weight those pairs
+   hold, and the weights' effective sample size.
+2. A fresh model (``nccurate-tiny``, random init with the run's seed; the scorer is never
+   trained) is trained for the same steps under every condition of :data:`CONDITIONS`, for every
+   seed. A seed fixes the init and the batch draws, so two conditions on the same kept set
+   ((b, c) and (d, e)) see the same batches in the same order.
+3. Each model is scored on one clean held-out set: ``--eval-videos`` other videos of the demo
+   world (seed 200), every alignable caption paired with the frames of its true step;
+   text -> clip retrieval where a hit is a clip showing the caption's concept (concepts repeat,
+   so exact-clip identity would be ambiguous).
+
+Results are kept per (world, condition, seed, training config) in ``WORKDIR/results.jsonl``,
+so an interrupted run resumes where it stopped.
 
 It also holds the demo encoder's acceptance check through real files (:func:`evaluate_demo_h264`):
 ``models.train_demo.evaluate`` on frames that went through the demo's H.264 writer and the
@@ -21,32 +31,92 @@ pipeline's decoder instead of the rendered ones.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
+from typing import NamedTuple
 
 import numpy as np
 
 from curation.frames import segment_centres
+from curation.synth.video import VideoParams
 from pipeline.config import load_config
 from pipeline.outputs.layout import OutputLayout
 
-TRAIN_WORLD_SEED, EVAL_WORLD_SEED = 100, 200
+EVAL_WORLD_SEED = 200
+#: name -> (training corpus seed, world knobs).
+WORLDS = {
+    "demo": (100, VideoParams()),
+    "hard": (300, VideoParams(alignable_fraction=0.15, offset_scale_s=25.0)),
+}
+PERMISSIVE_MIN_ALIGNABILITY = 0.1
+#: kept set -> pipeline overrides (on top of the demo's video-mode config).
+FILTERS = {
+    "asr": ("align.method=asr", "align.min_alignability=0"),
+    "strict": (),
+    "permissive": (f"align.min_alignability={PERMISSIVE_MIN_ALIGNABILITY}",),
+}
+#: (key, kept set, training weights, label)
 CONDITIONS = (
-    ("a", "raw ASR pairs (ASR spans, no filtering, weight 1)"),
-    ("b", "realigned + filtered, weight 1"),
-    ("c", "realigned + filtered + confidence weights"),
+    ("a", "asr", "ones", "raw ASR pairs, weight 1"),
+    ("b", "strict", "ones", "hard filter (default), weight 1"),
+    ("c", "strict", "json", "hard filter (default) + weights"),
+    ("d", "permissive", "json", f"permissive filter (min_alignability {PERMISSIVE_MIN_ALIGNABILITY}) + weights"),
+    ("e", "permissive", "ones", f"permissive filter (min_alignability {PERMISSIVE_MIN_ALIGNABILITY}), weight 1"),
 )
+#: paired comparisons reported: (better?, baseline)
+PAIRED = (("b", "a"), ("c", "b"), ("d", "e"), ("d", "c"), ("e", "b"))
 
 
-def curate(manifest: str, output: str, method: str) -> dict:
-    """Run the pipeline with the demo's encoder; ``asr`` keeps every caption at its ASR span."""
+class KeptSet(NamedTuple):
+    """One curation of a training corpus, scored against its truth."""
+
+    pairs: int
+    captions: int       # captions in the corpus
+    precision: float    # share of the pairs that are alignable with the kept centre in the true step
+    weight_on_correct: float  # share of the summed weight held by those pairs
+    ess_fraction: float       # (sum w)^2 / sum w^2 / pairs
+
+
+def curate(manifest: str, output: str, kept_set: str) -> dict:
+    """Run the pipeline with the demo's encoder and the :data:`FILTERS` overrides of ``kept_set``."""
     from pipeline.demo import demo_config
     from pipeline.run import run
 
-    overrides = ["clips.format=mp4"] + (["align.method=asr", "align.min_alignability=0"] if method == "asr" else [])
-    config = demo_config(load_config(None, overrides), "video")
+    config = demo_config(load_config(None, ["clips.format=mp4", *FILTERS[kept_set]]), "video")
     return run(manifest, output, config, overwrite=True)
+
+
+def score_kept(index_rows: list[dict], truth: dict) -> KeptSet:
+    """``index_rows``: the index's rows (dicts of :class:`pipeline.results.IndexRow` fields);
+    ``truth``: video_id -> HTM-Align rows ``[alignable, start_s, end_s, text]`` by caption index."""
+    from curation.metrics import hits
+
+    kept = [r for r in index_rows if r["kept"]]
+    if not kept:
+        return KeptSet(0, len(index_rows), float("nan"), float("nan"), float("nan"))
+    rows = [truth[r["video_id"]][r["caption_idx"]] for r in kept]
+    for r, t in zip(kept, rows):
+        if " ".join(t[3].split()) != " ".join(r["text"].split()):
+            raise ValueError(f"{r['video_id']} caption {r['caption_idx']}: index text {r['text']!r} is not the "
+                             f"truth's {t[3]!r} (caption order changed?)")
+    alignable = np.array([bool(t[0]) for t in rows])
+    lo = np.array([t[1] if t[0] else np.nan for t in rows], dtype=float)
+    hi = np.array([t[2] if t[0] else np.nan for t in rows], dtype=float)
+    centre = np.array([(r["start"] + r["end"]) / 2.0 for r in kept], dtype=float)
+    correct = hits(centre, lo, hi, alignable)
+    w = np.array([r["weight"] for r in kept], dtype=float)
+    ess = w.sum() ** 2 / max(float((w ** 2).sum()), 1e-12) / len(w)
+    on_correct = float(w[correct].sum() / w.sum()) if w.sum() > 0 else float("nan")
+    return KeptSet(len(kept), len(index_rows), float(correct.mean()), on_correct, float(ess))
+
+
+def read_index(output: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    parts = sorted(glob.glob(OutputLayout(output).index_glob))
+    return [row for part in parts for row in pq.read_table(part).to_pylist()]
 
 
 def step_frames(frames: np.ndarray, start_s: float, end_s: float, n_frames: int) -> np.ndarray:
@@ -58,8 +128,8 @@ def step_frames(frames: np.ndarray, start_s: float, end_s: float, n_frames: int)
 
 
 def eval_pairs(directory: str, n_videos: int, n_frames: int, size: int):
-    """The clean held-out set: every alignable caption with its true step's frames, labelled by
-    the caption's concept."""
+    """The clean held-out set: every alignable caption of ``n_videos`` demo-world videos (seed
+    :data:`EVAL_WORLD_SEED`) with its true step's frames, labelled by the caption's concept."""
     from curation.synth.video import make_video_plan
     from models.train import Pairs
     from pipeline.media.decode import decode_frames
@@ -86,57 +156,110 @@ def _mean_std(values) -> str:
     return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
 
 
-def bench_train(workdir: str, train_videos: int = 48, eval_videos: int = 12, seeds=(0, 1, 2),
-                steps: int = 200, batch_size: int = 64, loss: str = "cali_nce", log=print) -> str:
-    """Run the benchmark in ``workdir``; returns the printed report (a markdown table)."""
-    import glob
+def _result_key(world: str, condition: str, seed: int, cfg, train_videos: int, eval_videos: int) -> str:
+    return json.dumps({"world": world, "condition": condition, "seed": seed, "train_videos": train_videos,
+                       "eval_videos": eval_videos, "train": asdict(cfg)}, sort_keys=True)
 
-    from models.encoder import EncoderSpec, input_size_of
-    from models.train import TrainConfig, pairs_from_shards, train
+
+def _load_results(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return {row["key"]: row["heldout"] for row in rows}
+
+
+def curate_world(workdir: str, world: str, train_videos: int, n_frames: int, size: int, log=print):
+    """Write ``world``'s training corpus and curate it into every :data:`FILTERS` kept set;
+    returns ``({kept set: Pairs}, {kept set: KeptSet})``."""
+    from models.train import pairs_from_shards
     from pipeline.synth.video_corpus import write_video_corpus
 
+    seed, params = WORLDS[world]
+    base = os.path.join(workdir, world)
+    log(f"[{world}] writing {train_videos} training videos ...")
+    manifest, truth_path = write_video_corpus(os.path.join(base, "train"), train_videos, seed, params=params)
+    with open(truth_path, encoding="utf-8") as handle:
+        truth = json.load(handle)
+    data, kept = {}, {}
+    for name in FILTERS:
+        log(f"[{world}] curating the training corpus ({name}) ...")
+        output = os.path.join(base, name)
+        curate(manifest, output, name)
+        data[name] = pairs_from_shards(sorted(glob.glob(OutputLayout(output).shards_glob)), n_frames, size)
+        kept[name] = score_kept(read_index(output), truth)
+        log(f"[{world}] {name}: {kept[name].pairs} pairs, precision {100 * kept[name].precision:.0f}%")
+    return data, kept
+
+
+def bench_train(workdir: str, train_videos: int = 48, eval_videos: int = 12, seeds=(0, 1, 2, 3, 4),
+                steps: int = 300, batch_size: int = 64, loss: str = "cali_nce", worlds=tuple(WORLDS),
+                log=print) -> str:
+    """Run the benchmark in ``workdir``; returns the printed report (markdown tables)."""
+    from models.encoder import EncoderSpec, input_size_of
+    from models.train import TrainConfig, train
+
+    unknown = [w for w in worlds if w not in WORLDS]
+    if unknown:
+        raise ValueError(f"unknown world(s) {unknown}; expected some of {', '.join(WORLDS)}")
     base = TrainConfig(steps=steps, batch_size=batch_size, loss=loss, heldout_fraction=0.0, log_every=0)
     size = input_size_of(EncoderSpec(name=base.model))
-    log(f"writing {train_videos} training videos and {eval_videos} held-out videos ...")
-    manifest, truth = write_video_corpus(os.path.join(workdir, "train"), train_videos, TRAIN_WORLD_SEED)
+    os.makedirs(workdir, exist_ok=True)
+    log(f"writing {eval_videos} held-out videos ...")
     heldout = eval_pairs(os.path.join(workdir, "eval"), eval_videos, base.n_frames, size)
-    shards, kept = {}, {}
-    for name, method in (("asr", "asr"), ("curated", "norton")):
-        log(f"curating the training corpus ({name}) ...")
-        summary = curate(manifest, os.path.join(workdir, name), method)
-        shards[name] = sorted(glob.glob(OutputLayout(os.path.join(workdir, name)).shards_glob))
-        kept[name] = summary["captions_kept"]
-    data = {"asr": pairs_from_shards(shards["asr"], base.n_frames, size),
-            "curated": pairs_from_shards(shards["curated"], base.n_frames, size)}
-    results = {key: [] for key, _ in CONDITIONS}
-    for seed in seeds:
-        for key, _ in CONDITIONS:
-            cfg = replace(base, seed=seed, weights="json" if key == "c" else "ones")
-            _, res = train(data["asr" if key == "a" else "curated"], cfg, None, heldout, log=lambda _msg: None)
-            results[key].append(res.heldout)
-            log(f"seed {seed} ({key}): R@1 {res.heldout['r_at_1']:.1f}  R@5 {res.heldout['r_at_5']:.1f}  ({res.wall_s:.0f} s)")
-    return report(results, kept, len(data["asr"]), len(data["curated"]), heldout, seeds, base, train_videos)
+    results_path = os.path.join(workdir, "results.jsonl")
+    done = _load_results(results_path)
+    sections = []
+    for world in worlds:
+        data, kept = curate_world(workdir, world, train_videos, base.n_frames, size, log)
+        results = {key: [] for key, *_ in CONDITIONS}
+        for seed in seeds:
+            for key, kept_set, weights, _ in CONDITIONS:
+                cfg = replace(base, seed=seed, weights=weights)
+                rkey = _result_key(world, key, seed, cfg, train_videos, eval_videos)
+                if rkey not in done:
+                    _, res = train(data[kept_set], cfg, None, heldout, log=lambda _msg: None)
+                    done[rkey] = res.heldout
+                    with open(results_path, "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps({"key": rkey, "heldout": res.heldout}) + "\n")
+                    log(f"[{world}] seed {seed} ({key}): R@1 {res.heldout['r_at_1']:.1f}  "
+                        f"R@5 {res.heldout['r_at_5']:.1f}  ({res.wall_s:.0f} s)")
+                results[key].append(done[rkey])
+        sections.append(report(world, results, kept))
+    header = (f"nccurate bench train: {train_videos} training videos per world; {base.model} from a random init, "
+              f"{base.steps} steps of {base.batch_size} pairs, loss {base.loss}, seeds {list(seeds)}; held-out: "
+              f"{len(heldout)} captions of {len(set(heldout.video_ids))} other videos, text -> clip "
+              f"(hit = a clip of the caption's concept)")
+    return "\n\n".join([header, *sections])
 
 
-def report(results: dict, kept: dict, n_asr: int, n_curated: int, heldout, seeds, cfg, train_videos: int) -> str:
-    r1 = {k: [r["r_at_1"] for r in v] for k, v in results.items()}
-    r5 = {k: [r["r_at_5"] for r in v] for k, v in results.items()}
-    pairs = {"a": n_asr, "b": n_curated, "c": n_curated}
+def _pct(x: float) -> str:
+    return "n/a" if np.isnan(x) else f"{100 * x:.0f}%"
+
+
+def report(world: str, results: dict, kept: dict) -> str:
+    """One world's table: per condition its kept set, mean ± sd R@1/R@5 over the seeds and the
+    per-seed R@1; then the :data:`PAIRED` differences (same seed, same batches where the kept set
+    is the same)."""
+    r1 = {k: np.array([r["r_at_1"] for r in v], dtype=float) for k, v in results.items()}
+    r5 = {k: np.array([r["r_at_5"] for r in v], dtype=float) for k, v in results.items()}
     lines = [
-        f"nccurate bench train: {train_videos} training videos; {cfg.model} from a random init, {cfg.steps} steps of "
-        f"{cfg.batch_size} pairs, loss {cfg.loss}, seeds {list(seeds)}; held-out: {len(heldout)} captions of "
-        f"{len(set(heldout.video_ids))} other videos, text -> clip (hit = a clip of the caption's concept)",
+        f"world {world}: {kept['asr'].captions} training captions",
         "",
-        "| training data | pairs | held-out R@1 | held-out R@5 | R@1 per seed |",
-        "|---|---:|---:|---:|---|",
+        "| training data | pairs | precision | weight on correct | ESS | held-out R@1 | held-out R@5 | R@1 per seed |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for key, label in CONDITIONS:
-        lines.append(f"| ({key}) {label} | {pairs[key]} | {_mean_std(r1[key])} | {_mean_std(r5[key])} | "
-                     f"{', '.join(f'{x:.1f}' for x in r1[key])} |")
-    for hi, lo in (("c", "b"), ("b", "a")):
-        diff = np.asarray(r1[hi]) - np.asarray(r1[lo])
-        lines.append(f"({hi}) - ({lo}): R@1 {diff.mean():+.1f} (per seed {', '.join(f'{d:+.1f}' for d in diff)}; "
-                     f"better in {int((diff > 0).sum())} of {len(diff)} seeds)")
+    for key, kept_set, weights, label in CONDITIONS:
+        k = kept[kept_set]
+        on_correct, ess = (_pct(k.weight_on_correct), _pct(k.ess_fraction)) if weights == "json" else ("-", "100%")
+        lines.append(f"| ({key}) {label} | {k.pairs} | {_pct(k.precision)} | {on_correct} | {ess} | "
+                     f"{_mean_std(r1[key])} | {_mean_std(r5[key])} | {', '.join(f'{x:.1f}' for x in r1[key])} |")
+    lines.append("")
+    for hi, lo in PAIRED:
+        diff = r1[hi] - r1[lo]
+        sd = diff.std(ddof=1) if len(diff) > 1 else 0.0
+        lines.append(f"- ({hi}) - ({lo}): R@1 {diff.mean():+.1f} ± {sd:.1f} (per seed "
+                     f"{', '.join(f'{d:+.1f}' for d in diff)}; better in {int((diff > 0).sum())} of {len(diff)} seeds)")
     return "\n".join(lines)
 
 

@@ -76,15 +76,21 @@ def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height
 @click.option("--output", default="nccurate-bench-train", show_default=True, help="Work directory (corpora, shards).")
 @click.option("--train-videos", default=48, show_default=True)
 @click.option("--eval-videos", default=12, show_default=True)
-@click.option("--seeds", default="0,1,2", show_default=True, callback=_seed_list, help="Comma-separated training seeds.")
-@click.option("--steps", default=200, show_default=True)
+@click.option("--seeds", default="0,1,2,3,4", show_default=True, callback=_seed_list, help="Comma-separated training seeds.")
+@click.option("--steps", default=300, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--loss", type=click.Choice(["cali_nce", "norton_clip"]), default="cali_nce", show_default=True)
-def bench_train(output, train_videos, eval_videos, seeds, steps, batch_size, loss):
-    """Train the same model on (a) raw ASR pairs, (b) curated pairs, (c) curated + weights; held-out R@1."""
+@click.option("--world", "worlds", multiple=True, type=click.Choice(["demo", "hard"]),
+              help="Only this world (repeatable; default: demo and hard).")
+def bench_train(output, train_videos, eval_videos, seeds, steps, batch_size, loss, worlds):
+    """Train the same model on raw ASR pairs, hard- and permissively-filtered pairs, each with and
+    without the confidence weights; held-out R@1 per seed and paired differences, per world.
+    Results are kept in OUTPUT/results.jsonl: a rerun resumes."""
+    from pipeline.bench.train import WORLDS
     from pipeline.bench.train import bench_train as run_bench
 
-    click.echo(run_bench(output, train_videos, eval_videos, seeds, steps, batch_size, loss, log=_log))
+    click.echo(run_bench(output, train_videos, eval_videos, seeds, steps, batch_size, loss,
+                         worlds or tuple(WORLDS), log=_log))
 
 
 @bench.command("memory")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from models.train import Pairs, TrainConfig
 from pipeline.bench.train import report, step_frames
 
 
@@ -15,15 +15,41 @@ def test_step_frames_spread_over_the_span():
     assert step_frames(frames, 98.0, 104.0, 2)[:, 0, 0, 0].tolist() == [99, 99]  # clamped to the last frame
 
 
-def test_report_states_margins_per_seed():
-    results = {"a": [{"r_at_1": 10.0, "r_at_5": 30.0}, {"r_at_1": 12.0, "r_at_5": 32.0}],
-               "b": [{"r_at_1": 40.0, "r_at_5": 70.0}, {"r_at_1": 30.0, "r_at_5": 60.0}],
-               "c": [{"r_at_1": 45.0, "r_at_5": 71.0}, {"r_at_1": 28.0, "r_at_5": 61.0}]}
-    held = Pairs(np.zeros((3, 1, 1, 1, 3), np.uint8), ["x", "y", "z"], np.ones(3, np.float32), ["v1", "v1", "v2"])
-    text = report(results, {}, 100, 40, held, (0, 1), TrainConfig(steps=10), 8)
-    assert "| (c) realigned + filtered + confidence weights | 40 | 36.5 ± 12.0 |" in text
-    assert "(c) - (b): R@1 +1.5 (per seed +5.0, -2.0; better in 1 of 2 seeds)" in text
-    assert "(b) - (a): R@1 +24.0" in text and "3 captions of 2 other videos" in text
+def _kept(pairs, precision, on_correct=0.9, ess=0.8):
+    from pipeline.bench.train import KeptSet
+
+    return KeptSet(pairs, 100, precision, on_correct, ess)
+
+
+def test_report_states_every_condition_and_paired_margins_per_seed():
+    r1 = {"a": [10.0, 12.0], "b": [40.0, 30.0], "c": [45.0, 28.0], "d": [50.0, 33.0], "e": [20.0, 25.0]}
+    results = {k: [{"r_at_1": x, "r_at_5": x + 20} for x in v] for k, v in r1.items()}
+    kept = {"asr": _kept(100, 0.1), "strict": _kept(40, 0.85), "permissive": _kept(70, 0.5, 0.7, 0.6)}
+    text = report("demo", results, kept)
+    assert "| (c) hard filter (default) + weights | 40 | 85% | 90% | 80% | 36.5 ± 12.0 |" in text
+    assert "| (e) permissive filter (min_alignability 0.1), weight 1 | 70 | 50% | - | 100% | 22.5 ± 3.5 |" in text
+    assert "- (c) - (b): R@1 +1.5 ± 4.9 (per seed +5.0, -2.0; better in 1 of 2 seeds)" in text
+    assert "- (d) - (e): R@1 +19.0 ± 15.6 (per seed +30.0, +8.0; better in 2 of 2 seeds)" in text
+    assert "- (b) - (a): R@1 +24.0" in text and "world demo: 100 training captions" in text
+
+
+def test_score_kept_counts_hits_against_the_truth_and_refuses_a_mismatched_caption():
+    from pipeline.bench.train import score_kept
+
+    truth = {"v": [[1, 10.0, 20.0, "cut the onion"], [0, -1.0, -1.0, "hello"], [1, 30.0, 40.0, "stir"]]}
+
+    def row(i, start, end, weight, kept=True, text=None):
+        return {"video_id": "v", "caption_idx": i, "text": text or truth["v"][i][3], "start": start, "end": end,
+                "weight": weight, "kept": kept}
+
+    rows = [row(0, 12.0, 16.0, 0.8), row(1, 0.0, 4.0, 0.2), row(2, 50.0, 54.0, 0.5), row(2, 0, 1, 1.0, kept=False)]
+    k = score_kept(rows, truth)
+    assert (k.pairs, k.captions) == (3, 4)
+    assert k.precision == pytest.approx(1 / 3)          # only caption 0 is alignable with its centre in the step
+    assert k.weight_on_correct == pytest.approx(0.8 / 1.5)
+    assert k.ess_fraction == pytest.approx(1.5 ** 2 / (0.64 + 0.04 + 0.25) / 3)
+    with pytest.raises(ValueError, match="caption 0"):
+        score_kept([row(0, 12.0, 16.0, 0.8, text="something else")], truth)
 
 
 def test_demo_frames_through_h264_are_the_rendered_samples(tmp_path):
