@@ -11,9 +11,12 @@ both float32 and L2-normalised, so a caption/frame similarity is a plain dot pro
   downloaded by open_clip into its cache on the user's machine; any other value is a local
   checkpoint file (a ``state_dict``, ``{'state_dict': ...}`` or ``.safetensors``), loaded with
   ``torch.load(..., weights_only=True)`` (passed explicitly to open_clip, which also defaults to it).
-* Precision: the model's weights stay fp32; ``fp16``/``bf16`` run the forward passes under
-  ``torch.autocast`` on CUDA. On CPU everything runs fp32 (bf16 autocast was far slower than fp32
-  on the project's CPUs, DESIGN §9) and asking otherwise logs a one-line warning.
+* Precision: on CUDA the weights stay fp32 and ``fp16``/``bf16`` run the forward passes under
+  ``torch.autocast``. On CPU, ``bf16`` casts the weights and the input to bfloat16 (not autocast,
+  which re-casts the weights at every matmul and gained little) where the CPU has native bf16
+  units (:func:`cpu_has_bf16`: ``avx512_bf16`` or ``amx_bf16``); the features go back to fp32
+  before normalising. Elsewhere bf16 would be emulated and slower, so it runs fp32 with a one-line
+  warning, as ``fp16`` on CPU does.
 * ``torch.set_num_threads`` is never changed: the runner / user owns the thread budget. Results
   do not depend on it: importing this module sets ``MKL_CBWR=AUTO,STRICT`` (unless the user set
   it), MKL's strict conditional numerical reproducibility, under which its GEMMs give the same bits
@@ -62,7 +65,8 @@ class EncoderSpec:
     ours in ``models/configs``, e.g. ``nccurate-tiny``); ``pretrained``: an open_clip tag
     (``open_clip.list_pretrained_tags_by_model(name)``), a local checkpoint path, or None for a
     random init with ``torch.manual_seed(seed)``; ``device``: ``cpu``, ``cuda`` or ``cuda:N``;
-    ``precision``: ``fp32``, ``fp16`` or ``bf16`` (autocast on CUDA, ignored on CPU).
+    ``precision``: ``fp32``, ``fp16`` or ``bf16`` (autocast on CUDA; on CPU bf16 weights and
+    input where the CPU has bf16 units, else fp32).
     """
 
     name: str = "nccurate-tiny"
@@ -80,6 +84,17 @@ class EncoderSpec:
             raise ValueError(f"encoder device {self.device!r} is not one of cpu, cuda, cuda:N")
         if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained):
             raise ValueError(f"encoder pretrained must be a tag, a file path or None, got {self.pretrained!r}")
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 ``avx512_bf16`` or ``amx_bf16`` in the
+    ``flags`` of ``cpuinfo``); False where that file does not exist (not Linux)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            flags = {f for line in handle if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def register_project_configs() -> None:
@@ -196,10 +211,12 @@ class ClipEncoder:
     """
 
     def __init__(self, spec: EncoderSpec, model, tokenizer, device: "torch.device",
-                 autocast_dtype: "torch.dtype | None", input_size: int, embed_dim: int, mean, std):
+                 autocast_dtype: "torch.dtype | None", input_size: int, embed_dim: int, mean, std,
+                 input_dtype: "torch.dtype | None" = None):
         import torch
 
         self.spec = spec
+        self.input_dtype = torch.float32 if input_dtype is None else input_dtype  # the weights' dtype
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -223,7 +240,8 @@ class ClipEncoder:
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     def pixels(self, chunk: np.ndarray) -> "torch.Tensor":
-        """(n, H, W, 3) uint8 -> (n, 3, S, S) float32 normalised with the model's mean/std."""
+        """(n, H, W, 3) uint8 -> (n, 3, S, S) normalised with the model's mean/std (computed in
+        float32, then cast to the weights' dtype)."""
         import torch
         import torch.nn.functional as F
 
@@ -232,13 +250,13 @@ class ClipEncoder:
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bicubic",
                               align_corners=False, antialias=True).clamp_(0.0, 1.0)
-        return (x - self._mean) / self._std
+        return ((x - self._mean) / self._std).to(self.input_dtype)
 
     def encode_frames(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """frames: (N, S, S, 3) uint8 RGB, already resized/cropped to ``input_size`` by the
         decoder (other sizes are resized here, bicubic with antialias, no crop) -> (N, D)
         float32, L2-normalised rows. Encoded in chunks of ``batch_size`` under
-        ``torch.inference_mode`` (+ autocast for fp16/bf16 on CUDA)."""
+        ``torch.inference_mode`` (+ autocast for fp16/bf16 on CUDA; bf16 weights on a CPU with bf16 units)."""
         import torch
         import torch.nn.functional as F
 
@@ -296,12 +314,15 @@ def load_encoder(spec: EncoderSpec) -> ClipEncoder:
             raise ValueError(f"encoder device {spec.device!r} requested but torch.cuda.is_available() is False")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"encoder device {spec.device!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    autocast_dtype = None
+    autocast_dtype, weights_dtype = None, None
     if spec.precision != "fp32":
         if device.type == "cuda":
             autocast_dtype = torch.float16 if spec.precision == "fp16" else torch.bfloat16
+        elif spec.precision == "bf16" and cpu_has_bf16():
+            weights_dtype = torch.bfloat16
         else:
-            log.warning("encoder precision %s ignored on %s: running fp32", spec.precision, spec.device)
+            why = "this CPU has no bf16 units" if spec.precision == "bf16" else "fp16 is not fast on CPU"
+            log.warning("encoder precision %s ignored on %s (%s): running fp32", spec.precision, spec.device, why)
 
     name = spec.name if _has_schema(spec.name) else _config_name(spec.name)
     # Seed a forked RNG: random-init weights are identical in every process, and the caller's
@@ -318,6 +339,8 @@ def load_encoder(spec: EncoderSpec) -> ClipEncoder:
                 raise ValueError(f"checkpoint {pretrained!r} does not fit model {spec.name!r}: {exc}") from exc
             raise
     model.eval()
+    if weights_dtype is not None:
+        model.to(weights_dtype)
     tokenizer = open_clip.get_tokenizer(name)
 
     pp = open_clip.get_model_preprocess_cfg(model)
@@ -325,7 +348,8 @@ def load_encoder(spec: EncoderSpec) -> ClipEncoder:
     mean = tuple(float(v) for v in pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
     std = tuple(float(v) for v in pp.get("std", open_clip.OPENAI_DATASET_STD))
     embed_dim = cfg.get("embed_dim")
-    encoder = ClipEncoder(spec, model, tokenizer, device, autocast_dtype, input_size, embed_dim or 0, mean, std)
+    encoder = ClipEncoder(spec, model, tokenizer, device, autocast_dtype, input_size, embed_dim or 0, mean, std,
+                          weights_dtype)
     if not embed_dim:  # configs from hf-hub/local-dir may nest it differently: measure it
         with torch.inference_mode():
             encoder.embed_dim = int(model.encode_text(tokenizer([""]).to(device)).shape[-1])

@@ -187,13 +187,57 @@ def test_spec_validation_and_input_size_without_weights():
     assert input_size_of(EncoderSpec(name="ViT-B-32", pretrained="openai")) == 224  # config only, no download
 
 
-def test_cpu_ignores_half_precision_with_a_warning(encoder, caplog):
-    with caplog.at_level("WARNING", logger="models.encoder"):
-        bf16 = load_encoder(EncoderSpec(precision="bf16"))
-    assert any("bf16" in r.getMessage() for r in caplog.records)
-    assert bf16.autocast_dtype is None
+def test_cpu_ignores_fp16_and_bf16_without_bf16_units_with_a_warning(encoder, caplog, monkeypatch):
+    import torch
+
+    import models.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: False)
     frames = _frames(2, seed=8)
-    np.testing.assert_array_equal(bf16.encode_frames(frames), encoder.encode_frames(frames))
+    for precision in ("fp16", "bf16"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="models.encoder"):
+            half = load_encoder(EncoderSpec(precision=precision))
+        assert any(precision in r.getMessage() and "running fp32" in r.getMessage() for r in caplog.records)
+        assert half.autocast_dtype is None and half.input_dtype == torch.float32
+        np.testing.assert_array_equal(half.encode_frames(frames), encoder.encode_frames(frames))
+
+
+def test_cpu_bf16_casts_weights_and_input_and_stays_close_to_fp32(encoder, monkeypatch):
+    import torch
+
+    import models.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "cpu_has_bf16", lambda: True)  # bf16 runs (emulated) on any CPU
+    bf16 = load_encoder(EncoderSpec(precision="bf16"))
+    assert bf16.autocast_dtype is None and bf16.input_dtype == torch.bfloat16
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    assert bf16.pixels(_frames(1)).dtype == torch.bfloat16
+    frames = _frames(16, seed=9)
+    texts = ["a person cuts an onion", "pour the water", "the end", ""]
+    got_f, want_f = bf16.encode_frames(frames), encoder.encode_frames(frames)
+    got_t, want_t = bf16.encode_texts(texts), encoder.encode_texts(texts)
+    _assert_unit_rows(got_f, 16)
+    assert got_t.dtype == np.float32 and got_t.shape == (4, D)
+    assert np.min(np.sum(got_f * want_f, axis=1)) >= 0.999
+    assert np.min(np.sum(got_t * want_t, axis=1)) >= 0.999
+    assert not np.array_equal(got_f, want_f)  # it really ran in bf16
+    np.testing.assert_array_equal(bf16.encode_frames(frames), got_f)  # and deterministically
+
+
+def test_cpu_has_bf16_reads_the_cpu_flags(tmp_path):
+    from models.encoder import cpu_has_bf16
+
+    def cpuinfo(flags: str) -> str:
+        path = tmp_path / f"cpuinfo{len(flags)}"
+        path.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        return str(path)
+
+    assert cpu_has_bf16(cpuinfo("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni"))
+    assert cpu_has_bf16(cpuinfo("fpu sse2 avx512f amx_bf16 amx_tile"))
+    assert not cpu_has_bf16(cpuinfo("fpu sse2 avx2 avx512f avx512_vnni avx512_bf16x"))
+    assert not cpu_has_bf16(cpuinfo(""))
+    assert not cpu_has_bf16(str(tmp_path / "missing"))
 
 
 def test_unavailable_cuda_is_a_value_error():
