@@ -104,6 +104,7 @@ class DecodeConfig:
     sample_fps: Annotated[float, Positive] = 1.0
     max_bytes: Annotated[int, AtLeastOne] = 16 << 30
     deinterlace: bool = True
+    exact: bool = True
 
 
 #: What a video-mode row without a captions file gets (``captions.when_missing``).

@@ -47,7 +47,8 @@ def bench_align(videos, seed, manifest, truth, held_out, video_world, plots, con
 
 
 @bench.command("throughput", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--mode", type=click.Choice(["features", "video", "encoder"]), default="features", show_default=True)
+@click.option("--mode", type=click.Choice(["features", "video", "decode", "encoder"]), default="features",
+              show_default=True)
 @click.option("--videos", default=None, type=click.IntRange(min=1), help="Videos (default: 500 in feature mode, 4 in video mode).")
 @click.option("--seed", default=0, show_default=True, help="Feature mode: the synthetic corpus's seed.")
 @click.option("--workdir", default="nccurate-bench-throughput", show_default=True,
@@ -55,17 +56,26 @@ def bench_align(videos, seed, manifest, truth, held_out, video_world, plots, con
 @video_corpus_options(duration_s=600.0, width=640, height=360, model="ViT-B-32")
 @click.option("--workers", default=2, show_default=True, help="Video mode: DirectRunner workers of the scaling run.")
 @click.option("--asr", is_flag=True, help="Video mode: also time speech recognition (asr.model) per audio second.")
+@click.option("--rounds", default=None, type=click.IntRange(min=1),
+              help="Decode and encoder modes: interleaved rounds (default: 3 decode, 5 encoder).")
 @config_options
 @click.pass_context
-def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height, fps, model, workers, asr, config):
+def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height, fps, model, workers, asr, rounds,
+                     config):
     """Per-stage and end-to-end rates as ratios measured in one run (extra options go to Beam in
     feature mode). Video mode: decode vs plain PyAV, encoder images/s, pipeline vs its slowest
-    stage, 1 -> N worker scaling, peak RSS. Encoder mode: the CPU image encoder's images/s per
+    stage, 1 -> N worker scaling, peak RSS. Decode mode: the PyAV decoder against plain PyAV on
+    B-frame H.264 (identical picks checked). Encoder mode: the CPU image encoder's images/s per
     model.precision (fp32, and bf16 where the CPU has bf16 units) and its cosine to fp32."""
     if mode == "encoder":
         from pipeline.bench.encoder import bench_throughput_encoder
 
-        click.echo(bench_throughput_encoder(model, config.model.frame_batch_size, seed=seed, log=_log))
+        click.echo(bench_throughput_encoder(model, config.model.frame_batch_size, rounds or 5, seed, log=_log))
+        return
+    if mode == "decode":
+        from pipeline.bench.decode import bench_throughput_decode
+
+        click.echo(bench_throughput_decode(config, workdir, duration_s, width, height, fps, rounds or 3, log=_log))
         return
     if mode == "video":
         from pipeline.bench.video import bench_throughput_video

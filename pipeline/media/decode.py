@@ -125,13 +125,15 @@ NOTE_CLASSES = ("backend_fallback", "truncated")
 
 
 def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink, threads: int = 0,
-                max_bytes: int | None = None, deinterlace: bool = True) -> Decoded:
+                max_bytes: int | None = None, deinterlace: bool = True, exact: bool = True) -> Decoded:
     """Decode ``path`` (a local file, or a URI read from a bounded local copy of at most
     ``max_bytes``: :func:`~pipeline.media.failures.media_input`) in this process into ``sink``:
     one frame per target time of :func:`curation.frames.sample_times_s` (the nearest PTS, ties
     to the earlier frame), resized to a shorter side of ``size`` pixels and centre-cropped to
     ``size x size``, with ``threads`` decoder threads (0: one per core), interlaced frames
-    deinterlaced with ``deinterlace``. Returns :class:`Decoded`.
+    deinterlaced with ``deinterlace``. ``exact=False`` (``decode.exact``): PyAV's approximate pass,
+    the nearest reference frame without the loop filter
+    (:func:`~pipeline.media.pyav.decode_sequential`); decord is always exact. Returns :class:`Decoded`.
 
     Raises ``InputError('missing_file' | 'unreadable_file' | 'too_large' | 'decode_error', ...)``;
     the message names the file.
@@ -141,7 +143,8 @@ def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: Fra
         raise ValueError(f"sample_fps must be > 0 and size >= 1, got {sample_fps}, {size}")
     with media_input(path, max_bytes) as local_path:
         notes: list[tuple[str, str]] = []
-        pts_s, duration_s = _decode_local(local_path, sample_fps, size, backend, sink, threads, deinterlace, notes)
+        pts_s, duration_s = _decode_local(local_path, sample_fps, size, backend, sink, threads, deinterlace, exact,
+                                          notes)
         declared_s = declared_end_s(local_path)
         if declared_s is not None and duration_s < declared_s - max(TRUNCATED_MIN_S, TRUNCATED_SHARE * declared_s):
             notes.append(("truncated", f"{local_path}: the footage ends at {duration_s:.3f} s, its header says "
@@ -155,21 +158,21 @@ TRUNCATED_MIN_S, TRUNCATED_SHARE = 1.0, 0.02
 
 
 def _decode_local(path: str, sample_fps: float, size: int, backend: str, sink: FrameSink, threads: int,
-                  deinterlace: bool, notes: list):
+                  deinterlace: bool, exact: bool, notes: list):
     if backend == "pyav":
-        return decode_pyav(path, sample_fps, size, sink, threads, deinterlace)
+        return decode_pyav(path, sample_fps, size, sink, threads, deinterlace, exact)
     try:
         return decode_decord(path, sample_fps, size, sink, threads, deinterlace)
     except DecordRejected as exc:  # PyAV picks the same frames; it fails too where the file is unusable
         notes.append(("backend_fallback", exc.message))
         sink.keep_first(0)
-        return decode_pyav(path, sample_fps, size, sink, threads, deinterlace)
+        return decode_pyav(path, sample_fps, size, sink, threads, deinterlace, exact)
 
 
 def decode_frames(path: str, sample_fps: float, size: int, backend: str = "pyav", threads: int = 0,
-                  deinterlace: bool = True) -> DecodedFrames:
+                  deinterlace: bool = True, exact: bool = True) -> DecodedFrames:
     """:func:`decode_into` an array: :class:`DecodedFrames` of the whole video."""
     sink = ArraySink()
-    decoded = decode_into(path, sample_fps, size, backend, sink, threads, deinterlace=deinterlace)
+    decoded = decode_into(path, sample_fps, size, backend, sink, threads, deinterlace=deinterlace, exact=exact)
     return DecodedFrames(frames=sink.array(size), pts_s=decoded.pts_s, duration_s=decoded.duration_s,
                          sample_fps=float(sample_fps), notes=decoded.notes)

@@ -70,7 +70,8 @@ class IsolatedDecode:
 
 
 def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeout_s: float,
-                    threads: int = 0, max_bytes: int | None = None, deinterlace: bool = True) -> IsolatedDecode:
+                    threads: int = 0, max_bytes: int | None = None, deinterlace: bool = True,
+                    exact: bool = True) -> IsolatedDecode:
     """:func:`~pipeline.media.decode.decode_into` in a child process (``python -m
     pipeline.media.isolated``) killed after ``timeout_s`` seconds of wall clock; returns an
     :class:`IsolatedDecode` whose frames are read from the child's file (use it in a ``with``:
@@ -86,7 +87,7 @@ def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeo
     check_backend(backend)
     if not files.is_uri(path):
         check_file(files.local(path))
-    child = (sample_fps, size, threads, max_bytes, deinterlace)
+    child = (sample_fps, size, threads, max_bytes, deinterlace, exact)
     if backend != "decord":
         return _decode_in_child(path, backend, timeout_s, *child)
     started = time.monotonic()
@@ -109,7 +110,7 @@ def decode_isolated(path: str, sample_fps: float, size: int, backend: str, timeo
 
 
 def _decode_in_child(path: str, backend: str, timeout_s: float, sample_fps: float, size: int, threads: int,
-                     max_bytes: int | None, deinterlace: bool) -> IsolatedDecode:
+                     max_bytes: int | None, deinterlace: bool, exact: bool) -> IsolatedDecode:
     """One child process decoding ``path`` with ``backend`` (see :func:`decode_isolated`)."""
     tmp = tempfile.mkdtemp(prefix="nccurate-decode-")
     out, err, log = (os.path.join(tmp, name) for name in ("frames", "error.json", "stderr.txt"))
@@ -119,6 +120,8 @@ def _decode_in_child(path: str, backend: str, timeout_s: float, sample_fps: floa
         cmd += ["--max-bytes", str(int(max_bytes))]
     if not deinterlace:
         cmd += ["--no-deinterlace"]
+    if not exact:
+        cmd += ["--approximate"]
     try:
         with open(log, "wb") as stderr:
             try:
@@ -201,12 +204,13 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--error", required=True, help="where an InputError is written as JSON")
     parser.add_argument("--max-bytes", type=int, default=None, help="most bytes a remote video's local copy may take")
     parser.add_argument("--no-deinterlace", action="store_true", help="leave interlaced frames as they are")
+    parser.add_argument("--approximate", action="store_true", help="decode.exact: false (PyAV: reference frames only)")
     args = parser.parse_args(argv)
     try:
         with open(args.out + ".u8", "wb") as handle:
             sink = FileSink(handle)
             decoded = decode_into(args.path, args.sample_fps, args.size, args.backend, sink, args.threads,
-                                  args.max_bytes, not args.no_deinterlace)
+                                  args.max_bytes, not args.no_deinterlace, not args.approximate)
     except InputError as exc:
         return write_child_error(args.error, exc)
     meta = {"pts_s": decoded.pts_s.tolist(), "duration_s": decoded.duration_s, "sample_fps": args.sample_fps,

@@ -301,7 +301,9 @@ class PacketIndex:
     the keyframe-started group each packet belongs to; closed: (G + 1,) bool, ``closed[g]``: no
     packet of group g shows before its keyframe and the keyframe resets every reference (so
     group g decodes without the packets of group g - 1); time_base and origin (ticks of time 0,
-    :func:`origin_ticks`; an int when exact)."""
+    :func:`origin_ticks`; an int when exact); unreferenced: (P,) bool, the packet's picture is one
+    no other picture references (:func:`_unreferenced`), so it is decoded only when it is picked
+    (None: no packet is known to be, e.g. an index built without the check)."""
 
     pts: np.ndarray
     end: np.ndarray
@@ -309,32 +311,88 @@ class PacketIndex:
     closed: np.ndarray
     time_base: float
     origin: int | float
+    unreferenced: np.ndarray | None = None
 
 
 #: Codecs whose keyframes are checked to reset every reference (see :func:`_resets_references`).
 _SKIPPABLE_CODECS = ("h264", "hevc", "vp8", "vp9")
 
 
-def _nal_types(data: bytes, hevc: bool):
-    """NAL unit types of a length-prefixed (avcC / hvcC, 4-byte lengths) access unit."""
-    pos = 0
-    while pos + 5 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        head = data[pos + 4]
-        yield (head >> 1) & 0x3F if hevc else head & 0x1F
-        pos += 4 + length
+class NalLayout:
+    """How a length-prefixed (avcC / hvcC) H.264 or HEVC stream frames its NAL units, from the
+    codec's extradata: ``length_size`` bytes before each unit; for HEVC, ``temporal_layers`` (0:
+    not declared). None from :meth:`of` for Annex-B streams and other codecs."""
+
+    def __init__(self, hevc: bool, length_size: int, temporal_layers: int = 1):
+        self.hevc, self.length_size, self.temporal_layers = hevc, length_size, temporal_layers
+
+    @classmethod
+    def of(cls, codec: str, extradata: bytes | None) -> "NalLayout | None":
+        if codec not in ("h264", "hevc") or not extradata or extradata[0] != 1:
+            return None
+        if codec == "h264":
+            return cls(False, (extradata[4] & 3) + 1) if len(extradata) >= 7 else None
+        if len(extradata) < 23:
+            return None
+        return cls(True, (extradata[21] & 3) + 1, (extradata[21] >> 3) & 7)
+
+    def headers(self, data) -> list[int]:
+        """The NAL header of each unit of an access unit ``data`` (bytes or a buffer): the first
+        byte for H.264, the first two (big-endian) for HEVC; a unit cut short ends the list."""
+        data, size, head = memoryview(data).cast("B"), self.length_size, 2 if self.hevc else 1
+        out, pos = [], 0
+        while pos + size + head <= len(data):
+            length = int.from_bytes(data[pos:pos + size], "big")
+            if length < head:
+                break
+            out.append(int.from_bytes(data[pos + size:pos + size + head], "big"))
+            pos += size + length
+        return out
 
 
-def _resets_references(codec: str, extradata: bytes | None, packet_bytes: bytes) -> bool:
+def _hevc_type(header: int) -> int:
+    return (header >> 9) & 0x3F
+
+
+def _resets_references(codec: str, extradata: bytes | None, packet_bytes) -> bool:
     """True when a keyframe packet starts a group nothing later can reference across: an H.264
     IDR picture (NAL type 5), an HEVC IDR (19, 20), a VP8 or VP9 keyframe. Annex-B H.264/HEVC
     (no avcC/hvcC extradata) and other codecs answer False: their groups are never skipped."""
     if codec in ("vp8", "vp9"):
         return True
-    if not extradata or extradata[0] != 1:  # not length-prefixed
+    layout = NalLayout.of(codec, extradata)
+    if layout is None:
         return False
-    types = set(_nal_types(packet_bytes, codec == "hevc"))
-    return bool(types & ({19, 20} if codec == "hevc" else {5}))
+    if layout.hevc:
+        return bool({_hevc_type(h) for h in layout.headers(packet_bytes)} & {19, 20})
+    return 5 in {h & 0x1F for h in layout.headers(packet_bytes)}
+
+
+#: NAL unit types an unreferenced access unit may carry besides its slices: H.264 access unit
+#: delimiter (9) and filler (12); HEVC access unit delimiter (35), filler (38) and suffix SEI (40,
+#: e.g. the picture's own hash). Anything else (parameter sets, prefix SEI that may persist, such
+#: as a display orientation) keeps the packet.
+_H264_BESIDE_SLICES, _HEVC_BESIDE_SLICES = frozenset({9, 12}), frozenset({35, 38, 40})
+
+
+def _unreferenced(layout: NalLayout | None, packet_bytes) -> bool:
+    """True when no other picture can reference this packet's picture, so the decoder's output
+    for every other packet is the same without it: an H.264 access unit whose slices are non-IDR
+    (type 1) with ``nal_ref_idc`` 0; an HEVC one whose slices are sub-layer non-reference
+    pictures (types 0, 2, ..., 14) in a stream of one temporal layer (then no higher layer can
+    reference them). Nothing else is claimed (False): Annex-B streams, other codecs, units
+    besides slices other than :data:`_H264_BESIDE_SLICES` / :data:`_HEVC_BESIDE_SLICES`."""
+    if layout is None or (layout.hevc and layout.temporal_layers != 1):
+        return False
+    headers = layout.headers(packet_bytes)
+    if layout.hevc:
+        types = [_hevc_type(h) for h in headers]
+        slices = [t for t in types if t < 32]
+        return bool(slices) and all(t < 16 and t % 2 == 0 for t in slices) and \
+            set(types) - set(slices) <= _HEVC_BESIDE_SLICES
+    slices = [h for h in headers if h & 0x1F in (1, 5)]
+    return bool(slices) and all(h & 0x1F == 1 and not h & 0x60 for h in slices) and \
+        {h & 0x1F for h in headers} - {1} <= _H264_BESIDE_SLICES
 
 
 def index_packets(path: str) -> PacketIndex | None:
@@ -348,7 +406,8 @@ def index_packets(path: str) -> PacketIndex | None:
         container.close()
         return None
     extradata, time_base = stream.codec_context.extradata, float(stream.time_base)
-    pts, end, gop, closed = [], [], [], []
+    layout = NalLayout.of(codec, extradata)
+    pts, end, gop, closed, unreferenced = [], [], [], [], []
     with container:
         try:
             for packet in packets(container, stream):
@@ -357,20 +416,22 @@ def index_packets(path: str) -> PacketIndex | None:
                 if packet.pts is None:
                     return None
                 if packet.is_keyframe or not gop:
-                    closed.append(packet.is_keyframe and _resets_references(codec, extradata, bytes(packet)))
+                    closed.append(packet.is_keyframe and _resets_references(codec, extradata, packet))
                     key_pts = packet.pts
                 elif packet.pts < key_pts:
                     closed[-1] = False  # a leading picture: it may reference the previous group
                 pts.append(packet.pts)
                 end.append(packet.pts + (packet.duration or 0))
                 gop.append(len(closed) - 1)
+                unreferenced.append(not packet.is_keyframe and _unreferenced(layout, packet))
         except (av.FFmpegError, OSError):
             return None
         origin = origin_ticks(stream)
     if not pts:
         return None
     return PacketIndex(np.array(pts, np.int64), np.array(end, np.int64), np.array(gop, np.int64),
-                       np.array(closed + [True], bool), time_base, min(pts) if origin is None else origin)
+                       np.array(closed + [True], bool), time_base, min(pts) if origin is None else origin,
+                       np.array(unreferenced, bool))
 
 
 # ----------------------------------------------------------------- keyframe-aware path (fast path)
@@ -453,21 +514,24 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
                    stats: dict | None = None, threads: int = 0, deinterlace: bool = True):
     """Decode only what the samples need: within each group of pictures, packets after the
     group's last picked frame are not decoded when the next group does not reference them
-    (``index.closed``); whole groups without a picked frame are skipped the same way. The picks
-    are those of the sequential path (:func:`plan_indexed_decode`), and every picked frame is
-    checked to come out of the decoder with its PTS. Returns ``(pts_s, duration_s)``; raises
-    :class:`GaveUp` when a picked frame does not appear. ``stats`` (a dict) receives
-    ``packets`` (in the stream) and ``decoded`` (sent to the decoder). Frames are shown as
-    :class:`Display` (with ``deinterlace``) shows them."""
+    (``index.closed``); whole groups without a picked frame are skipped the same way; and a
+    picture nothing references (``index.unreferenced``: most B-frames) is decoded only when it is
+    picked. The picks are those of the sequential path (:func:`plan_indexed_decode`), and every
+    picked frame is checked to come out of the decoder with its PTS. Returns ``(pts_s,
+    duration_s)``; raises :class:`GaveUp` when a picked frame does not appear. ``stats`` (a dict)
+    receives ``packets`` (in the stream), ``decoded`` (sent to the decoder) and ``unreferenced``
+    (left out as unreferenced and not picked). Frames are shown as :class:`Display` (with
+    ``deinterlace``) shows them."""
     import av
 
     plan = plan_indexed_decode(index, sample_fps)
     left = plan.picks_per_gop.copy()                         # picked frames not yet decoded, per group
     wanted = dict(plan.gop_of_pick)
+    unneeded = set() if index.unreferenced is None else set(index.pts[index.unreferenced].tolist()) - set(wanted)
     out = _InSampleOrder(plan.pick_pts, sink, size)
     container, stream = open_video_stream(path, threads)
     display = Display(stream, deinterlace)
-    skip_until_key, current, sent = False, -1, 0
+    skip_until_key, current, sent, unreferenced = False, -1, 0, 0
     with container:
         try:
             for packet in packets(container, stream):
@@ -477,6 +541,9 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
                         if left[current] == 0 and index.closed[current + 1]:
                             skip_until_key = True  # nothing needed here, and the next group starts afresh
                     if skip_until_key:
+                        continue
+                    if packet.pts in unneeded:
+                        unreferenced += 1
                         continue
                     sent += 1
                 for frame in packet.decode():
@@ -491,25 +558,46 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
     if out.missing:
         raise GaveUp(f"{out.missing} picked frames did not come out of the decoder")
     if stats is not None:
-        stats.update(packets=len(index.pts), decoded=sent)
+        stats.update(packets=len(index.pts), decoded=sent, unreferenced=unreferenced)
     return plan.pick_s, plan.duration_s
 
 
 # ------------------------------------------------------------------------------- sequential path
 
 
-def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: int = 0, deinterlace: bool = True):
+def _frames_and_packet_end(container, stream, ends: list):
+    """:func:`decoded_frames`, recording in ``ends[0]`` the largest packet end (PTS + duration,
+    in ticks) demuxed so far: the stream's end when the decoder drops frames."""
+    for packet in packets(container, stream):
+        if packet.pts is not None:
+            ends[0] = max(ends[0], packet.pts + (packet.duration or 0))
+        yield from packet.decode()
+
+
+def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: int = 0, deinterlace: bool = True,
+                      approximate: bool = False):
     """One sequential pass over every frame: a :class:`~curation.frames.NearestPicker` chooses,
     only the chosen frames are converted. Returns ``(pts_s, duration_s)``. Handles what the
-    indexed path does not vouch for (damaged files, missing PTS, other codecs)."""
+    indexed path does not vouch for (damaged files, missing PTS, other codecs).
+
+    ``approximate`` (``decode.exact: false``): the decoder skips every non-reference frame and
+    the loop filter (FFmpeg's ``skip_frame=nonref``, ``skip_loop_filter=all``), so a sample uses
+    the nearest *decoded* frame (a reference frame, at most a run of B-frames from the exact pick;
+    its true PTS is recorded) and its pixels lack the deblocking; the number of samples is the
+    exact one (the stream's end is read from the packets). Streams timed by count
+    (:func:`times_by_count`) are decoded exactly: skipped frames would shift every time."""
     import av
 
     container, stream = open_video_stream(path, threads)
+    approximate = approximate and not times_by_count(stream)
+    if approximate:
+        stream.codec_context.skip_frame = "NONREF"
+        stream.codec_context.options = {"skip_loop_filter": "all"}
     display = Display(stream, deinterlace)
     picker = NearestPicker(sample_fps, 0.5)
     pts_s: list[float] = []
     cache: tuple[object, np.ndarray] | None = None  # the last converted frame (a frame can serve several targets)
-    end_s = 0.0
+    end_s, packet_end = 0.0, [-math.inf]
 
     def keep(picks):
         nonlocal cache
@@ -521,9 +609,14 @@ def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: in
 
     try:
         with container:
-            for t_s, end, frame in frame_times(stream, decoded_frames(container, stream)):
+            first_pts = None
+            for t_s, end, frame in frame_times(stream, _frames_and_packet_end(container, stream, packet_end)):
+                first_pts = frame.pts if first_pts is None else first_pts
                 keep(picker.push(t_s, frame))
                 end_s = max(end_s, end)
+            if approximate and first_pts is not None and stream.time_base:
+                origin = origin_ticks(stream)
+                end_s = max(end_s, float((packet_end[0] - (first_pts if origin is None else origin)) * stream.time_base))
             n = len(sample_times_s(end_s, sample_fps))
             keep(picker.finish(n))
     except (av.FFmpegError, OSError) as exc:
@@ -536,9 +629,13 @@ def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: in
     return np.array(pts_s[:n], np.float64), float(end_s)
 
 
-def decode_pyav(path: str, sample_fps: float, size: int, sink, threads: int = 0, deinterlace: bool = True):
+def decode_pyav(path: str, sample_fps: float, size: int, sink, threads: int = 0, deinterlace: bool = True,
+                exact: bool = True):
     """The keyframe-aware path where the packet index allows it, else (or when it gives up) the
-    sequential one; both pick the same frames. Returns ``(pts_s, duration_s)``."""
+    sequential one; both pick the same frames. ``exact=False``: the approximate sequential pass
+    (:func:`decode_sequential` with ``approximate``). Returns ``(pts_s, duration_s)``."""
+    if not exact:
+        return decode_sequential(path, sample_fps, size, sink, threads, deinterlace, approximate=True)
     index = index_packets(path)
     if index is not None:
         try:

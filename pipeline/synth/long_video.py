@@ -26,6 +26,13 @@ from pipeline.errors import ArgumentError
 
 #: x264 options of the long video (fast to write; crf 23 is x264's default quality).
 LONG_VIDEO_X264 = {"preset": "ultrafast", "crf": "23"}
+
+
+def bframe_x264(bframes: int) -> dict:
+    """x264 options of a long video with ``bframes`` B-frames between references (x264's
+    ``veryfast`` preset: CABAC and the loop filter on, as uploads have them; ultrafast turns
+    both off and allows no B-frames), a fixed group length (no scene cuts)."""
+    return {"preset": "veryfast", "crf": "23", "x264-params": f"bframes={int(bframes)}:b-adapt=0:scenecut=0"}
 GOP_S = 2.0
 SCENE_S = 20.0
 NOISE_PATCH = 96
@@ -56,10 +63,11 @@ def long_video_planes(duration_s: float, width: int, height: int, fps: float):
         yield buf
 
 
-def write_long_video(path: str, duration_s: float, width: int, height: int, fps: float, log=None) -> str:
-    """Encode :func:`long_video_planes` to ``path`` (H.264 mp4, one keyframe every
-    :data:`GOP_S`), streaming: one frame in memory at a time, with x264's frame threads.
-    Written to ``path + '.part'`` and renamed when complete. Returns ``path``."""
+def write_long_video(path: str, duration_s: float, width: int, height: int, fps: float, log=None,
+                     bframes: int = 0, gop_s: float = GOP_S) -> str:
+    """Encode :func:`long_video_planes` to ``path`` (H.264 mp4, one keyframe every ``gop_s``;
+    with ``bframes``, :func:`bframe_x264`), streaming: one frame in memory at a time, with x264's
+    frame threads. Written to ``path + '.part'`` and renamed when complete. Returns ``path``."""
     from fractions import Fraction
 
     import av
@@ -70,9 +78,9 @@ def write_long_video(path: str, duration_s: float, width: int, height: int, fps:
     with av.open(part, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(100000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.gop_size = max(1, round(GOP_S * fps))
+        stream.codec_context.gop_size = max(1, round(gop_s * fps))
         stream.codec_context.thread_type = "AUTO"
-        stream.options = dict(LONG_VIDEO_X264)
+        stream.options = bframe_x264(bframes) if bframes else dict(LONG_VIDEO_X264)
         for k, planes in enumerate(long_video_planes(duration_s, width, height, fps)):
             frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
             frame.pts = k
@@ -84,18 +92,22 @@ def write_long_video(path: str, duration_s: float, width: int, height: int, fps:
     return path
 
 
-def long_video(workdir: str, duration_s: float, width: int, height: int, fps: float, log=print) -> dict:
-    """``workdir/video-WxH-Ffps-Ds.mp4`` (:func:`write_long_video`), written once and reused.
+def long_video(workdir: str, duration_s: float, width: int, height: int, fps: float, log=print,
+               bframes: int = 0, gop_s: float = GOP_S) -> dict:
+    """``workdir/video-WxH-Ffps-Ds.mp4`` (:func:`write_long_video`; ``-bB-gG`` before the
+    extension for other B-frame counts and group lengths), written once and reused.
     Returns ``{"video", "stem", "generated", "generation_s"}``; ``generation_s`` is this call's
     encoding time, or the one recorded when the reused video was written."""
     os.makedirs(workdir, exist_ok=True)
     stem = f"video-{width}x{height}-{fps:g}fps-{duration_s:g}s"
+    if bframes or gop_s != GOP_S:
+        stem += f"-b{int(bframes)}-g{gop_s:g}s"
     video, meta = os.path.join(workdir, stem + ".mp4"), os.path.join(workdir, stem + ".json")
     generated = not os.path.exists(video)
     if generated:
         log(f"writing {video} ({duration_s:g} s of {width}x{height} at {fps:g} fps) ...")
         t0 = time.perf_counter()
-        write_long_video(video, duration_s, width, height, fps, log)
+        write_long_video(video, duration_s, width, height, fps, log, bframes, gop_s)
         info = {"generation_s": round(time.perf_counter() - t0, 1), "frames": round(duration_s * fps)}
         with open(meta, "w", encoding="utf-8") as handle:
             json.dump(info, handle)

@@ -89,7 +89,7 @@ class SimilarityMatrices:
             from pipeline.media.decode import decode_frames
 
             decoded = decode_frames(ref.video, cfg.decode.sample_fps, input_size_of(self.encoder.spec),
-                                    cfg.decode.backend, deinterlace=cfg.decode.deinterlace)
+                                    cfg.decode.backend, deinterlace=cfg.decode.deinterlace, exact=cfg.decode.exact)
             frame_emb, fps = self.encoder.encode_frames(decoded.frames, cfg.model.frame_batch_size), cfg.decode.sample_fps
         caption_emb = captions.emb
         if caption_emb is None:

@@ -39,7 +39,7 @@ class _DecodeFn(_StageDoFn):
         self.count(TOTAL)
         try:
             decoded = decode_isolated(ref.video, self.decode.sample_fps, self.size, self.decode.backend, self.timeout_s,
-                                      self.threads, self.decode.max_bytes, self.decode.deinterlace)
+                                      self.threads, self.decode.max_bytes, self.decode.deinterlace, self.decode.exact)
         except Exception as exc:  # noqa: BLE001 - every decode error becomes a failures row
             row = self.failure_row(ref.video_id, exc)
             if self.output is not None:

@@ -189,41 +189,90 @@ def test_bad_arguments_are_value_errors(video8):
 
 # ------------------------------------------------------------------ keyframe-aware PyAV decoding
 
-#: (codec, encoder options, expected: every group closed?, expected: some packets skipped at 1 fps)
-#: at 8 fps: "g" 16 is a keyframe every 2 s, so each group's last 0.5 s follows its last sample.
+#: (codec, encoder options, expected: every group closed?, expected: some packets skipped at 1 fps,
+#: expected: some unreferenced pictures left out) at 8 fps: "g" 16 is a keyframe every 2 s, so
+#: each group's last 0.5 s follows its last sample.
+_X265 = "log-level=error:scenecut=0:keyint=16:min-keyint=16:bframes=3"
 KEYFRAME_CASES = {
-    "h264_no_bframes": ("libx264", {"preset": "ultrafast", "crf": "18", "g": "16"}, True, True),
-    "h264_bframes": ("libx264", {"preset": "medium", "crf": "18", "g": "16", "bf": "3"}, True, True),
-    "h264_short_gop": ("libx264", {"preset": "ultrafast", "crf": "18", "g": "3"}, True, True),
+    "h264_no_bframes": ("libx264", {"preset": "ultrafast", "crf": "18", "g": "16"}, True, True, False),
+    "h264_bframes": ("libx264", {"preset": "medium", "crf": "18", "g": "16", "bf": "3"}, True, True, True),
+    "h264_bpyramid": ("libx264", {"preset": "medium", "crf": "18",
+                                  "x264-params": "keyint=16:bframes=3:b-pyramid=normal:b-adapt=0:scenecut=0"},
+                      True, True, True),
+    "h264_short_gop": ("libx264", {"preset": "ultrafast", "crf": "18", "g": "3"}, True, True, False),
     "h264_open_gop": ("libx264", {"preset": "medium", "crf": "18", "x264-params": "keyint=16:open-gop=1:bframes=3"},
-                      False, None),
-    "vp9": ("libvpx-vp9", {"g": "16"}, True, True),
+                      False, None, True),
+    "hevc_bframes": ("libx265", {"preset": "fast", "x265-params": _X265 + ":open-gop=0"}, True, True, True),
+    "hevc_open_gop": ("libx265", {"preset": "fast", "x265-params": _X265 + ":open-gop=1:b-pyramid=1"}, False, None, True),
+    "vp9": ("libvpx-vp9", {"g": "16"}, True, True, False),
 }
 
 
 @pytest.mark.parametrize("case", sorted(KEYFRAME_CASES))
 def test_keyframe_aware_pyav_decode_equals_the_sequential_pass(tmp_path, case):
     """The indexed path picks the frames the sequential pass picks, pixel for pixel and PTS for
-    PTS, while sending fewer packets to the decoder where groups allow; open groups (leading B
-    pictures that reference the previous group) are never cut."""
-    codec, options, all_closed, skips = KEYFRAME_CASES[case]
+    PTS, while sending fewer packets to the decoder where groups allow and leaving out pictures
+    nothing references unless they are picked; open groups (leading B pictures that reference the
+    previous group) are never cut. At 1 fps and 3 Hz (where most B-frames are picked)."""
+    codec, options, all_closed, skips, unreferenced = KEYFRAME_CASES[case]
     path = make_video(str(tmp_path / f"{case}.{'webm' if codec == 'libvpx-vp9' else 'mp4'}"), 12, fps=SRC_FPS,
                       size=(96, 64), codec=codec, options=options)
     index = pyav.index_packets(path)
     assert index is not None
     assert bool(index.closed[:-1].all()) == all_closed
-    fast, slow, stats = ArraySink(), ArraySink(), {}
-    pts_fast, dur_fast = pyav.decode_indexed(path, 1.0, 32, fast, index, stats)
-    pts_slow, dur_slow = pyav.decode_sequential(path, 1.0, 32, slow)
-    np.testing.assert_array_equal(pts_fast, pts_slow)
-    np.testing.assert_array_equal(fast.array(32), slow.array(32))
-    assert dur_fast == dur_slow == pytest.approx(12.0)
-    assert frame_index_of(fast.array(32), 96).tolist() == [4 + 8 * k for k in range(12)]
-    assert stats["packets"] == 96
-    if skips is not None:
-        assert (stats["decoded"] < stats["packets"]) == skips
-    if not all_closed:
-        assert stats["decoded"] >= 90  # only groups that nothing references are cut
+    assert bool(index.unreferenced.any()) == unreferenced
+    for fps in (1.0, 3.0):
+        fast, slow, stats = ArraySink(), ArraySink(), {}
+        pts_fast, dur_fast = pyav.decode_indexed(path, fps, 32, fast, index, stats)
+        pts_slow, dur_slow = pyav.decode_sequential(path, fps, 32, slow)
+        np.testing.assert_array_equal(pts_fast, pts_slow)
+        np.testing.assert_array_equal(fast.array(32), slow.array(32))
+        assert dur_fast == dur_slow == pytest.approx(12.0)
+        assert stats["packets"] == 96
+        assert stats["decoded"] + stats["unreferenced"] <= stats["packets"]
+        assert (stats["unreferenced"] > 0) == unreferenced
+        if fps == 1.0:
+            assert frame_index_of(fast.array(32), 96).tolist() == [4 + 8 * k for k in range(12)]
+            if skips is not None:
+                assert (stats["decoded"] < stats["packets"]) == skips
+            if not all_closed:  # only groups that nothing references are cut, and unreferenced pictures
+                assert stats["decoded"] + stats["unreferenced"] >= 90
+
+
+def test_unreferenced_pictures_are_read_from_the_nal_headers():
+    """H.264: non-IDR slices with nal_ref_idc 0 only; HEVC: sub-layer non-reference slices in a
+    stream of one temporal layer; a parameter set or prefix SEI in the unit keeps it."""
+    def units(*nals: bytes, size: int = 4) -> bytes:
+        return b"".join(len(n).to_bytes(size, "big") + n for n in nals)
+
+    avc = pyav.NalLayout.of("h264", bytes([1, 100, 0, 31, 0xFF, 0xE1, 0]))
+    assert avc.length_size == 4 and not avc.hevc
+    assert pyav._unreferenced(avc, units(b"\x01\x9a\x00"))                   # non-ref P/B slice
+    assert pyav._unreferenced(avc, units(b"\x09\xf0", b"\x01\x9a"))         # with an access unit delimiter
+    assert not pyav._unreferenced(avc, units(b"\x21\x9a\x00"))               # nal_ref_idc 1
+    assert not pyav._unreferenced(avc, units(b"\x65\x88"))                    # IDR
+    assert not pyav._unreferenced(avc, units(b"\x06\x05", b"\x01\x9a"))     # SEI
+    assert not pyav._unreferenced(avc, units(b"\x01\x9a", b"\x21\x9a"))     # one slice referenced
+    assert not pyav._unreferenced(avc, b"")
+    two = pyav.NalLayout.of("h264", bytes([1, 100, 0, 31, 0xFD, 0xE1, 0]))
+    assert two.length_size == 2 and pyav._unreferenced(two, units(b"\x01\x9a", size=2))
+    assert pyav.NalLayout.of("h264", b"\x00\x00\x00\x01\x67") is None   # Annex B
+    assert not pyav._unreferenced(None, units(b"\x01\x9a"))
+
+    hvcc = bytearray(23)
+    hvcc[0], hvcc[21] = 1, (1 << 3) | 3                                       # one temporal layer, 4-byte lengths
+    hevc = pyav.NalLayout.of("hevc", bytes(hvcc))
+    assert hevc.hevc and hevc.length_size == 4 and hevc.temporal_layers == 1
+    nal = lambda t: bytes([t << 1, 1, 0xAF])                                  # noqa: E731 - header + payload
+    assert pyav._unreferenced(hevc, units(nal(0)))                            # TRAIL_N
+    assert pyav._unreferenced(hevc, units(nal(35), nal(8), nal(40)))          # AUD, RASL_N, suffix SEI
+    assert not pyav._unreferenced(hevc, units(nal(1)))                        # TRAIL_R
+    assert not pyav._unreferenced(hevc, units(nal(19)))                       # IDR
+    assert not pyav._unreferenced(hevc, units(nal(39), nal(0)))               # prefix SEI
+    hvcc[21] = (2 << 3) | 3
+    assert not pyav._unreferenced(pyav.NalLayout.of("hevc", bytes(hvcc)), units(nal(0)))  # two temporal layers
+    assert pyav._resets_references("hevc", bytes(hvcc), units(nal(19)))
+    assert pyav._resets_references("h264", bytes([1, 100, 0, 31, 0xFF, 0xE1, 0]), units(b"\x65\x88"))
 
 
 def test_keyframe_aware_decode_falls_back_when_a_frame_does_not_appear(video8, monkeypatch):
@@ -301,3 +350,37 @@ def test_plan_gives_up_on_shared_pts_and_zero_duration():
                              np.array([True, True]), 0.125, 0)
     with pytest.raises(pyav.GaveUp, match="zero duration"):
         pyav.plan_indexed_decode(empty, 1.0)
+
+
+def test_approximate_decode_uses_nearby_reference_frames(tmp_path):
+    """decode.exact: false: as many samples as the exact decode, each a decoded reference frame
+    (never a picture nothing references) within one B-frame run of the exact pick, its own PTS
+    recorded; the same in the decode child; fewer frames decoded."""
+    from pipeline.media.isolated import decode_isolated
+
+    codec, options, *_ = KEYFRAME_CASES["h264_bframes"]
+    path = make_video(str(tmp_path / "b.mp4"), 12, fps=SRC_FPS, size=(96, 64), codec=codec, options=options)
+    index = pyav.index_packets(path)
+    unreferenced_s = set(((index.pts[index.unreferenced] - index.origin) * index.time_base).round(6).tolist())
+    exact = decode_frames(path, 3.0, 32, "pyav")
+    approx = decode_frames(path, 3.0, 32, "pyav", exact=False)
+    assert approx.frames.shape == exact.frames.shape and approx.duration_s == exact.duration_s
+    assert not set(approx.pts_s.round(6).tolist()) & unreferenced_s
+    assert set(exact.pts_s.round(6).tolist()) & unreferenced_s  # the exact picks do use such pictures
+    assert np.abs(approx.pts_s - exact.pts_s).max() <= 4 / SRC_FPS + 1e-9   # 3 B-frames + 1
+    changed = approx.pts_s != exact.pts_s
+    assert changed.any() and not changed.all()
+    # a frame's index is drawn into it: an approximate sample shows the frame its PTS names
+    assert frame_index_of(approx.frames, 96).tolist() == np.round(approx.pts_s * SRC_FPS).astype(int).tolist()
+    with decode_isolated(path, 3.0, 32, "pyav", 60, exact=False) as child:
+        np.testing.assert_array_equal(child.pts_s, approx.pts_s)
+        np.testing.assert_array_equal(np.concatenate(list(child.in_chunks(64))), approx.frames)
+
+
+def test_approximate_decode_of_a_counted_stream_is_exact(tmp_path):
+    """AVI frame times are counted, so skipping frames would shift them: decoded exactly."""
+    path = make_video(str(tmp_path / "c.avi"), 4, fps=SRC_FPS, size=(96, 64), codec="mpeg4",
+                      options={"bf": "2", "g": "8"})
+    exact, approx = decode_frames(path, 2.0, 32, "pyav"), decode_frames(path, 2.0, 32, "pyav", exact=False)
+    np.testing.assert_array_equal(approx.pts_s, exact.pts_s)
+    np.testing.assert_array_equal(approx.frames, exact.frames)
