@@ -22,6 +22,7 @@ bytes on every machine) or ``{"f0000.jpg": bytes, "f0001.jpg": ...}`` (JPEG, qua
 
 from __future__ import annotations
 
+import gc
 import io
 import math
 import os
@@ -105,6 +106,13 @@ def _span_frames(source: str, start_s: float, end_s: float, size: int, fps: floa
         return _decode_span(source, start_s, end_s, size, fps, deinterlace, seek=True)
     except _SeekMissed:
         return _decode_span(source, start_s, end_s, size, fps, deinterlace, seek=False)
+    finally:
+        # A PyAV frame and its side-data container reference each other once the side data is read
+        # (the display matrix, for the orientation), so every frame picked for a clip (1.4 MB at
+        # 720p) waits for Python's cyclic collector. Cutting 60 clips of a 720p video in one
+        # process grew to 808 MB without this young-generation collection and stayed at ~110 MB
+        # with it; a full collection would take ~240 ms in a worker with torch and Beam loaded.
+        gc.collect(1)
 
 
 def _decode_span(source: str, start_s: float, end_s: float, size: int, fps: float, deinterlace: bool, seek: bool):

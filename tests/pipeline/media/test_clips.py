@@ -164,3 +164,26 @@ def test_bad_settings_are_value_errors(video):
         cut_clip(video, 1.0, 2.0, "gif", 32, 8.0)
     with pytest.raises(ValueError):
         cut_clip(video, 1.0, 2.0, "mp4", 32, 0.0)
+
+
+@pytest.mark.parametrize("start_s", [0.5, 3.0])
+def test_no_decoded_frame_outlives_its_clip(video, start_s):
+    """A frame whose side data was read sits in a reference cycle: without a collection after
+    each clip, a worker cutting hundreds of clips holds every picked frame until Python's cyclic
+    collector happens to run (a 1-hour 720p video's 600 clips took the run from 1.8 to 2.7 GB)."""
+    import gc
+
+    import av
+
+    def frames() -> int:
+        return sum(isinstance(o, av.VideoFrame) for o in gc.get_objects())
+
+    gc.collect()
+    before = frames()
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert "mp4" in cut_clip(video, start_s, start_s + 1.0, "mp4", 32, 4.0)
+        assert frames() == before
+    finally:
+        gc.enable()
