@@ -95,7 +95,7 @@ class ModelConfig:
     device: Device = "cpu"
     precision: Precision = "fp32"
     frame_batch_size: Annotated[int, AtLeastOne] = 64
-    text_batch_size: Annotated[int, AtLeastOne] = 256
+    text_batch_size: Annotated[int, AtLeastOne] = 64
 
 
 @_section
