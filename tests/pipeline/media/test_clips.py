@@ -176,7 +176,7 @@ def test_no_decoded_frame_outlives_its_clip(video, start_s):
     import av
 
     def frames() -> int:
-        return sum(isinstance(o, av.VideoFrame) for o in gc.get_objects())
+        return sum(type(o) is av.video.frame.VideoFrame for o in gc.get_objects())
 
     gc.collect()
     before = frames()
