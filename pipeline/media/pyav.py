@@ -458,10 +458,12 @@ class DecodePlan:
     gop_of_pick: dict[int, int]
 
 
-def plan_indexed_decode(index: PacketIndex, sample_fps: float) -> DecodePlan:
+def plan_indexed_decode(index: PacketIndex, sample_fps: float, references_only: bool = False) -> DecodePlan:
     """The :class:`DecodePlan` of ``sample_fps`` Hz samples over the video of ``index``
-    (targets :func:`~curation.frames.sample_times_s` of the packets' span). Raises
-    :class:`GaveUp` when two packets share a PTS or the packets span zero seconds."""
+    (targets :func:`~curation.frames.sample_times_s` of the packets' span); with
+    ``references_only``, each sample takes the nearest frame that is not ``index.unreferenced``
+    (the approximate mode). Raises :class:`GaveUp` when two packets share a PTS or the packets
+    span zero seconds."""
     order = np.argsort(index.pts, kind="stable")
     frame_pts = index.pts[order]                            # (P,) presentation order
     if np.any(np.diff(frame_pts) == 0):
@@ -471,7 +473,11 @@ def plan_indexed_decode(index: PacketIndex, sample_fps: float) -> DecodePlan:
     targets = sample_times_s(duration_s, sample_fps)
     if not len(targets):
         raise GaveUp("zero duration")
-    need = nearest_indices(pts_s, targets)                  # (n,) positions in presentation order
+    if references_only and index.unreferenced is not None:
+        candidates = np.flatnonzero(~index.unreferenced[order])  # positions a sample may take
+        need = candidates[nearest_indices(pts_s[candidates], targets)]
+    else:
+        need = nearest_indices(pts_s, targets)              # (n,) positions in presentation order
     needed = np.unique(need)
     gops = index.gop[order][needed]
     return DecodePlan(pick_pts=frame_pts[need], pick_s=pts_s[need], duration_s=duration_s,
@@ -511,7 +517,7 @@ class _InSampleOrder:
 
 
 def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketIndex,
-                   stats: dict | None = None, threads: int = 0, deinterlace: bool = True):
+                   stats: dict | None = None, threads: int = 0, deinterlace: bool = True, approximate: bool = False):
     """Decode only what the samples need: within each group of pictures, packets after the
     group's last picked frame are not decoded when the next group does not reference them
     (``index.closed``); whole groups without a picked frame are skipped the same way; and a
@@ -521,15 +527,19 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
     duration_s)``; raises :class:`GaveUp` when a picked frame does not appear. ``stats`` (a dict)
     receives ``packets`` (in the stream), ``decoded`` (sent to the decoder) and ``unreferenced``
     (left out as unreferenced and not picked). Frames are shown as :class:`Display` (with
-    ``deinterlace``) shows them."""
+    ``deinterlace``) shows them. ``approximate``: every sample takes the nearest referenced frame
+    (so no unreferenced picture is decoded) and the decoder skips the loop filter, as
+    :func:`decode_sequential`'s approximate pass does, with group tails skipped too."""
     import av
 
-    plan = plan_indexed_decode(index, sample_fps)
+    plan = plan_indexed_decode(index, sample_fps, references_only=approximate)
     left = plan.picks_per_gop.copy()                         # picked frames not yet decoded, per group
     wanted = dict(plan.gop_of_pick)
     unneeded = set() if index.unreferenced is None else set(index.pts[index.unreferenced].tolist()) - set(wanted)
     out = _InSampleOrder(plan.pick_pts, sink, size)
     container, stream = open_video_stream(path, threads)
+    if approximate:
+        stream.codec_context.options = {"skip_loop_filter": "all"}
     display = Display(stream, deinterlace)
     skip_until_key, current, sent, unreferenced = False, -1, 0, 0
     with container:
@@ -632,14 +642,14 @@ def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: in
 def decode_pyav(path: str, sample_fps: float, size: int, sink, threads: int = 0, deinterlace: bool = True,
                 exact: bool = True):
     """The keyframe-aware path where the packet index allows it, else (or when it gives up) the
-    sequential one; both pick the same frames. ``exact=False``: the approximate sequential pass
-    (:func:`decode_sequential` with ``approximate``). Returns ``(pts_s, duration_s)``."""
-    if not exact:
-        return decode_sequential(path, sample_fps, size, sink, threads, deinterlace, approximate=True)
+    sequential one; both pick the same frames. ``exact=False``: both in their approximate mode
+    (the nearest referenced frame, no loop filter), which also pick the same frames. Returns
+    ``(pts_s, duration_s)``."""
     index = index_packets(path)
     if index is not None:
         try:
-            return decode_indexed(path, sample_fps, size, sink, index, threads=threads, deinterlace=deinterlace)
+            return decode_indexed(path, sample_fps, size, sink, index, threads=threads, deinterlace=deinterlace,
+                                  approximate=not exact)
         except GaveUp:
             sink.keep_first(0)
-    return decode_sequential(path, sample_fps, size, sink, threads, deinterlace)
+    return decode_sequential(path, sample_fps, size, sink, threads, deinterlace, approximate=not exact)

@@ -355,7 +355,8 @@ def test_plan_gives_up_on_shared_pts_and_zero_duration():
 def test_approximate_decode_uses_nearby_reference_frames(tmp_path):
     """decode.exact: false: as many samples as the exact decode, each a decoded reference frame
     (never a picture nothing references) within one B-frame run of the exact pick, its own PTS
-    recorded; the same in the decode child; fewer frames decoded."""
+    recorded; the same in the decode child and on the sequential path; no unreferenced picture
+    decoded."""
     from pipeline.media.isolated import decode_isolated
 
     codec, options, *_ = KEYFRAME_CASES["h264_bframes"]
@@ -375,6 +376,14 @@ def test_approximate_decode_uses_nearby_reference_frames(tmp_path):
     with decode_isolated(path, 3.0, 32, "pyav", 60, exact=False) as child:
         np.testing.assert_array_equal(child.pts_s, approx.pts_s)
         np.testing.assert_array_equal(np.concatenate(list(child.in_chunks(64))), approx.frames)
+    # the keyframe-aware approximate path (which that was) and the sequential one agree
+    seq, stats = ArraySink(), {}
+    pts_seq, dur_seq = pyav.decode_sequential(path, 3.0, 32, seq, approximate=True)
+    np.testing.assert_array_equal(pts_seq, approx.pts_s)
+    np.testing.assert_array_equal(seq.array(32), approx.frames)
+    assert dur_seq == approx.duration_s
+    pyav.decode_indexed(path, 3.0, 32, ArraySink(), index, stats, approximate=True)
+    assert stats["unreferenced"] == index.unreferenced.sum()
 
 
 def test_approximate_decode_of_a_counted_stream_is_exact(tmp_path):
