@@ -133,7 +133,7 @@ def decode_into(path: str, sample_fps: float, size: int, backend: str, sink: Fra
     ``size x size``, with ``threads`` decoder threads (0: one per core), interlaced frames
     deinterlaced with ``deinterlace``. ``exact=False`` (``decode.exact``): PyAV's approximate pass,
     the nearest reference frame without the loop filter
-    (:func:`~pipeline.media.pyav.decode_sequential`); decord is always exact. Returns :class:`Decoded`.
+    (:func:`~pipeline.media.pyav.decode_pyav`); decord is always exact. Returns :class:`Decoded`.
 
     Raises ``InputError('missing_file' | 'unreadable_file' | 'too_large' | 'decode_error', ...)``;
     the message names the file.
