@@ -72,10 +72,14 @@ def packets(container, stream):
     return (packet for packet in container.demux(stream) if not packet.is_corrupt)
 
 
-def decoded_frames(container, stream):
+def decoded_frames(container, stream, ends: list | None = None):
     """The frames of ``stream`` in presentation order, decoded packet by packet from :func:`packets`
-    (the final empty packet flushes the decoder)."""
+    (the final empty packet flushes the decoder). ``ends``: a one-item list that receives the
+    largest packet end demuxed so far (PTS + duration, in ticks), the stream's end even where
+    the decoder drops frames."""
     for packet in packets(container, stream):
+        if ends is not None and packet.pts is not None:
+            ends[0] = max(ends[0], packet.pts + (packet.duration or 0))
         yield from packet.decode()
 
 
@@ -354,13 +358,13 @@ def _hevc_type(header: int) -> int:
     return (header >> 9) & 0x3F
 
 
-def _resets_references(codec: str, extradata: bytes | None, packet_bytes) -> bool:
+def _resets_references(codec: str, layout: NalLayout | None, packet_bytes) -> bool:
     """True when a keyframe packet starts a group nothing later can reference across: an H.264
     IDR picture (NAL type 5), an HEVC IDR (19, 20), a VP8 or VP9 keyframe. Annex-B H.264/HEVC
-    (no avcC/hvcC extradata) and other codecs answer False: their groups are never skipped."""
+    (``layout`` None: no avcC/hvcC extradata) and other codecs answer False: their groups are
+    never skipped."""
     if codec in ("vp8", "vp9"):
         return True
-    layout = NalLayout.of(codec, extradata)
     if layout is None:
         return False
     if layout.hevc:
@@ -416,7 +420,7 @@ def index_packets(path: str) -> PacketIndex | None:
                 if packet.pts is None:
                     return None
                 if packet.is_keyframe or not gop:
-                    closed.append(packet.is_keyframe and _resets_references(codec, extradata, packet))
+                    closed.append(packet.is_keyframe and _resets_references(codec, layout, packet))
                     key_pts = packet.pts
                 elif packet.pts < key_pts:
                     closed[-1] = False  # a leading picture: it may reference the previous group
@@ -575,15 +579,6 @@ def decode_indexed(path: str, sample_fps: float, size: int, sink, index: PacketI
 # ------------------------------------------------------------------------------- sequential path
 
 
-def _frames_and_packet_end(container, stream, ends: list):
-    """:func:`decoded_frames`, recording in ``ends[0]`` the largest packet end (PTS + duration,
-    in ticks) demuxed so far: the stream's end when the decoder drops frames."""
-    for packet in packets(container, stream):
-        if packet.pts is not None:
-            ends[0] = max(ends[0], packet.pts + (packet.duration or 0))
-        yield from packet.decode()
-
-
 def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: int = 0, deinterlace: bool = True,
                       approximate: bool = False):
     """One sequential pass over every frame: a :class:`~curation.frames.NearestPicker` chooses,
@@ -620,7 +615,7 @@ def decode_sequential(path: str, sample_fps: float, size: int, sink, threads: in
     try:
         with container:
             first_pts = None
-            for t_s, end, frame in frame_times(stream, _frames_and_packet_end(container, stream, packet_end)):
+            for t_s, end, frame in frame_times(stream, decoded_frames(container, stream, packet_end)):
                 first_pts = frame.pts if first_pts is None else first_pts
                 keep(picker.push(t_s, frame))
                 end_s = max(end_s, end)

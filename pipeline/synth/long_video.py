@@ -26,6 +26,10 @@ from pipeline.errors import ArgumentError
 
 #: x264 options of the long video (fast to write; crf 23 is x264's default quality).
 LONG_VIDEO_X264 = {"preset": "ultrafast", "crf": "23"}
+GOP_S = 2.0
+SCENE_S = 20.0
+NOISE_PATCH = 96
+VIDEO_ID = "long_video"
 
 
 def bframe_x264(bframes: int) -> dict:
@@ -33,10 +37,6 @@ def bframe_x264(bframes: int) -> dict:
     ``veryfast`` preset: CABAC and the loop filter on, as uploads have them; ultrafast turns
     both off and allows no B-frames), a fixed group length (no scene cuts)."""
     return {"preset": "veryfast", "crf": "23", "x264-params": f"bframes={int(bframes)}:b-adapt=0:scenecut=0"}
-GOP_S = 2.0
-SCENE_S = 20.0
-NOISE_PATCH = 96
-VIDEO_ID = "long_video"
 
 
 def long_video_planes(duration_s: float, width: int, height: int, fps: float):

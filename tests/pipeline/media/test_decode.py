@@ -271,8 +271,9 @@ def test_unreferenced_pictures_are_read_from_the_nal_headers():
     assert not pyav._unreferenced(hevc, units(nal(39), nal(0)))               # prefix SEI
     hvcc[21] = (2 << 3) | 3
     assert not pyav._unreferenced(pyav.NalLayout.of("hevc", bytes(hvcc)), units(nal(0)))  # two temporal layers
-    assert pyav._resets_references("hevc", bytes(hvcc), units(nal(19)))
-    assert pyav._resets_references("h264", bytes([1, 100, 0, 31, 0xFF, 0xE1, 0]), units(b"\x65\x88"))
+    assert pyav._resets_references("hevc", pyav.NalLayout.of("hevc", bytes(hvcc)), units(nal(19)))
+    assert pyav._resets_references("h264", avc, units(b"\x65\x88"))
+    assert not pyav._resets_references("h264", avc, units(b"\x01\x9a"))
 
 
 def test_keyframe_aware_decode_falls_back_when_a_frame_does_not_appear(video8, monkeypatch):
