@@ -35,6 +35,8 @@ setup(
         "fsspec>=2024.1",
         # curation.blas: the BLAS calls of the alignment math run on one thread (thread-count-free bits)
         "threadpoolctl>=3.1",
+        # curation.timing: the run's offset prior is a maximum-likelihood fit (L-BFGS-B)
+        "scipy>=1.10",
     ],
     extras_require={
         # dask + distributed: the DaskRunner test runs the pipeline on a local dask.distributed cluster;

@@ -158,7 +158,7 @@ def calibration_stats(video_id: str, caption_emb, frame_emb, asr_start_s, asr_en
     """One video's share of the run-level calibration (``curation.calibration.VideoStats``):
     its captions' evidence statistics (``evidence``, :func:`caption_evidence`, made when not
     given), their decoys' (captions of other videos from ``decoy_pool``, a
-    ``curation.calibration.DecoyPool``) and its EM sample."""
+    ``curation.calibration.DecoyPool``) and its sample for the offset prior's fit."""
     from curation import calibration
 
     centre = _asr_centre_s(asr_start_s, asr_end_s)

@@ -25,7 +25,7 @@ each hash once), so every runner gives the same result:
   ``alignability = 1 - min(1, lfdr)``: the probability that a caption with that statistic is
   shown. A run whose footage says nothing about its captions has decoys like its captions:
   lfdr ~ 1, and every caption is dropped.
-* **The offset prior** ``pi(d)`` (``curation.timing.fit_offset_prior``): EM over the sampled
+* **The offset prior** ``pi(d)`` (``curation.timing.fit_offset_prior``): a maximum-likelihood fit over the sampled
   captions, each weighted by its alignability.
 """
 
@@ -216,7 +216,7 @@ def alignability_table(real_counts: np.ndarray, decoy_counts: np.ndarray) -> np.
 
 def estimate(stats: VideoStats | None, window_s: float) -> RunCalibration:
     """The run's calibration from its merged stats; a run with none keeps ASR times and drops
-    every caption (alignability 0, the EM's starting prior)."""
+    every caption (alignability 0, the start prior)."""
     if stats is None or len(stats.keys) == 0:
         return RunCalibration(timing.start_prior(window_s), np.zeros(N_BINS), 0, 0, 0.0)
     counts = lambda x: np.bincount(bin_of(x), minlength=N_BINS)  # noqa: E731

@@ -20,7 +20,7 @@ grid*: the K = 2 * round(window_s * fps) + 1 frames around its ASR centre frame,
    peaked where the footage singles a moment out. ``llr[i]`` = log of the mean LR (the Bayes
    factor for "shown somewhere near its ASR time"), the statistic alignability is built from
    (``curation.calibration``: against decoys, the same statistic half a video away).
-2. **Prior** over offsets, learnt from the run (:func:`fit_offset_prior`, EM):
+2. **Prior** over offsets, learnt from the run (:func:`fit_offset_prior`, maximum likelihood):
    ``pi(d) = (1 - rho) N(d; mu, sigma^2) + rho / (2 W)``.
 3. **Time** (:func:`posterior_centre_s`): the span centre is the argmax, over windows of the
    caption's own duration, of ``p(d) = (1 - v) pi(d) + v on_prob(d) pi(d) / Z``, ``v`` the
@@ -61,10 +61,10 @@ class OffsetPrior(NamedTuple):
         return np.where(np.abs(d) <= self.window_s, dens, 0.0)
 
 
-#: Captions below this alignability are left out of the EM (their weight would add nothing).
-MIN_EM_WEIGHT = 0.01
+#: Captions below this alignability are left out of the prior's fit (their weight would add nothing).
+MIN_FIT_WEIGHT = 0.01
 
-#: Where EM starts, and what its pseudo-captions (``fit_offset_prior``'s ``prior_count``) hold
+#: What the prior fit's pseudo-captions (``fit_offset_prior``'s ``prior_count``) hold
 #: it to when a run has no usable evidence: the ASR times as they are.
 START_OUTLIER_SHARE = 0.2
 
@@ -245,7 +245,7 @@ def decoy_llr(evidence: Evidence, sim: np.ndarray, decoy_sim: np.ndarray | None,
 
 def second_offsets(window_s: float) -> np.ndarray:
     """``(2 W + 1,)`` the whole-second offsets -W .. W (W = round(window_s)): the common grid on
-    which a run's captions are pooled for the EM, whatever each video's fps."""
+    which a run's captions are pooled for the prior's fit, whatever each video's fps."""
     half = int(round(window_s))
     return np.arange(-half, half + 1, dtype=np.float64)
 
@@ -256,50 +256,110 @@ def on_prob_per_second(evidence: Evidence, window_s: float) -> np.ndarray:
     return evidence.on_prob[:, cell].astype(np.float32)
 
 
-def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarray, window_s: float,
-                     n_iter: int = 50, prior_count: float = 20.0) -> OffsetPrior:
-    """EM fit of :class:`OffsetPrior` to captions' evidence ``on_prob: (n, K)`` on the common grid
-    ``offset_s: (K,)``, caption i weighted by ``weight[i]`` (its alignability).
+def _prior_theta(prior: OffsetPrior) -> np.ndarray:
+    """``(3,)`` unconstrained parameters ``(mu, log sigma, logit rho)`` of a prior."""
+    rho = prior.outlier_share
+    return np.array([prior.mu_s, np.log(prior.sigma_s), np.log(rho / (1.0 - rho))])
 
-    E-step: ``gamma_i(d) ∝ on_prob_i(d) pi(d)``, split into the Gaussian's and the outliers'
-    shares. M-step: weighted moments. At most ``n_iter`` rounds; stops once an update moves mu
-    and sigma by < 1 ms and rho by < 1e-4. ``prior_count`` pseudo-captions whose evidence is flat hold
-    the fit to :func:`start_prior` (mu 0, sigma W / 4, 20% outliers) with the weight of that many
-    captions, so a run without usable evidence keeps its ASR times instead of fitting noise; with
-    hundreds of visible captions they do not matter. Finally mu is shrunk toward 0 by two of its
-    standard errors (``sigma / sqrt(Gaussian weight)``): a bias the sample cannot tell from zero
-    is not applied.
+
+def _theta_prior(theta: np.ndarray, window_s: float) -> OffsetPrior:
+    mu, log_sigma, logit_rho = (float(x) for x in theta)
+    return OffsetPrior(mu, float(np.exp(log_sigma)), float(1.0 / (1.0 + np.exp(-logit_rho))), window_s)
+
+
+def _negative_log_likelihood(theta: np.ndarray, r: np.ndarray, w: np.ndarray, d: np.ndarray, anchor: np.ndarray,
+                             window_s: float) -> tuple[float, np.ndarray]:
+    """``(-L, -dL/dtheta)`` of :func:`fit_offset_prior`'s objective at ``theta`` (``_prior_theta``)."""
+    prior = _theta_prior(theta, window_s)
+    gauss = prior.gaussian(d)                                    # (K,) (1 - rho) N(d; mu, sigma^2)
+    pi = np.maximum(gauss + prior.outlier_share / (2.0 * window_s), 1e-300)
+    # einsum, not BLAS: the same bits with any thread count
+    per_caption = np.maximum(np.einsum("ik,k->i", r, pi, optimize=False), 1e-300)
+    value = float(np.dot(w, np.log(per_caption)) + np.dot(anchor, np.log(pi)))
+    g = np.einsum("i,ik->k", w / per_caption, r, optimize=False) + anchor / pi    # dL/dpi
+    u = (d - prior.mu_s) / prior.sigma_s
+    rho = prior.outlier_share
+    grad = np.array([np.dot(g, gauss * u / prior.sigma_s),
+                     np.dot(g, gauss * (u * u - 1.0)),
+                     np.dot(g, rho * (1.0 / (2.0 * window_s) - gauss / (1.0 - rho)) * (1.0 - rho))])
+    return -value, -grad
+
+
+#: Bounds of the fit: sigma from half a second (the grid's resolution) to the window, rho in
+#: [1e-3, 0.999].
+SIGMA_MIN_S = 0.5
+RHO_RANGE = (1e-3, 0.999)
+
+
+def fit_offset_prior(on_prob: np.ndarray, offset_s: np.ndarray, weight: np.ndarray, window_s: float,
+                     prior_count: float = 20.0) -> OffsetPrior:
+    """Maximum-likelihood :class:`OffsetPrior` from captions' evidence ``on_prob: (n, K)`` on the
+    common grid ``offset_s: (K,)`` (seconds, 1 s apart), caption i weighted by ``weight[i]`` (its
+    alignability). The evidence of a caption is a likelihood of its true offset (a caption shown
+    evenly over a long step says only "somewhere in this step": an interval-censored offset), so
+    the run's log-likelihood is
+
+        L(mu, sigma, rho) = sum_i w_i log sum_k on_prob_i(d_k) pi(d_k) + C sum_k pi0(d_k) log pi(d_k),
+
+    maximised directly (L-BFGS on ``(mu, log sigma, logit rho)`` with the analytic gradient,
+    from the best point of a coarse grid over mu and sigma): EM on interval-censored data creeps
+    towards the optimum by tiny steps when the intervals are long, and stopped early it returns
+    a prior several times too wide. The second term is ``C = prior_count`` pseudo-captions
+    distributed as :func:`start_prior` (``pi0`` its density on the grid), which hold the fit to
+    mu 0, sigma W / 4, 20% outliers when a run has no usable evidence; with hundreds of visible
+    captions they do not matter. Finally mu is set to 0 unless it lies two standard errors from
+    0 (from the observed information, so an interval-censored sample counts for what it tells): a
+    bias the sample cannot tell from zero is not applied.
     """
+    from curation.blas import one_thread
+
+    with one_thread():  # L-BFGS and the dot products: the same bits on every runner (curation.blas)
+        return _fit_offset_prior(on_prob, offset_s, weight, window_s, prior_count)
+
+
+def _fit_offset_prior(on_prob, offset_s, weight, window_s: float, prior_count: float) -> OffsetPrior:
+    from scipy.optimize import minimize
+
     start = start_prior(window_s)
     r = np.asarray(on_prob, dtype=np.float64)
     w = np.asarray(weight, dtype=np.float64)
     d = np.asarray(offset_s, dtype=np.float64)
-    keep = (r.sum(axis=1) > 0) & (w >= MIN_EM_WEIGHT)  # the rest would add nothing but time
+    keep = (r.sum(axis=1) > 0) & (w >= MIN_FIT_WEIGHT)  # the rest would add nothing but time
     r, w = r[keep], w[keep]
-    prior = start
-    n_all = w.sum() + prior_count
-    pseudo = prior_count * (1.0 - start.outlier_share)  # the pseudo-captions' Gaussian weight
-    for _ in range(n_iter):
-        pi = prior.density(d)
-        joint = r * pi[None, :]
-        norm = np.maximum(joint.sum(axis=1), 1e-300)
-        gauss_share = prior.gaussian(d) / np.maximum(pi, 1e-300)
-        # (K,) Gaussian mass per offset; einsum, not BLAS: the same bits with any thread count
-        wg = np.einsum("i,ik->k", w / norm, joint, optimize=False) * gauss_share
-        n_gauss = wg.sum() + pseudo
-        mu = float((wg * d).sum() / n_gauss)
-        var = ((wg * (d - mu) ** 2).sum() + pseudo * (start.sigma_s ** 2 + mu ** 2)) / n_gauss
-        sigma = float(np.clip(np.sqrt(var), 0.5, window_s))
-        rho = float(np.clip((n_all - n_gauss) / n_all, 1e-3, 0.999))
-        done = abs(mu - prior.mu_s) < 1e-3 and abs(sigma - prior.sigma_s) < 1e-3 and abs(rho - prior.outlier_share) < 1e-4
-        prior = OffsetPrior(mu, sigma, rho, window_s)
-        if done:  # converged (to well below what the estimates are reported to)
-            break
-    # a bias is only believed beyond two standard errors (the rest is the sample's noise):
-    # a run whose evidence cannot place its captions keeps its ASR times unshifted
-    standard_error = prior.sigma_s / np.sqrt(max(n_gauss, 1.0))
-    mu = float(np.sign(prior.mu_s) * max(0.0, abs(prior.mu_s) - 2.0 * standard_error))
-    return prior._replace(mu_s=mu)
+    anchor = start.density(d)
+    anchor = prior_count * anchor / anchor.sum()
+    args = (r, w, d, anchor, window_s)
+    bounds = [(-window_s, window_s), (np.log(SIGMA_MIN_S), np.log(window_s)),
+              tuple(np.log(np.array(RHO_RANGE) / (1.0 - np.array(RHO_RANGE))))]
+    # a coarse grid first (the likelihood of long intervals is flat in places, and may have
+    # several modes), then the local optimum from its best point
+    grid = [np.array([mu, np.log(sigma), np.log(0.2 / 0.8)])
+            for sigma in (2.0, 5.0, 12.0, window_s / 4.0) for mu in np.arange(-window_s / 2, window_s / 2 + 1e-9, 2.0)]
+    theta0 = min(grid + [_prior_theta(start)], key=lambda t: _negative_log_likelihood(t, *args)[0])
+    result = minimize(_negative_log_likelihood, theta0, args=args, jac=True, method="L-BFGS-B", bounds=bounds,
+                      options={"maxiter": 200, "ftol": 1e-12, "gtol": 1e-8})
+    prior = _theta_prior(result.x, window_s)
+    # a bias is only applied when it is two standard errors from 0 (else it may be the sample's
+    # noise): a run whose evidence cannot place its captions keeps its ASR times unshifted
+    significant = abs(prior.mu_s) > 2.0 * _mu_standard_error(result.x, args)
+    return prior if significant else prior._replace(mu_s=0.0)
+
+
+def _mu_standard_error(theta: np.ndarray, args: tuple, step: float = 1e-4) -> float:
+    """Standard error of mu at the optimum ``theta``: the square root of the mu entry of the inverse
+    observed information (the Hessian of -L, by central differences of the analytic gradient)."""
+    hessian = np.empty((3, 3))
+    for j in range(3):
+        e = np.zeros(3)
+        e[j] = step
+        hessian[:, j] = (_negative_log_likelihood(theta + e, *args)[1] - _negative_log_likelihood(theta - e, *args)[1]) / (2 * step)
+    hessian = (hessian + hessian.T) / 2.0
+    try:
+        cov = np.linalg.inv(hessian)
+    except np.linalg.LinAlgError:
+        return float("inf")
+    var = cov[0, 0]
+    return float(np.sqrt(var)) if np.isfinite(var) and var > 0 else float("inf")
 
 
 class Centres(NamedTuple):
