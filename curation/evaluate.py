@@ -16,7 +16,10 @@ from curation.spans import caption_weight, confidence_weight
 
 
 class EvalVideo(NamedTuple):
-    """One video's inputs and truth (``true_*`` NaN for unalignable captions)."""
+    """One video's inputs and truth (``true_*`` NaN for unalignable captions). ``shown_*``: the
+    span of footage that shows each caption, where it is known and differs from the truth (a
+    synthetic world whose truth is the sentence's moment inside a step shown evenly: the step);
+    None = the truth span."""
 
     caption_emb: np.ndarray   # (m, D)
     frames: np.ndarray        # (T, D)
@@ -26,6 +29,20 @@ class EvalVideo(NamedTuple):
     alignable: np.ndarray     # (m,) bool
     true_start_s: np.ndarray
     true_end_s: np.ndarray
+    shown_start_s: np.ndarray | None = None
+    shown_end_s: np.ndarray | None = None
+
+    @staticmethod
+    def of_synth(v) -> "EvalVideo":
+        """The :class:`EvalVideo` of a ``curation.synth.features.SynthVideo``."""
+        return EvalVideo(v.caption_emb, v.frames, v.fps, v.asr_start_s, v.asr_end_s, v.alignable,
+                         v.true_start_s, v.true_end_s, v.shown_start_s, v.shown_end_s)
+
+    def shown_span(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(start_s, end_s)``: the footage that shows each caption (the truth where unknown)."""
+        if self.shown_start_s is None:
+            return self.true_start_s, self.true_end_s
+        return self.shown_start_s, self.shown_end_s
 
 
 class MethodScore(NamedTuple):
@@ -50,6 +67,13 @@ class MethodScore(NamedTuple):
     # reliability bins (10) of the weight and of the legacy weight over the kept captions
     weight_bins: ReliabilityBins | None = None
     legacy_bins: ReliabilityBins | None = None
+    # the weight against the event the ``shown`` weight is the probability of, "alignable and the
+    # span's centre lies in footage that shows it" (EvalVideo.shown_span), over the kept captions:
+    # its share (percent), ECE and Brier (the same as the hit event's where the truth is what the
+    # footage shows)
+    shown_share: float = float("nan")
+    shown_ece: float = float("nan")
+    shown_brier: float = float("nan")
 
 
 #: Thresholds of :func:`keep_rules`: on alignability (``min_alignability``), and on the weight.
@@ -117,6 +141,7 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
     kept = score >= params.min_alignability
     true_start, true_end = np.concatenate([v.true_start_s for v in videos]), np.concatenate([v.true_end_s for v in videos])
     hit = hits(centre, true_start, true_end, label)
+    shown = hits(centre, *(np.concatenate(x) for x in zip(*(v.shown_span() for v in videos))), label)
     every = np.concatenate([caption_weight(r, np.ones(len(r.alignability), bool), params.weight) for r in results])
     weight = np.where(kept, every, 0.0)  # the weight as the pipeline writes it: 0 for dropped captions
     legacy = confidence_weight(score, np.concatenate([r.concentration for r in results]), kept)
@@ -137,6 +162,9 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
         keep_rules=keep_rules(score, every, label, hit),
         weight_bins=reliability_bins(weight[kept], hit[kept]),
         legacy_bins=reliability_bins(legacy[kept], hit[kept]),
+        shown_share=100.0 * float(shown[kept].mean()) if kept.any() else float("nan"),
+        shown_ece=expected_calibration_error(weight[kept], shown[kept]),
+        shown_brier=brier_score(weight[kept], shown[kept]),
     )
 
 
@@ -172,13 +200,17 @@ def format_table(scores: Sequence[MethodScore], title: str) -> str:
 
 def format_calibration_table(scores: dict[str, MethodScore], title: str) -> str:
     """Markdown: one row per world, the configured method's confidence weight against "alignable
-    and an R@1 hit" (the event a calibrated weight would be the probability of) over the kept
-    captions, the legacy weight beside it, and the ECE over all captions (dropped ones weigh 0)."""
-    lines = [title, "", "| world | kept: hit % | mean weight % | ECE | Brier | legacy ECE | legacy Brier | ECE, all captions |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    and an R@1 hit" over the kept captions, the legacy weight beside it, the ECE over all
+    captions (dropped ones weigh 0), and the weight against "alignable and the centre in footage
+    that shows it" (the event the ``shown`` weight is the probability of; the hit event itself
+    where the truth is the footage that shows a caption)."""
+    lines = [title, "", "| world | kept: hit % | mean weight % | ECE | Brier | legacy ECE | legacy Brier | ECE, all captions "
+             "| kept: shown % | ECE vs shown | Brier vs shown |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for world, s in scores.items():
         lines.append(f"| {world} | {s.hit_share:.1f} | {s.weight_mean:.1f} | {s.weight_ece:.3f} | {s.weight_brier:.3f} | "
-                     f"{s.legacy_ece:.3f} | {s.legacy_brier:.3f} | {s.weight_ece_all:.3f} |")
+                     f"{s.legacy_ece:.3f} | {s.legacy_brier:.3f} | {s.weight_ece_all:.3f} | "
+                     f"{s.shown_share:.1f} | {s.shown_ece:.3f} | {s.shown_brier:.3f} |")
     return "\n".join(lines)
 
 

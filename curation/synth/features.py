@@ -84,6 +84,10 @@ class SynthVideo:
     alignable: np.ndarray       # (m,) bool
     true_start_s: np.ndarray    # (m,) NaN for chatter
     true_end_s: np.ndarray      # (m,)
+    # (m,) the step whose frames show the caption's concept (NaN for chatter): the truth span
+    # where ``truth="step"``, the step around it where the truth is a moment
+    shown_start_s: np.ndarray = None
+    shown_end_s: np.ndarray = None
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -176,12 +180,12 @@ def make_video(world: World, p: WorldParams, seed: int, index: int, fps: float =
                 if p.visual_signal:
                     moment = (frame_t >= centre - dur / 2) & (frame_t < centre + dur / 2)
                     frames[moment] += p.moment_strength * detail
-            rows.append((asr_start, dur, emb, text, True) + true)
+            rows.append((asr_start, dur, emb, text, True) + true + (float(start), float(end)))
         else:
             topic = int(rng.integers(p.n_chatter_topics))
             asr_start = chatter_start_s(rng, duration_s, dur)
             text = f"by the way, story number {topic}"
-            rows.append((asr_start, dur, world.chatter[topic], text, False, np.nan, np.nan))
+            rows.append((asr_start, dur, world.chatter[topic], text, False, np.nan, np.nan, np.nan, np.nan))
     rows.sort(key=lambda r: r[0])
     emb = np.stack([r[2] for r in rows])
     caption_emb = emb + p.modality_offset * world.text_offset + p.text_noise * rng.standard_normal(emb.shape) / np.sqrt(p.dim) * 4
@@ -200,6 +204,8 @@ def make_video(world: World, p: WorldParams, seed: int, index: int, fps: float =
         alignable=np.array([r[4] for r in rows], dtype=bool),
         true_start_s=np.array([r[5] for r in rows]),
         true_end_s=np.array([r[6] for r in rows]),
+        shown_start_s=np.array([r[7] for r in rows]),
+        shown_end_s=np.array([r[8] for r in rows]),
     )
 
 

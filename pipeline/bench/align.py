@@ -12,14 +12,9 @@ import numpy as np
 from curation.evaluate import (EvalVideo, benchmark_methods, format_calibration_table, format_keep_table, format_table,
                                format_world_table, score_method)
 from curation.errors import InputError
-from curation.synth.features import SynthVideo, make_corpus
+from curation.synth.features import make_corpus
 from pipeline.config import Config
 from pipeline.errors import ArgumentError
-
-
-def eval_video_of(v: SynthVideo) -> EvalVideo:
-    return EvalVideo(v.caption_emb, v.frames, v.fps, v.asr_start_s, v.asr_end_s, v.alignable,
-                     v.true_start_s, v.true_end_s)
 
 
 def load_truth_videos(manifest: str, truth_path: str, config: Config) -> list[EvalVideo]:
@@ -128,7 +123,7 @@ def bench_align(config: Config, n_videos: int = 40, seed: int = 0, manifest: str
         videos = load_truth_videos(manifest, truth, config)
         scores = [score_method(name, videos, params) for name, params in benchmark_methods(config.align).items()]
         return format_table(scores, f"Alignment on {truth}: {len(videos)} videos")
-    corpus = lambda params, s: [eval_video_of(v) for v in make_corpus(n_videos, s, params)]  # noqa: E731
+    corpus = lambda params, s: [EvalVideo.of_synth(v) for v in make_corpus(n_videos, s, params)]  # noqa: E731
     worlds = {name: corpus(params, seed) for name, params in WORLDS.items()}
     if video:
         with tempfile.TemporaryDirectory() as tmp:

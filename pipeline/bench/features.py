@@ -14,7 +14,6 @@ import numpy as np
 
 from curation.evaluate import EvalVideo
 from curation.synth.features import WorldParams, make_corpus
-from pipeline.bench.align import eval_video_of
 from pipeline.config import Config
 
 
@@ -88,10 +87,10 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
         from curation.evaluate import NORTON_V0, run_calibration
 
         # realignment with the run's calibration made beforehand, as the pipeline's Realign has it
-        calib = run_calibration([eval_video_of(v) for v in videos], params) if params.method == "posterior" else None
+        calib = run_calibration([EvalVideo.of_synth(v) for v in videos], params) if params.method == "posterior" else None
         t_align = _time_per_video(lambda fc: aligned_rows(fc[0], fc[1], params, None, calib), pairs)
 
-        cost = aligner_cost([eval_video_of(v) for v in videos[:60]], params, NORTON_V0)
+        cost = aligner_cost([EvalVideo.of_synth(v) for v in videos[:60]], params, NORTON_V0)
         rows = [(fc[0], aligned_rows(fc[0], fc[1], params, None, calib)) for fc in pairs[:50]]
         t_sample = _time_per_video(lambda fr: [sample_for_row(r, fr[0], {}, config.clips) for r in fr[1] if r.kept], rows)
         samples = [[sample_for_row(r, f, {}, config.clips) for r in rs if r.kept] for f, rs in rows]

@@ -154,8 +154,7 @@ def test_posterior_improves_on_asr_times_and_ranks_alignable_captions_first(corp
     """On the project's world, with the run calibrated over the corpus as a pipeline run does."""
     from curation.evaluate import EvalVideo, score_method
 
-    videos = [EvalVideo(v.caption_emb, v.frames, v.fps, v.asr_start_s, v.asr_end_s, v.alignable, v.true_start_s,
-                        v.true_end_s) for v in corpus]
+    videos = [EvalVideo.of_synth(v) for v in corpus]
     new = score_method("posterior", videos, AlignParams())
     asr = score_method("asr", videos, AlignParams(method="asr"))
     assert new.r_at_1 > asr.r_at_1 + 10 and new.auc > 75
@@ -167,8 +166,7 @@ def test_score_method_measures_the_weight_against_alignable_and_hit(corpus):
     from curation.metrics import brier_score, expected_calibration_error, hits
     from curation.spans import confidence_weight, shown_weight
 
-    videos = [EvalVideo(v.caption_emb, v.frames, v.fps, v.asr_start_s, v.asr_end_s, v.alignable, v.true_start_s,
-                        v.true_end_s) for v in corpus]
+    videos = [EvalVideo.of_synth(v) for v in corpus]
     params = AlignParams()
     got = score_method("posterior", videos, params)
     assert params.weight == "shown"
@@ -189,3 +187,29 @@ def test_score_method_measures_the_weight_against_alignable_and_hit(corpus):
     assert got.weight_ece_all == expected_calibration_error(weight, hit)
     assert got.hit_share == 100.0 * hit[kept].mean() and 0 < got.hit_share < 100
     assert got.weight_mean == 100.0 * weight[kept].mean()
+    # the truth of this world is the step that shows a caption: the shown event is the hit event
+    assert (got.shown_ece, got.shown_brier, got.shown_share) == (got.weight_ece, got.weight_brier, got.hit_share)
+
+
+def test_score_method_measures_the_weight_against_the_shown_step_where_the_truth_is_a_moment():
+    """Where the truth is the sentence's moment inside a step, the shown event ("alignable and the
+    centre inside the step") is recomputed by hand and differs from the hit event."""
+    from curation.evaluate import EvalVideo, evidence_of, run_calibration, score_method
+    from curation.metrics import brier_score, expected_calibration_error, hits
+    from curation.spans import caption_weight
+    from curation.synth.features import WorldParams, make_corpus
+
+    videos = [EvalVideo.of_synth(v) for v in make_corpus(30, 4, WorldParams(truth="moment", step_s=(20, 60)))]
+    params = AlignParams()
+    got = score_method("posterior", videos, params)
+    evidence = evidence_of(videos, params)
+    calib = run_calibration(videos, params, evidence)
+    results = [align_video(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, None, calib, e)
+               for v, e in zip(videos, evidence)]
+    kept = np.concatenate([r.alignability for r in results]) >= params.min_alignability
+    weight = np.where(kept, np.concatenate([caption_weight(r, np.ones(len(r.start_s), bool)) for r in results]), 0.0)
+    shown = np.concatenate([hits((r.start_s + r.end_s) / 2, v.shown_start_s, v.shown_end_s, v.alignable)
+                            for r, v in zip(results, videos)])
+    assert got.shown_ece == expected_calibration_error(weight[kept], shown[kept])
+    assert got.shown_brier == brier_score(weight[kept], shown[kept])
+    assert got.shown_share == 100.0 * shown[kept].mean() > got.hit_share + 20

@@ -156,8 +156,7 @@ def test_the_shown_weight_is_calibrated_on_a_planted_run():
     from curation.evaluate import EvalVideo, score_method
     from curation.synth.features import WorldParams, make_corpus
 
-    videos = [EvalVideo(v.caption_emb, v.frames, v.fps, v.asr_start_s, v.asr_end_s, v.alignable, v.true_start_s,
-                        v.true_end_s) for v in make_corpus(120, 3, WorldParams())]
+    videos = [EvalVideo.of_synth(v) for v in make_corpus(120, 3, WorldParams())]
     score = score_method("posterior", videos, AlignParams())
     assert score.weight_ece <= 0.05 and score.legacy_ece > 0.3
     assert score.weight_brier < score.legacy_brier

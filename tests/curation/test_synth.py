@@ -63,3 +63,26 @@ def test_alignable_fraction(corpus):
     assert abs(frac - WorldParams().alignable_fraction) <= 0.1
     low = make_corpus(4, 7, WorldParams(alignable_fraction=0.1))
     assert abs(np.concatenate([v.alignable for v in low]).mean() - 0.1) <= 0.1
+
+
+@pytest.mark.parametrize("truth", ["step", "moment"])
+def test_the_shown_span_is_the_step_that_holds_the_truth(truth, corpus):
+    """shown_* is the step whose frames show the caption's concept: the truth itself when the
+    truth is the step, a longer span around it when the truth is the sentence's moment; and the
+    frames inside it are closer to the caption's step concept than those outside."""
+    videos = corpus if truth == "step" else make_corpus(6, 7, WorldParams(truth="moment", step_s=(20, 60)))
+    longer = 0
+    for v in videos:
+        a = v.alignable
+        assert np.all(np.isnan(v.shown_start_s[~a])) and np.all(np.isnan(v.shown_end_s[~a]))
+        assert np.all(v.shown_start_s[a] <= v.true_start_s[a]) and np.all(v.shown_end_s[a] >= v.true_end_s[a])
+        if truth == "step":
+            np.testing.assert_array_equal(v.shown_start_s[a], v.true_start_s[a])
+            np.testing.assert_array_equal(v.shown_end_s[a], v.true_end_s[a])
+        longer += int(np.sum(v.shown_end_s[a] - v.shown_start_s[a] > v.true_end_s[a] - v.true_start_s[a] + 1))
+        t = (np.arange(v.frames.shape[0]) + 0.5) / v.fps
+        j = int(np.flatnonzero(a)[0])
+        inside = (t >= v.shown_start_s[j]) & (t < v.shown_end_s[j])
+        cos = v.frames @ v.caption_emb[j] / np.linalg.norm(v.frames, axis=1) / np.linalg.norm(v.caption_emb[j])
+        assert cos[inside].mean() > cos[~inside].mean()
+    assert (longer > 0) == (truth == "moment")
