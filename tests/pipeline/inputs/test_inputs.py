@@ -285,3 +285,47 @@ def test_video_mode_captions_from_the_video_itself():
     # feature mode still needs a captions file
     err = _raises("bad_manifest_row", parse_manifest_line, _line(captions=_DROP), BASE)
     assert "'captions' is required" in err.message
+
+
+def _feature_ref(tmp_path, frames: np.ndarray, captions_emb: np.ndarray) -> VideoRef:
+    np.save(tmp_path / "f.npy", frames)
+    np.save(tmp_path / "c.npy", captions_emb)
+    (tmp_path / "c.json").write_text(json.dumps({"start": [0.0, 2.0], "end": [1.0, 3.0], "text": ["a", "b"]}))
+    return VideoRef("v", str(tmp_path / "c.json"), str(tmp_path / "f.npy"), 1.0, str(tmp_path / "c.npy"))
+
+
+def test_local_features_pickle_as_a_reference_and_read_back_the_same(tmp_path):
+    """Frame and caption features from local files cross a runner's stage boundary as the
+    file's path and CRC (a few hundred bytes, not the array) and unpickle to equal arrays."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    frames, cap = rng.standard_normal((300, 64)).astype(np.float32), rng.standard_normal((2, 512)).astype(np.float32)
+    ref = _feature_ref(tmp_path, frames, cap)
+    loaded_frames, loaded_caps = load_frame_features(ref, None), load_caption_set(ref, None)
+    for obj, arr in ((loaded_frames, frames), (loaded_caps, cap)):
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        assert len(data) < arr.nbytes / 10
+        again = pickle.loads(data)
+        np.testing.assert_array_equal(again.emb, arr)
+        assert type(again) is type(obj) and again.video_id == "v"
+        assert len(pickle.dumps(again)) < arr.nbytes / 10  # and it stays a reference
+    again = pickle.loads(pickle.dumps(loaded_caps))
+    assert (again.start_s, again.end_s, again.text) == ((0.0, 2.0), (1.0, 3.0), ("a", "b"))
+    assert pickle.loads(pickle.dumps(loaded_frames)).fps == 1.0
+
+
+@pytest.mark.parametrize("change", ["rewritten", "removed"])
+def test_a_features_file_changed_after_the_first_read_is_an_error_naming_it(tmp_path, change):
+    """Never different frames: a file rewritten (or gone) between reads fails with its name."""
+    import pickle
+
+    rng = np.random.default_rng(1)
+    ref = _feature_ref(tmp_path, rng.standard_normal((20, 8)).astype(np.float32), np.ones((2, 8), np.float32))
+    data = pickle.dumps(load_frame_features(ref, 8))
+    if change == "rewritten":
+        np.save(tmp_path / "f.npy", rng.standard_normal((20, 8)).astype(np.float32))
+    else:
+        os.remove(tmp_path / "f.npy")
+    with pytest.raises(InputError, match=r"f\.npy"):
+        pickle.loads(data)
