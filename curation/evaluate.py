@@ -168,6 +168,36 @@ def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) ->
     )
 
 
+#: The name of :func:`ceiling_score`'s row in ``nccurate bench align``.
+CEILING = "ceiling: true step + the corpus's true bias (not a method)"
+
+
+def ceiling_centre_s(video: EvalVideo, bias_s: float, min_span_s: float = 1.0) -> np.ndarray:
+    """``(m,)`` span centres of a ceiling, not an aligner: each alignable caption's ASR centre
+    shifted by ``bias_s`` (true minus ASR time) and clipped into the footage that shows it
+    (``video.shown_span()``, its step), keeping its span inside; other captions at their ASR
+    centre. Where a step shows its concept evenly, nothing in the footage can place a caption
+    better than this, so it bounds what an aligner can score there."""
+    asr_centre = (video.asr_start_s + video.asr_end_s) / 2.0
+    half = np.maximum(video.asr_end_s - video.asr_start_s, min_span_s) / 2.0
+    lo, hi = video.shown_span()
+    lo, hi = np.where(video.alignable, lo, asr_centre), np.where(video.alignable, hi, asr_centre)  # (NaN for chatter)
+    inside = np.clip(asr_centre + bias_s, lo + half, hi - half)
+    placed = np.where(hi - lo > 2 * half, inside, (lo + hi) / 2.0)
+    return np.where(video.alignable, placed, asr_centre)
+
+
+def ceiling_score(videos: Sequence[EvalVideo]) -> MethodScore:
+    """R@1 of :func:`ceiling_centre_s` with the corpus's median true offset (AUC NaN: no score)."""
+    label = np.concatenate([v.alignable for v in videos]).astype(bool)
+    true_start, true_end = np.concatenate([v.true_start_s for v in videos]), np.concatenate([v.true_end_s for v in videos])
+    asr = np.concatenate([(v.asr_start_s + v.asr_end_s) / 2.0 for v in videos])
+    bias = float(np.median(((true_start + true_end) / 2.0 - asr)[label])) if label.any() else 0.0
+    centre = np.concatenate([ceiling_centre_s(v, bias) for v in videos])
+    nan = float("nan")
+    return MethodScore(CEILING, 100.0 * recall_at_1(centre, true_start, true_end, label), nan, nan, nan, nan)
+
+
 #: The realignment default before the posterior aligner (``configs/norton-v0.yaml``).
 NORTON_V0 = AlignParams(method="norton", ncl_temperature=0.05, ncl_relative=False)
 

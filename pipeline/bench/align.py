@@ -9,7 +9,7 @@ import tempfile
 
 import numpy as np
 
-from curation.evaluate import (EvalVideo, benchmark_methods, format_calibration_table, format_keep_table, format_table,
+from curation.evaluate import (CEILING, EvalVideo, benchmark_methods, ceiling_score, format_calibration_table, format_keep_table, format_table,
                                format_world_table, score_method)
 from curation.errors import InputError
 from curation.synth.features import make_corpus
@@ -88,6 +88,8 @@ def _world_table(worlds: dict[str, list[EvalVideo]], config: Config, title: str,
     scores = {name: {w: score_method(name, videos, params) for w, videos in worlds.items()}
               for name, params in methods.items()}
     configured = scores[next(reversed(methods))]
+    # the last row: what no aligner can beat where a step shows its concept evenly
+    scores[CEILING] = {w: ceiling_score(videos) for w, videos in worlds.items()}
     if plot is not None:
         from pipeline.tools.plots import reliability_png
 

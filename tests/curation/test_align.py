@@ -213,3 +213,23 @@ def test_score_method_measures_the_weight_against_the_shown_step_where_the_truth
     assert got.shown_ece == expected_calibration_error(weight[kept], shown[kept])
     assert got.shown_brier == brier_score(weight[kept], shown[kept])
     assert got.shown_share == 100.0 * shown[kept].mean() > got.hit_share + 20
+
+
+def test_the_ceiling_keeps_asr_plus_bias_inside_the_step_and_clips_to_it_outside():
+    """ceiling_centre_s: an alignable caption whose shifted ASR centre lies in its step keeps it,
+    one outside goes to the nearest position whose span fits the step, a step shorter than the
+    span gives its centre, and a chatter caption keeps its ASR centre."""
+    from curation.evaluate import EvalVideo, ceiling_centre_s, ceiling_score
+
+    nan = np.nan
+    asr_start = np.array([100.0, 10.0, 300.0, 50.0])
+    asr_end = asr_start + 4.0
+    video = EvalVideo(None, None, 1.0, asr_start, asr_end, np.array([True, True, True, False]),
+                      np.array([103.0, 40.0, 200.0, nan]), np.array([106.0, 44.0, 202.0, nan]),
+                      np.array([80.0, 30.0, 199.0, nan]), np.array([160.0, 90.0, 203.0, nan]))
+    centre = ceiling_centre_s(video, bias_s=2.5)
+    np.testing.assert_allclose(centre, [104.5, 32.0, 201.0, 52.0])
+    score = ceiling_score([video])
+    # the corpus's median true-minus-ASR offset is 2.5 s here (2.5, 30, -101): caption 0 hits
+    # (104.5 in [103, 106]), caption 1 misses (32 not in [40, 44]), caption 2 hits (201 in [200, 202])
+    assert score.r_at_1 == pytest.approx(100.0 * 2 / 3) and np.isnan(score.auc)
