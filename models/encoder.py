@@ -17,6 +17,10 @@ both float32 and L2-normalised, so a caption/frame similarity is a plain dot pro
   units (:func:`cpu_has_bf16`: ``avx512_bf16`` or ``amx_bf16``); the features go back to fp32
   before normalising. Elsewhere bf16 would be emulated and slower, so it runs fp32 with a one-line
   warning, as ``fp16`` on CPU does.
+* Backend (``model.backend``): ``torch`` runs the open_clip model itself; ``onnxruntime`` (fp32,
+  ``int8``) and ``openvino`` (fp32, bf16) run both towers exported from it on the CPU
+  (:mod:`models.backends`: exported once per model + weights digest into a cache folder, and
+  checked against the torch model at every load). Preprocessing and tokenising are the same.
 * ``torch.set_num_threads`` is never changed: the runner / user owns the thread budget. Results
   do not depend on it: importing this module sets ``MKL_CBWR=AUTO,STRICT`` (unless the user set
   it), MKL's strict conditional numerical reproducibility, under which its GEMMs give the same bits
@@ -39,6 +43,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from models import backends as _backends
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
@@ -50,7 +56,8 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 #: Directory of the project's own open_clip model configs (``nccurate-tiny.json``, ...).
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+BACKENDS = _backends.BACKENDS
 _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
 _registered = False
@@ -66,7 +73,8 @@ class EncoderSpec:
     (``open_clip.list_pretrained_tags_by_model(name)``), a local checkpoint path, or None for a
     random init with ``torch.manual_seed(seed)``; ``device``: ``cpu``, ``cuda`` or ``cuda:N``;
     ``precision``: ``fp32``, ``fp16`` or ``bf16`` (autocast on CUDA; on CPU bf16 weights and
-    input where the CPU has bf16 units, else fp32).
+    input where the CPU has bf16 units, else fp32), or ``int8``; ``backend``: ``torch``,
+    ``onnxruntime`` or ``openvino`` (which precisions each runs: :data:`models.backends.BACKEND_PRECISIONS`).
     """
 
     name: str = "nccurate-tiny"
@@ -74,6 +82,7 @@ class EncoderSpec:
     device: str = "cpu"
     precision: str = "fp32"
     seed: int = 0
+    backend: str = "torch"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -84,6 +93,7 @@ class EncoderSpec:
             raise ValueError(f"encoder device {self.device!r} is not one of cpu, cuda, cuda:N")
         if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained):
             raise ValueError(f"encoder pretrained must be a tag, a file path or None, got {self.pretrained!r}")
+        _backends.check_backend(self.backend, self.precision, self.device)
 
 
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -191,17 +201,20 @@ def local_weights(uri: str) -> str:
 
 
 def check_spec(spec: EncoderSpec) -> None:
-    """Fail fast, without loading weights: ValueError for an unknown model name or a
-    ``pretrained`` that is neither a known tag nor an existing file (both named)."""
+    """Fail fast, without loading weights: ValueError for an unknown model name, a
+    ``pretrained`` that is neither a known tag nor an existing file (both named), or a backend whose
+    packages are not installed."""
     _model_config(spec.name)
     _check_pretrained(spec)
+    if spec.backend != "torch":
+        _backends.require_packages(spec.backend)
 
 
 def encoder_spec_of(model_config) -> EncoderSpec:
     """The :class:`EncoderSpec` of a run's model section (``pipeline.config.ModelConfig`` or any
-    object with ``name``, ``pretrained``, ``device`` and ``precision``); the seed stays 0."""
+    object with ``name``, ``pretrained``, ``device``, ``precision`` and ``backend``); the seed stays 0."""
     return EncoderSpec(name=model_config.name, pretrained=model_config.pretrained, device=model_config.device,
-                       precision=model_config.precision)
+                       precision=model_config.precision, backend=model_config.backend)
 
 
 class ClipEncoder:
@@ -315,7 +328,13 @@ def load_encoder(spec: EncoderSpec) -> ClipEncoder:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"encoder device {spec.device!r}: only {torch.cuda.device_count()} CUDA device(s)")
     autocast_dtype, weights_dtype = None, None
-    if spec.precision != "fp32":
+    exported_precision = spec.precision
+    if spec.backend != "torch":
+        _backends.require_packages(spec.backend)
+        if spec.precision == "bf16" and not cpu_has_bf16():
+            log.warning("encoder precision bf16 ignored on %s (this CPU has no bf16 units): running fp32", spec.backend)
+            exported_precision = "fp32"
+    elif spec.precision != "fp32":
         if device.type == "cuda":
             autocast_dtype = torch.float16 if spec.precision == "fp16" else torch.bfloat16
         elif spec.precision == "bf16" and cpu_has_bf16():
@@ -353,6 +372,10 @@ def load_encoder(spec: EncoderSpec) -> ClipEncoder:
     if not embed_dim:  # configs from hf-hub/local-dir may nest it differently: measure it
         with torch.inference_mode():
             encoder.embed_dim = int(model.encode_text(tokenizer([""]).to(device)).shape[-1])
+    if spec.backend != "torch":
+        # the torch model is only the reference of the export and its load-time check; dropped after
+        encoder.model = _backends.exported_encoder_towers(model, spec.name, input_size, tokenizer, spec.backend,
+                                                          exported_precision, encoder.pixels, torch.get_num_threads())
     return encoder
 
 

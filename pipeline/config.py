@@ -24,6 +24,8 @@ from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationE
 from pydantic.dataclasses import dataclass
 
 from curation.align import AlignParams
+from models.backends import BACKENDS as ENCODER_BACKENDS
+from models.backends import check_backend
 from models.encoder import PRECISIONS
 from pipeline import beam_options, config_messages
 from pipeline.errors import ConfigError  # callers import it from here too
@@ -72,6 +74,7 @@ def _check_retry(policy: RetryPolicy) -> RetryPolicy:
 
 Device = Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")]
 Precision = Literal[PRECISIONS]
+EncoderBackend = Literal[ENCODER_BACKENDS]
 DecodeBackend = Literal[DECODE_BACKENDS]
 SampleFormat = Literal[SAMPLE_FORMATS]
 Layout = Literal[LAYOUTS]
@@ -94,8 +97,12 @@ class ModelConfig:
     pretrained: str | None = "openai"
     device: Device = "cpu"
     precision: Precision = "fp32"
+    backend: EncoderBackend = "torch"
     frame_batch_size: Annotated[int, AtLeastOne] = 64
     text_batch_size: Annotated[int, AtLeastOne] = 64
+
+    def __post_init__(self):
+        check_backend(self.backend, self.precision, self.device)
 
 
 @_section

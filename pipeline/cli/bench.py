@@ -66,7 +66,8 @@ def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height
     feature mode). Video mode: decode vs plain PyAV, encoder images/s, pipeline vs its slowest
     stage, 1 -> N worker scaling, peak RSS. Decode mode: the PyAV decoder against plain PyAV on
     B-frame H.264 (identical picks checked). Encoder mode: the CPU image encoder's images/s per
-    model.precision (fp32, and bf16 where the CPU has bf16 units) and its cosine to fp32."""
+    model.backend x model.precision this machine runs (torch fp32 / bf16, onnxruntime fp32 / int8,
+    openvino fp32 / bf16; bf16 where the CPU has bf16 units) and its cosine to torch fp32."""
     if mode == "encoder":
         from pipeline.bench.encoder import bench_throughput_encoder
 

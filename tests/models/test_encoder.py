@@ -270,12 +270,12 @@ def test_lazy_encoder_builds_the_shared_one_on_first_use():
 def test_encoder_spec_of_a_config_model_section():
     from types import SimpleNamespace
 
-    section = SimpleNamespace(name="ViT-B-32", pretrained="openai", device="cuda:1", precision="bf16",
+    section = SimpleNamespace(name="ViT-B-32", pretrained="openai", device="cuda:1", precision="bf16", backend="torch",
                               frame_batch_size=64, text_batch_size=256)
     assert encoder_spec_of(section) == EncoderSpec(name="ViT-B-32", pretrained="openai", device="cuda:1",
                                                    precision="bf16", seed=0)
     with pytest.raises(ValueError, match="precision"):
-        encoder_spec_of(SimpleNamespace(name="ViT-B-32", pretrained=None, device="cpu", precision="int8"))
+        encoder_spec_of(SimpleNamespace(name="ViT-B-32", pretrained=None, device="cpu", precision="int8", backend="torch"))
 
 
 LAZY = """

@@ -281,7 +281,7 @@ def test_hashes_of_different_values_are_distinct():
 #: Values the config's earlier (hand-validated dataclass) implementation gave, updated when
 #: ``output.min_shards`` (issue 16: the shard layout changed with it) ``decode.max_bytes`` (issue 17) and ``decode.deinterlace``
 #: (issue 18) and the ``captions`` and ``asr`` sections (issue 19) and ``align.weight``
-#: (issue 20) and ``decode.exact`` (issue 21) were added and the ``model.text_batch_size``
+#: (issue 20) and ``decode.exact`` and ``model.backend`` (issue 21) were added and the ``model.text_batch_size``
 #: default went from 256 to 64 (issue 21: memory; the same embeddings). The hash is in
 #: every sample's json and in the checkpoints, ``to_dict`` is summary.json's ``config``: any
 #: change here changes output bytes and stops old runs from resuming.
@@ -289,13 +289,13 @@ OVERRIDES = ["align.eps=0.05", "seed=3", "features.dim=512", "align.window_s=30"
              "clips.format=jpg", "io.backoff_s=1", "model.pretrained=null", "resources.torch_threads=2",
              "beam.experiments=[a, b]"]
 PINNED = [
-    (None, [], "759f60faaea3ce7c", "0c5f902fc05a1a9b"),
-    ("dataflow.yaml", [], "e68a6393ed96dafb", "87622c85e913ba6f"),
-    (None, OVERRIDES, "dfdf0b11ed32d82d", "da025d9965db05b5"),
-    ("flink.yaml", [], "fe955e2806785445", None),
-    ("spark.yaml", [], "fe955e2806785445", None),
-    ("norton-v0.yaml", [], "987686e460e28300", None),
-    (None, ["align.eps=1", "decode.sample_fps=2", "max_failure_ratio=0", "align.window_s=1e2"], "0b1e1dd494b40b80", None),
+    (None, [], "95363e6f65506cea", "71f72405a7df7bbc"),
+    ("dataflow.yaml", [], "9f57513e45bc1671", "1e89369e4f26ac70"),
+    (None, OVERRIDES, "d7acbd53c71a12aa", "78b91f8a7a4153ed"),
+    ("flink.yaml", [], "cf2eedc0fa85bb77", None),
+    ("spark.yaml", [], "cf2eedc0fa85bb77", None),
+    ("norton-v0.yaml", [], "66c0f2870bd3425b", None),
+    (None, ["align.eps=1", "decode.sample_fps=2", "max_failure_ratio=0", "align.window_s=1e2"], "2ff23d23826e5902", None),
 ]
 
 
