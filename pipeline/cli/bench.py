@@ -57,7 +57,8 @@ def bench_align(videos, seed, manifest, truth, held_out, video_world, plots, con
 @click.option("--workers", default=2, show_default=True, help="Video mode: DirectRunner workers of the scaling run.")
 @click.option("--asr", is_flag=True, help="Video mode: also time speech recognition (asr.model) per audio second.")
 @click.option("--rounds", default=None, type=click.IntRange(min=1),
-              help="Decode and encoder modes: interleaved rounds (default: 3 decode, 5 encoder).")
+              help="Interleaved rounds (default: 3 decode, 5 encoder, 2 features: whole-pipeline runs "
+                   "with and without checkpoints).")
 @config_options
 @click.pass_context
 def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height, fps, model, workers, asr, rounds,
@@ -86,7 +87,7 @@ def bench_throughput(ctx, mode, videos, seed, workdir, duration_s, width, height
         return
     from pipeline.bench.features import bench_throughput_features
 
-    click.echo(bench_throughput_features(config, videos or 500, seed, tuple(ctx.args)))
+    click.echo(bench_throughput_features(config, videos or 500, seed, tuple(ctx.args), rounds or 2))
 
 
 @bench.command("train")
