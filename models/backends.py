@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -242,9 +242,11 @@ def _openvino_runner(path: str, threads: int, precision: str):
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(path), "CPU",
+    # no CPU pinning: OpenVINO pins its threads to cores by default, and two worker processes of
+    # one thread each then shared one core (2 workers ran at 0.95x of 1; unpinned, 2 x 20 images/s)
+    compiled = core.compile_model(path, "CPU",
                                   {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                                   "INFERENCE_NUM_THREADS": threads})
+                                   "INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False})
     request = compiled.create_infer_request()
 
     def run(x):
@@ -269,32 +271,38 @@ def least_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(a * b, axis=1).min())
 
 
-def check_towers(towers: ExportedTowers, model, pixels: "torch.Tensor", tokens: "torch.Tensor", name: str,
-                 precision: str) -> tuple[float, float]:
-    """(frames, texts) least cosine of ``towers`` against the torch ``model`` on the probe inputs;
-    ValueError naming the model when either is below :data:`MIN_COSINE`."""
+class Reference(NamedTuple):
+    """What a load checks an export against, made with the torch model before it is dropped:
+    the export's folder, the probe inputs and the torch model's features of them."""
+
+    folder: str
+    name: str
+    pixels: "torch.Tensor"
+    tokens: "torch.Tensor"
+    features: tuple[np.ndarray, np.ndarray]  # (frames (8, D), texts (6, D)), not normalised
+
+
+def export_with_reference(model, name: str, input_size: int, tokenizer, precision: str, pixels_of) -> Reference:
+    """Export (or reuse) ``model``'s towers at ``precision`` and embed the probe inputs with
+    ``model`` itself (``pixels_of``: uint8 frames -> the model's input tensor). The caller may
+    then drop the torch model before the sessions are opened, so both are never in memory at once."""
     import torch
 
-    with torch.inference_mode():
-        want = (model.encode_image(pixels).float().numpy(), model.encode_text(tokens).float().numpy())
-    got = (towers.encode_image(pixels).numpy(), towers.encode_text(tokens).numpy())
-    cosines = (least_cosine(got[0], want[0]), least_cosine(got[1], want[1]))
-    if min(cosines) < MIN_COSINE[precision]:
-        raise ValueError(f"model {name!r} on model.backend {towers.backend!r} at {precision}: embeddings differ from "
-                         f"torch fp32 (least cosine frames {cosines[0]:.5f}, texts {cosines[1]:.5f}, need "
-                         f">= {MIN_COSINE[precision]}); export in {towers.folder}; use model.backend torch")
-    return cosines
-
-
-def exported_encoder_towers(model, name: str, input_size: int, tokenizer, backend: str, precision: str,
-                            pixels_of, threads: int) -> ExportedTowers:
-    """Export (or reuse) ``model``'s towers for ``backend`` at ``precision``, open them with
-    ``threads`` threads and check them against ``model`` (``pixels_of``: uint8 frames -> the
-    model's input tensor)."""
-    require_packages(backend)
     folder = exported_towers(model, name, input_size, tokenizer, precision)
-    towers = open_towers(folder, backend, precision, threads)
-    check_towers(towers, model, pixels_of(probe_frames(8, input_size)), tokenizer(list(PROBE_TEXTS)), name,
-                 precision)
-    return towers
+    pixels, tokens = pixels_of(probe_frames(8, input_size)), tokenizer(list(PROBE_TEXTS))
+    with torch.inference_mode():
+        features = (model.encode_image(pixels).float().numpy(), model.encode_text(tokens).float().numpy())
+    return Reference(folder, name, pixels, tokens, features)
 
+
+def checked_towers(reference: Reference, backend: str, precision: str, threads: int) -> ExportedTowers:
+    """The sessions of ``reference.folder`` (``threads`` threads each), checked against the torch
+    features: ValueError naming the model when frames or texts fall below :data:`MIN_COSINE`."""
+    towers = open_towers(reference.folder, backend, precision, threads)
+    got = (towers.encode_image(reference.pixels).numpy(), towers.encode_text(reference.tokens).numpy())
+    cosines = (least_cosine(got[0], reference.features[0]), least_cosine(got[1], reference.features[1]))
+    if min(cosines) < MIN_COSINE[precision]:
+        raise ValueError(f"model {reference.name!r} on model.backend {backend!r} at {precision}: embeddings differ "
+                         f"from torch fp32 (least cosine frames {cosines[0]:.5f}, texts {cosines[1]:.5f}, need "
+                         f">= {MIN_COSINE[precision]}); export in {reference.folder}; use model.backend torch")
+    return towers

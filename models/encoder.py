@@ -373,9 +373,12 @@ def load_encoder(spec: EncoderSpec) -> ClipEncoder:
         with torch.inference_mode():
             encoder.embed_dim = int(model.encode_text(tokenizer([""]).to(device)).shape[-1])
     if spec.backend != "torch":
-        # the torch model is only the reference of the export and its load-time check; dropped after
-        encoder.model = _backends.exported_encoder_towers(model, spec.name, input_size, tokenizer, spec.backend,
-                                                          exported_precision, encoder.pixels, torch.get_num_threads())
+        # the torch model is only the source of the export and the reference of its load-time
+        # check: dropped before the sessions open, so the two are never in memory together
+        reference = _backends.export_with_reference(model, spec.name, input_size, tokenizer, exported_precision,
+                                                    encoder.pixels)
+        encoder.model = model = None
+        encoder.model = _backends.checked_towers(reference, spec.backend, exported_precision, torch.get_num_threads())
     return encoder
 
 

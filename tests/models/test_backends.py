@@ -65,6 +65,7 @@ def test_export_is_cached_per_weights(monkeypatch):
     seed) get their own folder."""
     pytest.importorskip("onnxruntime"), pytest.importorskip("onnxscript")
     first = load_encoder(EncoderSpec(backend="onnxruntime", seed=3))
+    assert isinstance(first.model, backends.ExportedTowers)  # the torch model is not kept
     monkeypatch.setattr(backends, "_export_fp32", lambda *a: pytest.fail("exported again"))
     again = load_encoder(EncoderSpec(backend="onnxruntime", seed=3))
     assert again.model.folder == first.model.folder
