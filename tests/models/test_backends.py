@@ -1,6 +1,9 @@
 """The exported CPU backends of the encoder (models.backends): ONNX Runtime fp32 / int8 and
 OpenVINO fp32 / bf16 against the torch model they come from, the export cache, and the errors of
-a wrong backend, precision, device or a missing package."""
+a wrong backend, precision, device or a missing package. The tests that open a backend's
+sessions run in a process of their own (``own_process``, tests/conftest.py): a process whose
+ONNX Runtime or OpenVINO thread pools exist cannot safely fork, and later tests fork DataLoader
+workers."""
 
 from __future__ import annotations
 
@@ -23,9 +26,7 @@ def reference():
     return load_encoder(EncoderSpec())
 
 
-@pytest.fixture(scope="module", params=COMBOS, ids=lambda c: "-".join(c))
-def exported(request):
-    backend, precision = request.param
+def _exported(backend: str, precision: str):
     for module in ("onnx", "onnxscript", "onnxruntime" if backend == "onnxruntime" else "openvino"):
         pytest.importorskip(module)
     return load_encoder(EncoderSpec(backend=backend, precision=precision))
@@ -35,9 +36,12 @@ def _frames(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
 
 
-def test_embeddings_are_close_to_torch_fp32(exported, reference):
+@pytest.mark.own_process
+@pytest.mark.parametrize("backend, precision", COMBOS)
+def test_embeddings_are_close_to_torch_fp32(backend, precision, reference):
     """Frames and texts it never saw at export (other than the load-time probe) embed within the
     precision's bound of the torch model, as unit float32 rows."""
+    exported = _exported(backend, precision)
     frames, texts = _frames(9, seed=5), [f"step {i}: cut the {w}" for i, w in enumerate(("onion", "bread", "wire"))]
     got_f, got_t = exported.encode_frames(frames, 4), exported.encode_texts(texts, 2)
     assert got_f.shape == (9, 64) and got_f.dtype == np.float32 and got_t.shape == (3, 64)
@@ -49,9 +53,12 @@ def test_embeddings_are_close_to_torch_fp32(exported, reference):
         assert not np.array_equal(got_f, reference.encode_frames(frames))
 
 
-def test_embeddings_do_not_depend_on_batching_or_repeats(exported):
+@pytest.mark.own_process
+@pytest.mark.parametrize("backend, precision", COMBOS)
+def test_embeddings_do_not_depend_on_batching_or_repeats(backend, precision):
     """int8 quantises activations per batch, so it runs one input at a time: a frame's embedding
     is the same bits alone, in any batch, and on a second call."""
+    exported = _exported(backend, precision)
     frames = _frames(7, seed=6)
     whole = exported.encode_frames(frames, 7)
     np.testing.assert_array_equal(whole, exported.encode_frames(frames, 3))
@@ -60,6 +67,7 @@ def test_embeddings_do_not_depend_on_batching_or_repeats(exported):
     np.testing.assert_array_equal(exported.encode_texts(texts, 6), exported.encode_texts(texts, 1))
 
 
+@pytest.mark.own_process
 def test_export_is_cached_per_weights(monkeypatch):
     """A second load reuses the export (the exporter is not called again); other weights (another
     seed) get their own folder."""
@@ -77,6 +85,7 @@ def test_export_is_cached_per_weights(monkeypatch):
     assert not [name for name in os.listdir(backends.cache_root()) if name.startswith(".tmp-")]
 
 
+@pytest.mark.own_process
 def test_a_wrong_cache_entry_fails_the_load_naming_the_model():
     """A cache entry holding another model's towers (a damaged or stale export) is caught by the
     load-time check against the torch model, not used."""
@@ -88,6 +97,7 @@ def test_a_wrong_cache_entry_fails_the_load_naming_the_model():
         load_encoder(EncoderSpec(backend="onnxruntime", seed=5))
 
 
+@pytest.mark.own_process
 def test_openvino_bf16_without_bf16_units_runs_fp32_with_a_warning(monkeypatch, caplog, reference):
     pytest.importorskip("openvino"), pytest.importorskip("onnxscript")
     import models.encoder as encoder_module

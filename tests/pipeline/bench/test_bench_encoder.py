@@ -25,6 +25,7 @@ def test_runnable_settings_leave_out_bf16_without_units_and_missing_backends():
 
 
 @pytest.mark.slow
+@pytest.mark.own_process
 def test_report_rows_per_setting_and_threads(monkeypatch):
     import torch
 
