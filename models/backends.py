@@ -74,7 +74,8 @@ def missing_packages(backend: str) -> list[str]:
 
 
 def require_packages(backend: str) -> None:
-    """ValueError in one line when ``backend``'s packages are missing, with the install command."""
+    """ValueError in one line when ``backend``'s packages are missing, with the install command
+    (``torch`` needs none beyond nccurate's own)."""
     missing = missing_packages(backend)
     if missing:
         raise ValueError(f"model.backend {backend!r} needs {', '.join(missing)}, not installed: "

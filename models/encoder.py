@@ -57,7 +57,6 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-BACKENDS = _backends.BACKENDS
 _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
 _registered = False
@@ -206,8 +205,7 @@ def check_spec(spec: EncoderSpec) -> None:
     packages are not installed."""
     _model_config(spec.name)
     _check_pretrained(spec)
-    if spec.backend != "torch":
-        _backends.require_packages(spec.backend)
+    _backends.require_packages(spec.backend)
 
 
 def encoder_spec_of(model_config) -> EncoderSpec:
@@ -330,7 +328,7 @@ def load_encoder(spec: EncoderSpec) -> ClipEncoder:
     autocast_dtype, weights_dtype = None, None
     exported_precision = spec.precision
     if spec.backend != "torch":
-        _backends.require_packages(spec.backend)
+        _backends.require_packages(spec.backend)  # before the model is built
         if spec.precision == "bf16" and not cpu_has_bf16():
             log.warning("encoder precision bf16 ignored on %s (this CPU has no bf16 units): running fp32", spec.backend)
             exported_precision = "fp32"
