@@ -7,19 +7,25 @@ grid*: the K = 2 * round(window_s * fps) + 1 frames around its ASR centre frame,
 
 1. **Evidence** (:func:`segment_evidence`). ``sim`` is the plain cosine; :func:`polish`
    turns it into z by a median polish (frame medians, then caption medians removed; one noise
-   scale per video). Single-segment model: the caption is shown
-   nowhere in its grid, or on one run of n frames (n on a geometric ladder 2 ... K, each length
-   equally likely, each start equally likely). A run's likelihood ratio against "nowhere" is
+   scale per video). Single-segment model: the caption is shown nowhere in its grid, or on one
+   run of n frames, whose likelihood ratio against "nowhere" is
 
-       LR(run) = exp(c * delta * (sum_run z - n * delta / 2))
+       LR(run) = exp(c * h * (sum_run z - n * h / 2))
 
-   with ``delta`` the mean z of the caption's best run (largest ``sum z / sqrt(n)``) and
-   ``c = (1 - a) / (1 + a)`` discounting frame noise whose lag-1 autocorrelation ``a`` is
-   estimated from the video's rows, so correlated frames do not count as independent evidence.
-   ``on_prob[i, k]`` = P(cell k lies in the run | there is one): flat across an evenly shown step,
-   peaked where the footage singles a moment out. ``llr[i]`` = log of the mean LR (the Bayes
-   factor for "shown somewhere near its ASR time"), the statistic alignability is built from
-   (``curation.calibration``: against decoys, the same statistic half a video away).
+   with ``h`` the caption's on-level and ``c = (1 - a) / (1 + a)`` discounting frame noise whose
+   lag-1 autocorrelation ``a`` is estimated from the video's rows, so correlated frames do not
+   count as independent evidence.
+
+   * ``llr[i]`` = log of the mean LR over runs with lengths on a geometric ladder 2 ... K (each
+     length equally likely, each start equally likely) at ``h = delta``, the mean z of the
+     caption's best run (largest ``sum z / sqrt(n)``): the Bayes factor for "shown somewhere near
+     its ASR time", the statistic alignability is built from (``curation.calibration``: against
+     decoys, captions of other videos).
+   * ``on_prob[i, k]`` = P(cell k lies in the run | there is one), over *every* run of the grid,
+     each equally likely (:func:`run_coverage`: exact in O(K) per caption, since log LR is a
+     difference of two cumulative terms), with ``h`` re-estimated by two EM steps from ``delta``:
+     flat across an evenly shown step up to its edges, whatever its length, and peaked where the
+     footage singles a moment out.
 2. **Prior** over offsets, learnt from the run (:func:`fit_offset_prior`, maximum likelihood):
    ``pi(d) = (1 - rho) N(d; mu, sigma^2) + rho / (2 W)``.
 3. **Time** (:func:`posterior_centre_s`): the span centre is the argmax, over windows of the
@@ -165,18 +171,13 @@ def noise_discount(z: np.ndarray) -> float:
 @functools.lru_cache(maxsize=16)
 def _ladder(k: int):
     """Every run of the segment model on a grid of ``k`` cells, flattened over lengths:
-    ``(start: (J,), end: (J,), length: (J,) float, log_prior: (J,), blocks)``, ``blocks`` the
-    ``(n, first, stop)`` slice of each length's runs (starts 0 .. k - n in order). Each length is
-    equally likely, and each start of a length."""
+    ``(start: (J,), end: (J,), length: (J,) float, log_prior: (J,))``. Each length is equally
+    likely, and each start of a length."""
     lengths = run_lengths(k)
     start = np.concatenate([np.arange(k - n + 1) for n in lengths])
     length = np.concatenate([np.full(k - n + 1, n) for n in lengths])
     log_prior = np.concatenate([np.full(k - n + 1, -np.log(len(lengths) * (k - n + 1))) for n in lengths])
-    blocks, first = [], 0
-    for n in lengths:  # the runs of length n are entries first .. first + k - n of the flat arrays
-        blocks.append((n, first, first + k - n + 1))
-        first += k - n + 1
-    return start, start + length, length.astype(np.float64), log_prior, tuple(blocks)
+    return start, start + length, length.astype(np.float64), log_prior
 
 
 def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, window_s: float,
@@ -192,7 +193,7 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     c = noise_discount(zrow) if discount is None else discount
     z = np.where(valid, np.take_along_axis(zrow, frame, axis=1), 0.0)
     k = z.shape[1]
-    start, end, length, log_prior, blocks = _ladder(k)
+    start, end, length, log_prior = _ladder(k)
     csum = np.concatenate([np.zeros((m, 1)), np.cumsum(z, axis=1)], axis=1)
     total = csum[:, end] - csum[:, start]                    # (m, J) sum of z over each run
     # runs leaving the video get -inf; only captions whose grid leaves the video have such runs
@@ -208,21 +209,87 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     log_lr[edge] = np.where(outside, -np.inf, log_lr[edge])
     top = log_lr.max(axis=1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
-    weight = np.exp(log_lr - top)
-    total_w = weight.sum(axis=1)
-    llr = np.log(np.maximum(total_w, 1e-300)) + top[:, 0]
+    llr = np.log(np.maximum(np.exp(log_lr - top).sum(axis=1), 1e-300)) + top[:, 0]
     on_prob = np.zeros((m, k))
     if with_on_prob:
-        # P(cell t in the run) = the weight of the runs covering t: a run adds its weight from its
-        # first cell on and takes it off after its last, so one cumulative sum gives every
-        # coverage (elementwise, so the same bits with any BLAS thread count)
-        change = np.zeros((m, k + 1))
-        for n, first, stop in blocks:
-            change[:, :stop - first] += weight[:, first:stop]
-            change[:, n:n + stop - first] -= weight[:, first:stop]
-        on_prob = np.cumsum(change[:, :k], axis=1) / np.maximum(total_w[:, None], 1e-300) * valid
+        on_prob = run_coverage(z, valid, c, delta[:, 0])
+
     return Evidence(offset_s, frame.astype(np.int32), valid, np.clip(on_prob, 0.0, 1.0), llr,
                     None if own is None else own.frame_median, 1.0 if own is None else own.scale, c)
+
+
+#: EM updates of each caption's on-level in :func:`run_coverage`.
+ON_LEVEL_EM_STEPS = 2
+
+#: Rows whose boundary potentials span at most this many nats are summed in the linear domain:
+#: each factor lies within e^±300 of 1 and a run's weight, their product, within e^±600, so sums
+#: over the grid's runs stay far from float64's e^±709; the rest are summed in the log domain.
+LINEAR_RANGE = 600.0
+
+
+def run_coverage(z: np.ndarray, valid: np.ndarray, discount: float, on_level: np.ndarray,
+                 em_steps: int = ON_LEVEL_EM_STEPS) -> np.ndarray:
+    """``(m, K)`` P(cell k lies in the caption's run | it has one), over *every* run of the grid.
+
+    ``z: (m, K)`` standardised similarity on each caption's grid, ``valid: (m, K)`` (one
+    contiguous stretch per row), ``on_level: (m,)`` the starting on-level (the best run's mean z).
+    Every run ``[s, e)`` of valid cells is equally likely, and its likelihood ratio against
+    "nowhere" is ``exp(c h (sum_run z - n h / 2))`` = ``exp(A[e] - A[s])`` with
+    ``A[j] = c h (sum_{t<j} z_t - j h / 2)``: separable in its two ends, so the coverage of cell
+    t, ``sum_{s <= t < e} exp(A[e] - A[s])``, is a product of a prefix sum over starts and a
+    suffix sum over ends (O(K) per caption, every length, no ladder). The on-level h is then
+    re-estimated by EM (``em_steps`` times): h = the coverage-weighted mean z, the maximiser of
+    the expected log-likelihood. The best run's mean, where it starts, is biased upwards (it is
+    the maximum over runs), which makes the model cut a flat step short at a dip of noise. The
+    steps are few on purpose: run to convergence, EM takes the on-level of a weakly shown caption
+    to 0 (under a prior spread over every run, its evidence is below "nowhere"), so its timing
+    would ignore the footage altogether."""
+    z = np.asarray(z, dtype=np.float64)
+    valid = np.asarray(valid, dtype=bool)
+    m, k = z.shape
+    csum = np.concatenate([np.zeros((m, 1)), np.cumsum(np.where(valid, z, 0.0), axis=1)], axis=1)
+    idx = np.arange(k + 1)[None, :]
+    first = np.argmax(valid, axis=1)[:, None]
+    stop = np.where(valid.any(axis=1), k - np.argmax(valid[:, ::-1], axis=1), first[:, 0])[:, None]
+    is_start = (idx >= first) & (idx < stop)
+    is_end = (idx > first) & (idx <= stop)
+    h = np.maximum(np.asarray(on_level, dtype=np.float64), 0.0)[:, None]
+    for step in range(em_steps + 1):
+        potential = discount * h * (csum - h * idx / 2.0)          # (m, K + 1) A[j]
+        on_prob = _coverage(potential, is_start, is_end)[0] * valid
+        if step < em_steps:
+            h = np.maximum((on_prob * z).sum(axis=1) / np.maximum(on_prob.sum(axis=1), 1e-300), 0.0)[:, None]
+    return on_prob
+
+
+def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray) -> np.ndarray:
+    """``(m, K)`` sum over runs [s, e) covering cell t of exp(A[e] - A[s]), over their sum, for
+    ``potential`` A: (m, K + 1) and the allowed starts and ends (m, K + 1)."""
+    m, k1 = potential.shape
+    out = np.zeros((m, k1 - 1))
+    log_total = np.full(m, -np.inf)
+    allowed = is_start | is_end
+    some = allowed.any(axis=1, keepdims=True)  # a grid wholly outside the video has no run
+    hi = np.where(some, np.where(allowed, potential, -np.inf).max(axis=1, keepdims=True), 0.0)
+    lo = np.where(some, np.where(allowed, potential, np.inf).min(axis=1, keepdims=True), 0.0)
+    linear = (hi - lo)[:, 0] <= LINEAR_RANGE
+    if linear.any():
+        a, mid = potential[linear], (hi + lo)[linear] / 2.0
+        y = np.exp(np.where(is_start[linear], mid - a, -np.inf))     # starts
+        x = np.exp(np.where(is_end[linear], a - mid, -np.inf))       # ends
+        before = np.cumsum(y, axis=1)                               # sum over starts s <= j
+        after = np.cumsum(x[:, ::-1], axis=1)[:, ::-1]              # sum over ends e >= j
+        total = (x[:, 1:] * before[:, :-1]).sum(axis=1, keepdims=True)
+        out[linear] = before[:, :-1] * after[:, 1:] / np.maximum(total, 1e-300)
+        log_total[linear] = np.log(np.maximum(total[:, 0], 1e-300))
+    if (~linear).any():
+        a = potential[~linear]
+        before = np.logaddexp.accumulate(np.where(is_start[~linear], -a, -np.inf), axis=1)
+        after = np.logaddexp.accumulate(np.where(is_end[~linear], a, -np.inf)[:, ::-1], axis=1)[:, ::-1]
+        total = np.logaddexp.reduce(np.where(is_end[~linear], a, -np.inf)[:, 1:] + before[:, :-1], axis=1)[:, None]
+        out[~linear] = np.exp(np.minimum(before[:, :-1] + after[:, 1:] - total, 0.0))
+        log_total[~linear] = total[:, 0]
+    return np.clip(out, 0.0, 1.0), log_total
 
 
 def decoy_llr(evidence: Evidence, sim: np.ndarray, decoy_sim: np.ndarray | None, asr_centre_s: np.ndarray,

@@ -3,7 +3,8 @@
 Each world is a :class:`curation.synth.features.WorldParams`; together they are chosen so that no fixed
 knob of an aligner wins all of them:
 
-* ASR offsets from 1.5 to 20 s, with and without a lead/lag bias and uniform outliers;
+* ASR offsets from 1.5 to 20 s (4 s inside long steps: ASR mostly right), with and without a
+  lead/lag bias and uniform outliers;
 * truth = the whole step vs a short moment inside a long step;
 * flat vs peaked evidence inside a step; steps 5–120 s; alignable share 15–50%;
 * concepts repeated across steps; a CLIP-like narrow cosine band vs a wide one; a per-video
@@ -31,6 +32,10 @@ WORLDS: dict[str, WorldParams] = {
     "long-flat": WorldParams(truth="moment", step_s=(10, 90), gap_s=(2, 10), offset_dist="gauss",
                              offset_bias_s=-2.5, offset_scale_s=10.0, outlier_share=0.25,
                              alignable_fraction=0.3),
+    # ASR is mostly right (offsets 4 s) inside long flat steps of 20-120 s: moving a caption
+    # anywhere inside its step misses (shaped after an outside corpus whose ASR R@1 was 42%)
+    "small-offsets": WorldParams(truth="moment", step_s=(20, 120), gap_s=(2, 10), offset_dist="gauss",
+                                 offset_scale_s=4.0, outlier_share=0.05, alignable_fraction=0.3),
     # the moment's frames show a detail only its caption names
     "peaked": WorldParams(truth="moment", evidence="peaked", step_s=(15, 60), offset_dist="gauss",
                           offset_scale_s=10.0, alignable_fraction=0.4),

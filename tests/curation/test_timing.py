@@ -91,11 +91,58 @@ def test_segment_evidence_finds_a_planted_run_and_is_flat_inside_it():
     sim = rng.normal(0.0, 1.0, (m, t))
     sim[0, 200:240] += 1.5  # caption 0 is shown evenly over 200-240 s
     ev = timing.segment_evidence(sim, np.full(m, 230.0), 1.0, W)
-    near = (ev.frame[0] >= 195) & (ev.frame[0] < 245)  # run lengths step by 25%: edges blur a little
+    near = (ev.frame[0] >= 195) & (ev.frame[0] < 245)  # noise blurs the edges a little
     assert ev.on_prob[0, near].sum() > 0.95 * ev.on_prob[0].sum()
-    core = ev.on_prob[0, (ev.frame[0] >= 210) & (ev.frame[0] < 230)]  # 10 s from the edges, which blur
+    core = ev.on_prob[0, (ev.frame[0] >= 210) & (ev.frame[0] < 230)]  # 10 s from the edges
     assert core.min() > 0.8 * core.max()  # flat: no spurious peak inside an evenly shown step
     assert ev.llr[0] > np.max(ev.llr[1:]) + 5
+
+
+def test_a_step_is_covered_to_its_edge_whatever_its_length():
+    """A caption shown evenly over a step whose length is not on any ladder (60 s), its ASR time
+    2 s before the step's end: the evidence must cover the ASR time as it covers the step's
+    middle. (A 50% ladder of run lengths had runs of 51 and 77 s only, so the evidence fell off
+    inside the edge and moved such captions away from a correct ASR time.)"""
+    rng = np.random.default_rng(5)
+    m, t = 20, 400
+    sim = rng.normal(0.0, 1.0, (m, t))
+    sim[0, 200:260] += 1.5
+    ev = timing.segment_evidence(sim, np.full(m, 258.0), 1.0, W)
+    at_asr = ev.on_prob[0, ev.frame[0] == 258][0]
+    middle = ev.on_prob[0, (ev.frame[0] >= 225) & (ev.frame[0] < 240)].mean()
+    assert at_asr > 0.8 * middle
+
+
+def _all_runs_coverage(potential, is_start, is_end):
+    """Brute force of ``timing._coverage``: every allowed run [s, e) one by one."""
+    m, k1 = potential.shape
+    out = np.zeros((m, k1 - 1))
+    for i in range(m):
+        runs = [(s, e) for s in range(k1 - 1) for e in range(s + 1, k1) if is_start[i, s] and is_end[i, e]]
+        log_w = np.array([potential[i, e] - potential[i, s] for s, e in runs])
+        w = np.exp(log_w - log_w.max())
+        for (s, e), wi in zip(runs, w):
+            out[i, s:e] += wi
+        out[i] /= w.sum()
+    return out
+
+
+@pytest.mark.parametrize("scale", [1.0, 200.0])  # potentials in the linear domain / the log domain
+def test_coverage_sums_every_run_exactly(scale):
+    rng = np.random.default_rng(6)
+    m, k = 6, 30
+    z = rng.standard_normal((m, k)) + 2.0 * (rng.random((m, k)) < 0.3)
+    valid = np.ones((m, k), bool)
+    valid[1, :8] = False   # grids leaving the video at its start and at its end
+    valid[2, 21:] = False
+    csum = np.concatenate([np.zeros((m, 1)), np.cumsum(np.where(valid, z, 0.0), axis=1)], axis=1)
+    potential = scale * (csum - 0.7 * np.arange(k + 1))
+    idx = np.arange(k + 1)[None, :]
+    first, stop = np.argmax(valid, axis=1)[:, None], (k - np.argmax(valid[:, ::-1], axis=1))[:, None]
+    is_start, is_end = (idx >= first) & (idx < stop), (idx > first) & (idx <= stop)
+    assert (np.ptp(potential, axis=1) > timing.LINEAR_RANGE).any() == (scale > 1.0)
+    got, _ = timing._coverage(potential, is_start, is_end)
+    np.testing.assert_allclose(got, _all_runs_coverage(potential, is_start, is_end), atol=1e-12)
 
 
 def test_polish_is_invariant_to_the_encoders_cosine_band():
