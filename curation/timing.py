@@ -22,10 +22,11 @@ grid*: the K = 2 * round(window_s * fps) + 1 frames around its ASR centre frame,
      its ASR time", the statistic alignability is built from (``curation.calibration``: against
      decoys, captions of other videos).
    * ``on_prob[i, k]`` = P(cell k lies in the run | there is one), over *every* run of the grid,
-     each equally likely (:func:`run_coverage`: exact in O(K) per caption, since log LR is a
-     difference of two cumulative terms), with ``h`` re-estimated by two EM steps from ``delta``:
-     flat across an evenly shown step up to its edges, whatever its length, and peaked where the
-     footage singles a moment out.
+     each equally likely, runs that begin before or end after the grid seen through it
+     (:func:`run_coverage`: exact in O(K) per caption, since log LR is a difference of two
+     cumulative terms), with ``h`` re-estimated by two EM steps from ``delta``: flat across an
+     evenly shown step up to its edges, whatever its length, peaked where the footage singles a
+     moment out, and flat over the whole grid where the footage says nothing.
 2. **Prior** over offsets, learnt from the run (:func:`fit_offset_prior`, maximum likelihood):
    ``pi(d) = (1 - rho) N(d; mu, sigma^2) + rho / (2 W)``.
 3. **Time** (:func:`posterior_centre_s`): the span centre is the argmax, over windows of the
@@ -212,7 +213,7 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     llr = np.log(np.maximum(np.exp(log_lr - top).sum(axis=1), 1e-300)) + top[:, 0]
     on_prob = np.zeros((m, k))
     if with_on_prob:
-        on_prob = run_coverage(z, valid, c, delta[:, 0])
+        on_prob = run_coverage(z, valid, c, delta[:, 0], frame[:, 0] > 0, frame[:, -1] < n_frames - 1)
 
     return Evidence(offset_s, frame.astype(np.int32), valid, np.clip(on_prob, 0.0, 1.0), llr,
                     None if own is None else own.frame_median, 1.0 if own is None else own.scale, c)
@@ -228,11 +229,14 @@ LINEAR_RANGE = 600.0
 
 
 def run_coverage(z: np.ndarray, valid: np.ndarray, discount: float, on_level: np.ndarray,
+                 open_left: np.ndarray | None = None, open_right: np.ndarray | None = None,
                  em_steps: int = ON_LEVEL_EM_STEPS) -> np.ndarray:
     """``(m, K)`` P(cell k lies in the caption's run | it has one), over *every* run of the grid.
 
     ``z: (m, K)`` standardised similarity on each caption's grid, ``valid: (m, K)`` (one
-    contiguous stretch per row), ``on_level: (m,)`` the starting on-level (the best run's mean z).
+    contiguous stretch per row), ``on_level: (m,)`` the starting on-level (the best run's mean z),
+    ``open_left`` / ``open_right: (m,)`` the grids that do not begin / end with the video, where
+    a run may begin before (end after) the grid (:func:`_coverage`).
     Every run ``[s, e)`` of valid cells is equally likely, and its likelihood ratio against
     "nowhere" is ``exp(c h (sum_run z - n h / 2))`` = ``exp(A[e] - A[s])`` with
     ``A[j] = c h (sum_{t<j} z_t - j h / 2)``: separable in its two ends, so the coverage of cell
@@ -256,39 +260,72 @@ def run_coverage(z: np.ndarray, valid: np.ndarray, discount: float, on_level: np
     h = np.maximum(np.asarray(on_level, dtype=np.float64), 0.0)[:, None]
     for step in range(em_steps + 1):
         potential = discount * h * (csum - h * idx / 2.0)          # (m, K + 1) A[j]
-        on_prob = _coverage(potential, is_start, is_end)[0] * valid
+        on_prob = _coverage(potential, is_start, is_end, open_left, open_right)[0] * valid
         if step < em_steps:
             h = np.maximum((on_prob * z).sum(axis=1) / np.maximum(on_prob.sum(axis=1), 1e-300), 0.0)[:, None]
     return on_prob
 
 
-def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray) -> np.ndarray:
-    """``(m, K)`` sum over runs [s, e) covering cell t of exp(A[e] - A[s]), over their sum, for
-    ``potential`` A: (m, K + 1) and the allowed starts and ends (m, K + 1)."""
+def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray,
+              open_left: np.ndarray | None = None, open_right: np.ndarray | None = None):
+    """``(coverage: (m, K), log_total: (m,))``: the sum over runs [s, e) covering cell t of
+    ``mult(s, e) exp(A[e] - A[s])``, over the sum over all runs (``log_total``, its log), for
+    ``potential`` A: (m, K + 1) and the allowed starts and ends (m, K + 1).
+
+    ``open_left`` / ``open_right: (m,)`` bool mark grids whose first / last cell is not the
+    video's: there a run may begin before the grid (end after it), and the grid sees only its
+    part. Over runs of at most K cells on the whole timeline, each equally likely, the part
+    [0, e) is seen for K - e + 1 of them and [s, K) for s + 1, so ``mult(s, e) = 1 + [s = 0]
+    (K - e) + [e = K] s`` on such grids (1 elsewhere): with no evidence every cell is then
+    covered alike, where runs confined to the grid would cover its middle most."""
     m, k1 = potential.shape
-    out = np.zeros((m, k1 - 1))
+    k = k1 - 1
+    idx = np.arange(k1, dtype=np.float64)[None, :]
+    left = np.zeros((m, 1), bool) if open_left is None else np.asarray(open_left, bool)[:, None]
+    right = np.zeros((m, 1), bool) if open_right is None else np.asarray(open_right, bool)[:, None]
+    out = np.zeros((m, k))
     log_total = np.full(m, -np.inf)
     allowed = is_start | is_end
     some = allowed.any(axis=1, keepdims=True)  # a grid wholly outside the video has no run
     hi = np.where(some, np.where(allowed, potential, -np.inf).max(axis=1, keepdims=True), 0.0)
     lo = np.where(some, np.where(allowed, potential, np.inf).min(axis=1, keepdims=True), 0.0)
     linear = (hi - lo)[:, 0] <= LINEAR_RANGE
-    if linear.any():
-        a, mid = potential[linear], (hi + lo)[linear] / 2.0
-        y = np.exp(np.where(is_start[linear], mid - a, -np.inf))     # starts
-        x = np.exp(np.where(is_end[linear], a - mid, -np.inf))       # ends
-        before = np.cumsum(y, axis=1)                               # sum over starts s <= j
-        after = np.cumsum(x[:, ::-1], axis=1)[:, ::-1]              # sum over ends e >= j
-        total = (x[:, 1:] * before[:, :-1]).sum(axis=1, keepdims=True)
-        out[linear] = before[:, :-1] * after[:, 1:] / np.maximum(total, 1e-300)
-        log_total[linear] = np.log(np.maximum(total[:, 0], 1e-300))
-    if (~linear).any():
-        a = potential[~linear]
-        before = np.logaddexp.accumulate(np.where(is_start[~linear], -a, -np.inf), axis=1)
-        after = np.logaddexp.accumulate(np.where(is_end[~linear], a, -np.inf)[:, ::-1], axis=1)[:, ::-1]
-        total = np.logaddexp.reduce(np.where(is_end[~linear], a, -np.inf)[:, 1:] + before[:, :-1], axis=1)[:, None]
-        out[~linear] = np.exp(np.minimum(before[:, :-1] + after[:, 1:] - total, 0.0))
-        log_total[~linear] = total[:, 0]
+    with np.errstate(divide="ignore"):
+        log_idx, log_rest = np.log(idx), np.log(k - idx)
+    for rows, lin in ((linear, True), (~linear, False)):
+        if not rows.any():
+            continue
+        a, mid = potential[rows], (hi + lo)[rows] / 2.0
+        ly = np.where(is_start[rows], mid - a, -np.inf)     # starts: exp(-A[s]), shifted
+        lx = np.where(is_end[rows], a - mid, -np.inf)       # ends: exp(A[e]), shifted
+        if lin:  # sums of exp, the shifts cancelling in each product
+            y, x = np.exp(ly), np.exp(lx)
+            acc, mul, add, red = functools.partial(np.cumsum, axis=1), np.multiply, np.add, np.sum
+            y_w, x_w = y * idx, x * (k - idx)
+            zero = 0.0
+        else:    # the same sums of logs
+            y, x = ly, lx
+            acc, mul, add, red = functools.partial(np.logaddexp.accumulate, axis=1), np.add, np.logaddexp, np.logaddexp.reduce
+            y_w, x_w = ly + log_idx, lx + log_rest
+            zero = -np.inf
+        before = acc(y)                                     # over starts s <= j
+        after = acc(x[:, ::-1])[:, ::-1]                    # over ends e >= j
+        cov = mul(before[:, :-1], after[:, 1:])
+        total = red(mul(x[:, 1:], before[:, :-1]), axis=1)
+        l, r = left[rows], right[rows]
+        # runs beginning before the grid: start 0 with K - e more ways; ending after it: e = K, s more
+        after_w = acc(x_w[:, ::-1])[:, ::-1]
+        before_w = acc(y_w)
+        cov = add(cov, np.where(l, mul(y[:, :1], after_w[:, 1:]), zero))
+        cov = add(cov, np.where(r, mul(x[:, -1:], before_w[:, :-1]), zero))
+        total = add(total, np.where(l[:, 0], mul(y[:, 0], after_w[:, 1]), zero))
+        total = add(total, np.where(r[:, 0], mul(x[:, -1], before_w[:, -2]), zero))
+        if lin:
+            out[rows] = cov / np.maximum(total, 1e-300)[:, None]
+            log_total[rows] = np.log(np.maximum(total, 1e-300))
+        else:
+            out[rows] = np.exp(np.minimum(cov - total[:, None], 0.0))
+            log_total[rows] = total
     return np.clip(out, 0.0, 1.0), log_total
 
 

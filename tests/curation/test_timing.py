@@ -113,36 +113,65 @@ def test_a_step_is_covered_to_its_edge_whatever_its_length():
     assert at_asr > 0.8 * middle
 
 
-def _all_runs_coverage(potential, is_start, is_end):
-    """Brute force of ``timing._coverage``: every allowed run [s, e) one by one."""
+def _all_runs_coverage(potential, is_start, is_end, open_left, open_right):
+    """Brute force of ``timing._coverage``: every run of at most K cells on the whole timeline
+    (beyond the grid only where it is open), one by one, seen through the grid."""
     m, k1 = potential.shape
-    out = np.zeros((m, k1 - 1))
+    k = k1 - 1
+    out = np.zeros((m, k))
     for i in range(m):
-        runs = [(s, e) for s in range(k1 - 1) for e in range(s + 1, k1) if is_start[i, s] and is_end[i, e]]
-        log_w = np.array([potential[i, e] - potential[i, s] for s, e in runs])
+        seen = []
+        for s in range(-k, k):
+            for e in range(s + 1, s + k + 1):
+                a, b = max(s, 0), min(e, k)
+                if a >= b or (s < 0 and not open_left[i]) or (e > k and not open_right[i]):
+                    continue
+                if is_start[i, a] and is_end[i, b]:
+                    seen.append((a, b))
+        log_w = np.array([potential[i, b] - potential[i, a] for a, b in seen])
         w = np.exp(log_w - log_w.max())
-        for (s, e), wi in zip(runs, w):
-            out[i, s:e] += wi
+        for (a, b), wi in zip(seen, w):
+            out[i, a:b] += wi
         out[i] /= w.sum()
     return out
+
+
+def _grid_runs(valid):
+    k = valid.shape[1]
+    idx = np.arange(k + 1)[None, :]
+    first, stop = np.argmax(valid, axis=1)[:, None], (k - np.argmax(valid[:, ::-1], axis=1))[:, None]
+    return (idx >= first) & (idx < stop), (idx > first) & (idx <= stop)
 
 
 @pytest.mark.parametrize("scale", [1.0, 200.0])  # potentials in the linear domain / the log domain
 def test_coverage_sums_every_run_exactly(scale):
     rng = np.random.default_rng(6)
-    m, k = 6, 30
+    m, k = 6, 24
     z = rng.standard_normal((m, k)) + 2.0 * (rng.random((m, k)) < 0.3)
     valid = np.ones((m, k), bool)
     valid[1, :8] = False   # grids leaving the video at its start and at its end
-    valid[2, 21:] = False
+    valid[2, 17:] = False
+    open_left = np.array([True, False, True, False, True, False])   # runs may begin before the grid
+    open_right = np.array([True, True, False, False, False, True])  # and end after it
     csum = np.concatenate([np.zeros((m, 1)), np.cumsum(np.where(valid, z, 0.0), axis=1)], axis=1)
     potential = scale * (csum - 0.7 * np.arange(k + 1))
-    idx = np.arange(k + 1)[None, :]
-    first, stop = np.argmax(valid, axis=1)[:, None], (k - np.argmax(valid[:, ::-1], axis=1))[:, None]
-    is_start, is_end = (idx >= first) & (idx < stop), (idx > first) & (idx <= stop)
+    is_start, is_end = _grid_runs(valid)
     assert (np.ptp(potential, axis=1) > timing.LINEAR_RANGE).any() == (scale > 1.0)
-    got, _ = timing._coverage(potential, is_start, is_end)
-    np.testing.assert_allclose(got, _all_runs_coverage(potential, is_start, is_end), atol=1e-12)
+    got, _ = timing._coverage(potential, is_start, is_end, open_left, open_right)
+    np.testing.assert_allclose(got, _all_runs_coverage(potential, is_start, is_end, open_left, open_right),
+                               atol=1e-12)
+
+
+def test_without_evidence_every_cell_of_an_open_grid_is_covered_alike():
+    """Runs seen through a window: with no evidence the grid's middle is no likelier than its
+    edges (runs confined to the grid would cover the middle K/4 times as often as an edge cell),
+    so a caption without evidence says nothing about its offset."""
+    k = 40
+    valid = np.ones((2, k), bool)
+    is_start, is_end = _grid_runs(valid)
+    got, _ = timing._coverage(np.zeros((2, k + 1)), is_start, is_end, np.array([True, False]), np.array([True, False]))
+    np.testing.assert_allclose(got[0], got[0].mean(), rtol=1e-12)
+    assert got[1, k // 2] > 5 * got[1, 0]
 
 
 def test_polish_is_invariant_to_the_encoders_cosine_band():
