@@ -285,41 +285,39 @@ def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray,
     right = np.zeros((m, 1), bool) if open_right is None else np.asarray(open_right, bool)[:, None]
     out = np.zeros((m, k))
     log_total = np.full(m, -np.inf)
-    allowed = is_start | is_end
-    some = allowed.any(axis=1, keepdims=True)  # a grid wholly outside the video has no run
-    hi = np.where(some, np.where(allowed, potential, -np.inf).max(axis=1, keepdims=True), 0.0)
-    lo = np.where(some, np.where(allowed, potential, np.inf).min(axis=1, keepdims=True), 0.0)
+    # the range over every boundary bounds the range over the allowed ones (outside the video z
+    # is 0, so A there only continues its slope): a row that fits is safe in the linear domain
+    hi, lo = potential.max(axis=1, keepdims=True), potential.min(axis=1, keepdims=True)
     linear = (hi - lo)[:, 0] <= LINEAR_RANGE
-    with np.errstate(divide="ignore"):
-        log_idx, log_rest = np.log(idx), np.log(k - idx)
     for rows, lin in ((linear, True), (~linear, False)):
         if not rows.any():
             continue
         a, mid = potential[rows], (hi + lo)[rows] / 2.0
-        ly = np.where(is_start[rows], mid - a, -np.inf)     # starts: exp(-A[s]), shifted
-        lx = np.where(is_end[rows], a - mid, -np.inf)       # ends: exp(A[e]), shifted
+        starts, ends, l, r = is_start[rows], is_end[rows], left[rows], right[rows]
         if lin:  # sums of exp, the shifts cancelling in each product
-            y, x = np.exp(ly), np.exp(lx)
+            y, x = np.exp(mid - a) * starts, np.exp(a - mid) * ends   # exp(-A[s]), exp(A[e]), shifted
             acc, mul, add, red = functools.partial(np.cumsum, axis=1), np.multiply, np.add, np.sum
             y_w, x_w = y * idx, x * (k - idx)
             zero = 0.0
         else:    # the same sums of logs
-            y, x = ly, lx
+            y, x = np.where(starts, mid - a, -np.inf), np.where(ends, a - mid, -np.inf)
             acc, mul, add, red = functools.partial(np.logaddexp.accumulate, axis=1), np.add, np.logaddexp, np.logaddexp.reduce
-            y_w, x_w = ly + log_idx, lx + log_rest
+            with np.errstate(divide="ignore"):
+                y_w, x_w = y + np.log(idx), x + np.log(k - idx)
             zero = -np.inf
         before = acc(y)                                     # over starts s <= j
         after = acc(x[:, ::-1])[:, ::-1]                    # over ends e >= j
         cov = mul(before[:, :-1], after[:, 1:])
         total = red(mul(x[:, 1:], before[:, :-1]), axis=1)
-        l, r = left[rows], right[rows]
         # runs beginning before the grid: start 0 with K - e more ways; ending after it: e = K, s more
-        after_w = acc(x_w[:, ::-1])[:, ::-1]
-        before_w = acc(y_w)
-        cov = add(cov, np.where(l, mul(y[:, :1], after_w[:, 1:]), zero))
-        cov = add(cov, np.where(r, mul(x[:, -1:], before_w[:, :-1]), zero))
-        total = add(total, np.where(l[:, 0], mul(y[:, 0], after_w[:, 1]), zero))
-        total = add(total, np.where(r[:, 0], mul(x[:, -1], before_w[:, -2]), zero))
+        if l.any():
+            after_w = acc(x_w[:, ::-1])[:, ::-1]
+            cov = add(cov, np.where(l, mul(y[:, :1], after_w[:, 1:]), zero))
+            total = add(total, np.where(l[:, 0], mul(y[:, 0], after_w[:, 1]), zero))
+        if r.any():
+            before_w = acc(y_w)
+            cov = add(cov, np.where(r, mul(x[:, -1:], before_w[:, :-1]), zero))
+            total = add(total, np.where(r[:, 0], mul(x[:, -1], before_w[:, -2]), zero))
         if lin:
             out[rows] = cov / np.maximum(total, 1e-300)[:, None]
             log_total[rows] = np.log(np.maximum(total, 1e-300))
