@@ -149,7 +149,7 @@ def caption_evidence(caption_emb, frame_emb, asr_start_s, asr_end_s, fps: float,
     """Segment evidence (``curation.timing``) of every caption of one video, on the plain cosine
     (no smoothing, NCL or min-max: the evidence model standardises it by a median polish). It
     feeds both the run-level calibration and realignment, so a pipeline computes it once."""
-    sim = similarity.cosine_similarity(caption_emb, frame_emb)
+    sim = similarity.cosine_similarity(caption_emb, frame_emb, np.float32)
     return timing.segment_evidence(sim, _asr_centre_s(asr_start_s, asr_end_s), fps, params.window_s)
 
 
@@ -165,8 +165,8 @@ def calibration_stats(video_id: str, caption_emb, frame_emb, asr_start_s, asr_en
     if evidence is None:
         evidence = caption_evidence(caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params)
     decoy_emb = calibration.decoys_for(decoy_pool, video_id, len(centre), np.shape(caption_emb)[1])
-    decoy_sim = None if decoy_emb is None else similarity.cosine_similarity(decoy_emb, frame_emb)
-    sim = similarity.cosine_similarity(caption_emb, frame_emb) if decoy_emb is None else None
+    decoy_sim = None if decoy_emb is None else similarity.cosine_similarity(decoy_emb, frame_emb, np.float32)
+    sim = similarity.cosine_similarity(caption_emb, frame_emb, np.float32) if decoy_emb is None else None
     decoy = timing.decoy_llr(evidence, sim, decoy_sim, centre, fps, params.window_s)
     return calibration.video_stats(video_id, evidence, decoy, params.window_s)
 
