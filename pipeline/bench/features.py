@@ -70,7 +70,8 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
                               beam_args: tuple[str, ...] = (), rounds: int = 2) -> str:
     """Feature-mode videos/s on HowTo100M-sized inputs (~7 min at 1 fps, ~60 captions, D=512):
     realignment alone (per core), the stages alone, and the whole pipeline on the same files: a
-    first run, then ``rounds`` interleaved runs with and without checkpoints (medians).
+    first run, then ``rounds`` interleaved rounds of a run with checkpoints, one without, and the
+    stages alone again (medians; the efficiency compares the medians).
     ``beam_args`` are checked before any stage is timed."""
     from pipeline.beam_options import check_beam_flags
     from curation.records import CaptionSet, FrameFeatures
@@ -91,41 +92,48 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
         manifest, _ = write_corpus(os.path.join(tmp, "in"), videos)
         with open(manifest, encoding="utf-8") as handle:
             refs = [parse_manifest_line(line, os.path.dirname(manifest)) for line in handle if line.strip()]
-        t_load = _time_per_video(lambda r: load_frame_features(r, None), refs)
-        t_caps = _time_per_video(lambda r: load_caption_set(r, None), refs)
         from curation.evaluate import NORTON_V0
 
-        # the calibration pass as the pipeline runs it: each video's evidence and its share of the
-        # run-level calibration (decoys from the run's pool), then the estimate once
         posterior = params.method == "posterior"
-        t_calib = 0.0
-        calib = None
+        evals = [EvalVideo.of_synth(v) for v in videos]
+        pool = None
         if posterior:
             from curation import calibration as cal
             from curation.align import calibration_stats, caption_evidence
 
-            evals = [EvalVideo.of_synth(v) for v in videos]
             pool = cal.merge_pools([cal.pool_candidates(v.video_id, v.caption_emb) for v in videos])
-            start = time.perf_counter()
-            shares = []
-            for v, e in zip(videos, evals):
-                evidence = caption_evidence(e.caption_emb, e.frames, e.asr_start_s, e.asr_end_s, e.fps, params)
-                shares.append(calibration_stats(v.video_id, e.caption_emb, e.frames, e.asr_start_s, e.asr_end_s, e.fps,
-                                                params, pool, evidence))
-            calib = cal.estimate(cal.merge(shares), params.window_s)
-            t_calib = (time.perf_counter() - start) / n_videos
-        # realignment with the run's calibration made beforehand, as the pipeline's Realign has it
-        t_align = _time_per_video(lambda fc: aligned_rows(fc[0], fc[1], params, None, calib), pairs)
-
-        cost = aligner_cost([EvalVideo.of_synth(v) for v in videos[:60]], params, NORTON_V0)
-        rows = [(fc[0], aligned_rows(fc[0], fc[1], params, None, calib)) for fc in pairs[:50]]
-        t_sample = _time_per_video(lambda fr: [sample_for_row(r, fr[0], {}, config.clips) for r in fr[1] if r.kept], rows)
-        samples = [[sample_for_row(r, f, {}, config.clips) for r in rs if r.kept] for f, rs in rows]
         shard_dir = os.path.join(tmp, "shards_alone")
-        t_tar = _time_per_video(lambda kv: write_shard(shard_dir, kv[0], kv[1], config.output.layout, config.seed),
-                                list(enumerate(samples)))
-        t_parquet = _time_per_video(lambda kv: write_index_file(shard_dir, kv[0], kv[1][1]), list(enumerate(rows)))
 
+        def bare_stages() -> tuple[tuple[float, ...], object]:
+            """Seconds per video of each stage alone, and the run's calibration."""
+            t_load = _time_per_video(lambda r: load_frame_features(r, None), refs)
+            t_caps = _time_per_video(lambda r: load_caption_set(r, None), refs)
+            # the calibration pass as the pipeline runs it: each video's evidence and its share of
+            # the run-level calibration (decoys from the run's pool), then the estimate once
+            t_calib, calib = 0.0, None
+            if posterior:
+                start = time.perf_counter()
+                shares = []
+                for v, e in zip(videos, evals):
+                    evidence = caption_evidence(e.caption_emb, e.frames, e.asr_start_s, e.asr_end_s, e.fps, params)
+                    shares.append(calibration_stats(v.video_id, e.caption_emb, e.frames, e.asr_start_s, e.asr_end_s,
+                                                    e.fps, params, pool, evidence))
+                calib = cal.estimate(cal.merge(shares), params.window_s)
+                t_calib = (time.perf_counter() - start) / n_videos
+            # realignment with the run's calibration made beforehand, as the pipeline's Realign has it
+            t_align = _time_per_video(lambda fc: aligned_rows(fc[0], fc[1], params, None, calib), pairs)
+            rows = [(fc[0], aligned_rows(fc[0], fc[1], params, None, calib)) for fc in pairs[:50]]
+            t_sample = _time_per_video(lambda fr: [sample_for_row(r, fr[0], {}, config.clips) for r in fr[1] if r.kept],
+                                       rows)
+            samples = [[sample_for_row(r, f, {}, config.clips) for r in rs if r.kept] for f, rs in rows]
+            t_tar = _time_per_video(lambda kv: write_shard(shard_dir, kv[0], kv[1], config.output.layout, config.seed),
+                                    list(enumerate(samples)))
+            t_parquet = _time_per_video(lambda kv: write_index_file(shard_dir, kv[0], kv[1][1]), list(enumerate(rows)))
+            return (t_load, t_caps, t_calib, t_align, t_sample, t_tar, t_parquet), calib
+
+        stages, calib = bare_stages()
+        t_load, t_caps, t_calib, t_align, t_sample, t_tar, t_parquet = stages
+        cost = aligner_cost([EvalVideo.of_synth(v) for v in videos[:60]], params, NORTON_V0)
         profile = cProfile.Profile()
         profile.enable()
         for f, c in pairs[:50]:
@@ -139,16 +147,19 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
         # read), so it is reported apart; the steady rates are medians of interleaved runs
         summary, t_cold = _time_run(run, manifest, os.path.join(tmp, "out-cold"), config, beam_args, n_videos)
         no_checkpoints = dataclasses.replace(config, checkpoints=False)
+        # each round times the bare work again beside the two whole runs, so that the efficiency
+        # compares work and runs measured at the same time (this machine's speed drifts by 20%)
         times: dict[bool, list[float]] = {True: [], False: []}
+        bare_times = [sum(stages)]
         for r in range(rounds):
             for checkpoints, cfg in ((True, dataclasses.replace(config, checkpoints=True)), (False, no_checkpoints)):
                 out = os.path.join(tmp, f"out-{r}-{checkpoints}")
                 times[checkpoints].append(_time_run(run, manifest, out, cfg, beam_args, n_videos)[1])
+            bare_times.append(sum(bare_stages()[0]))
         t_e2e, t_e2e_bare = float(np.median(times[True])), float(np.median(times[False]))
     mean_t = np.mean([v.frames.shape[0] for v in videos])
     mean_m = np.mean([len(v.texts) for v in videos])
-    stages = (t_load, t_caps, t_calib, t_align, t_sample, t_tar, t_parquet)
-    bare = sum(stages)
+    bare = float(np.median(bare_times))
     lines += [
         f"Feature-mode throughput: {n_videos} videos, mean {mean_t:.0f} frames (1 fps), {mean_m:.0f} captions, D={videos[0].frames.shape[1]}, {os.cpu_count()} cores",
         "",
@@ -161,7 +172,7 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
         f"| build shard samples | {1 / t_sample:.1f} |",
         f"| write shard tars | {1 / t_tar:.1f} |",
         f"| write index parquet | {1 / t_parquet:.1f} |",
-        f"| every stage back to back (the bare per-video work) | {1 / bare:.1f} |",
+        f"| every stage back to back (the bare per-video work; median of {len(bare_times)}, interleaved) | {1 / bare:.1f} |",
         f"| whole pipeline, DirectRunner {' '.join(beam_args) or '(defaults)'}, checkpoints on | {1 / t_e2e:.1f} |",
         f"| whole pipeline, --set checkpoints=false | {1 / t_e2e_bare:.1f} |",
         f"| whole pipeline, the first run in this process (checkpoints {'on' if config.checkpoints else 'off'}) "
@@ -169,7 +180,7 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
         "",
         f"pipeline efficiency = bare per-video work / end to end = {bare / t_e2e:.2f} "
         f"({bare / t_e2e_bare:.2f} without checkpoints; {bare / t_cold:.2f} for the first run in a fresh process); "
-        f"end to end: medians of {rounds} interleaved runs each; the rest, {(t_e2e - bare) * 1000:.1f} ms/video, "
+        f"bare work and end to end: medians of {len(bare_times)} / {rounds} interleaved runs; the rest, {(t_e2e - bare) * 1000:.1f} ms/video, "
         f"is Beam (its start-up included), the checkpoints ({(t_e2e - t_e2e_bare) * 1000:.1f} ms/video) and the "
         "run's launch scan",
         f"aligner cost, in process, interleaved on the same 60 videos: {params.method} "
