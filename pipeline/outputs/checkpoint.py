@@ -11,10 +11,15 @@ the work it saves is done:
   is not waited out twice).
 * ``_work/results/{video_id}.tar``: everything the video contributes to the outputs: its index
   rows, its kept samples (clip bytes included), its failure rows, its outcome counts and, for
-  ``align.prompt_mode=run``, its paired-similarity histogram.
+  ``align.prompt_mode=run``, its paired-similarity histogram; its last member, ``crc32.json``,
+  holds every other member's CRC-32.
 * ``_work/calibration/{video_id}.npz`` (``align.method=posterior``): the video's share of the
   run-level calibration (``curation.calibration.VideoStats``) and its candidates for the run's
-  decoy pool, written by the calibration pass, so before the video's result.
+  decoy pool, written by the calibration pass, so before the video's result (a zip: CRC-32s of
+  its members are checked as they are read).
+
+These two are written without fsync (``checked=True``, :mod:`pipeline.storage.atomic`): one that
+fails its CRC-32s, or cannot be parsed, reads as absent, and its video is redone.
 
 Every output file (shards, index, failures, summary, shardindex) is a deterministic function of
 these per-video results, so a resumed run writes the same bytes as an uninterrupted one.
@@ -29,6 +34,8 @@ import dataclasses
 import io
 import json
 import tarfile
+import zipfile
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -138,8 +145,17 @@ def save_result(output: str, result, histogram: np.ndarray | None = None) -> Non
         members.append(("histogram.npy", npy_bytes(histogram)))
     for i, sample in enumerate(result.samples):
         members.extend((f"{i:05d}.{name}", sample[name]) for name in sorted(sample) if name != "__key__")
-    with open_atomic(result_file(output, result.video_id), lasting=False) as handle:
+    members.append((CRC_MEMBER, json.dumps(_crcs(members), sort_keys=True).encode("utf-8")))
+    with open_atomic(result_file(output, result.video_id), checked=True) as handle:
         write_tar_members(handle, members)
+
+
+#: The last member of a result checkpoint: ``{member name: CRC-32}`` of every other member.
+CRC_MEMBER = "crc32.json"
+
+
+def _crcs(members) -> dict[str, int]:
+    return {name: zlib.crc32(data) for name, data in members if name != CRC_MEMBER}
 
 
 def result_outcome(path: str):
@@ -171,8 +187,14 @@ def load_result(output: str, video_id: str) -> SavedResult | None:
     data = _read(result_file(output, video_id))
     if data is None:
         return None
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        intact = json.loads(members.pop(CRC_MEMBER)) == _crcs(members.items())
+    except (tarfile.TarError, KeyError, ValueError, EOFError):
+        intact = False
+    if not intact:  # written without fsync (module docstring): broken by a crash, so redone
+        return None
     meta = json.loads(members["result.json"])
     samples = tuple({"__key__": s["__key__"], **{name: members[f"{i:05d}.{name}"] for name in s["members"]}}
                     for i, s in enumerate(meta["samples"]))
@@ -196,7 +218,7 @@ def save_calibration(output: str, video_id: str, stats, pool) -> None:
     buf = io.BytesIO()
     np.savez(buf, **{f"stats_{name}": getattr(stats, name) for name in stats._fields},
              pool_keys=pool.keys, pool_emb=pool.emb)
-    write_bytes_atomic(calibration_file(output, video_id), buf.getvalue(), lasting=False)
+    write_bytes_atomic(calibration_file(output, video_id), buf.getvalue(), checked=True)
 
 
 def load_calibration(output: str, video_id: str):
@@ -206,7 +228,10 @@ def load_calibration(output: str, video_id: str):
     data = _read(calibration_file(output, video_id))
     if data is None:
         return None
-    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-        stats = VideoStats(*(arrays[f"stats_{name}"] for name in VideoStats._fields))
-        keys = arrays["pool_keys"]
-        return stats, DecoyPool(keys, (video_id,) * len(keys), arrays["pool_emb"])
+    try:  # a zip: reading a member checks its CRC-32
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            stats = VideoStats(*(arrays[f"stats_{name}"] for name in VideoStats._fields))
+            keys = arrays["pool_keys"]
+            return stats, DecoyPool(keys, (video_id,) * len(keys), arrays["pool_emb"])
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError):
+        return None  # written without fsync (module docstring): broken by a crash, so redone
