@@ -214,7 +214,6 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     on_prob = np.zeros((m, k))
     if with_on_prob:
         on_prob = run_coverage(z, valid, c, delta[:, 0], frame[:, 0] > 0, frame[:, -1] < n_frames - 1)
-
     return Evidence(offset_s, frame.astype(np.int32), valid, np.clip(on_prob, 0.0, 1.0), llr,
                     None if own is None else own.frame_median, 1.0 if own is None else own.scale, c)
 
@@ -260,7 +259,7 @@ def run_coverage(z: np.ndarray, valid: np.ndarray, discount: float, on_level: np
     h = np.maximum(np.asarray(on_level, dtype=np.float64), 0.0)[:, None]
     for step in range(em_steps + 1):
         potential = discount * h * (csum - h * idx / 2.0)          # (m, K + 1) A[j]
-        on_prob = _coverage(potential, is_start, is_end, open_left, open_right)[0] * valid
+        on_prob = _coverage(potential, is_start, is_end, open_left, open_right) * valid
         if step < em_steps:
             h = np.maximum((on_prob * z).sum(axis=1) / np.maximum(on_prob.sum(axis=1), 1e-300), 0.0)[:, None]
     return on_prob
@@ -268,9 +267,9 @@ def run_coverage(z: np.ndarray, valid: np.ndarray, discount: float, on_level: np
 
 def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray,
               open_left: np.ndarray | None = None, open_right: np.ndarray | None = None):
-    """``(coverage: (m, K), log_total: (m,))``: the sum over runs [s, e) covering cell t of
-    ``mult(s, e) exp(A[e] - A[s])``, over the sum over all runs (``log_total``, its log), for
-    ``potential`` A: (m, K + 1) and the allowed starts and ends (m, K + 1).
+    """``(m, K)``: the sum over runs [s, e) covering cell t of ``mult(s, e) exp(A[e] - A[s])``,
+    over the sum over all runs, for ``potential`` A: (m, K + 1) and the allowed starts and ends
+    (m, K + 1).
 
     ``open_left`` / ``open_right: (m,)`` bool mark grids whose first / last cell is not the
     video's: there a run may begin before the grid (end after it), and the grid sees only its
@@ -284,7 +283,6 @@ def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray,
     left = np.zeros((m, 1), bool) if open_left is None else np.asarray(open_left, bool)[:, None]
     right = np.zeros((m, 1), bool) if open_right is None else np.asarray(open_right, bool)[:, None]
     out = np.zeros((m, k))
-    log_total = np.full(m, -np.inf)
     # the range over every boundary bounds the range over the allowed ones (outside the video z
     # is 0, so A there only continues its slope): a row that fits is safe in the linear domain
     hi, lo = potential.max(axis=1, keepdims=True), potential.min(axis=1, keepdims=True)
@@ -320,11 +318,9 @@ def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray,
             total = add(total, np.where(r[:, 0], mul(x[:, -1], before_w[:, -2]), zero))
         if lin:
             out[rows] = cov / np.maximum(total, 1e-300)[:, None]
-            log_total[rows] = np.log(np.maximum(total, 1e-300))
         else:
             out[rows] = np.exp(np.minimum(cov - total[:, None], 0.0))
-            log_total[rows] = total
-    return np.clip(out, 0.0, 1.0), log_total
+    return np.clip(out, 0.0, 1.0)
 
 
 def decoy_llr(evidence: Evidence, sim: np.ndarray, decoy_sim: np.ndarray | None, asr_centre_s: np.ndarray,

@@ -157,7 +157,7 @@ def test_coverage_sums_every_run_exactly(scale):
     potential = scale * (csum - 0.7 * np.arange(k + 1))
     is_start, is_end = _grid_runs(valid)
     assert (np.ptp(potential, axis=1) > timing.LINEAR_RANGE).any() == (scale > 1.0)
-    got, _ = timing._coverage(potential, is_start, is_end, open_left, open_right)
+    got = timing._coverage(potential, is_start, is_end, open_left, open_right)
     np.testing.assert_allclose(got, _all_runs_coverage(potential, is_start, is_end, open_left, open_right),
                                atol=1e-12)
 
@@ -169,7 +169,7 @@ def test_without_evidence_every_cell_of_an_open_grid_is_covered_alike():
     k = 40
     valid = np.ones((2, k), bool)
     is_start, is_end = _grid_runs(valid)
-    got, _ = timing._coverage(np.zeros((2, k + 1)), is_start, is_end, np.array([True, False]), np.array([True, False]))
+    got = timing._coverage(np.zeros((2, k + 1)), is_start, is_end, np.array([True, False]), np.array([True, False]))
     np.testing.assert_allclose(got[0], got[0].mean(), rtol=1e-12)
     assert got[1, k // 2] > 5 * got[1, 0]
 
