@@ -112,16 +112,25 @@ def evidence_of(videos: Sequence[EvalVideo], params: AlignParams) -> list:
     return [caption_evidence(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params) for v in videos]
 
 
+def calibration_shares(videos: Sequence[EvalVideo], params: AlignParams, evidence: Sequence):
+    """Every video's share of method ``posterior``'s run-level calibration, merged
+    (``curation.calibration.VideoStats``), against decoys from the run's pool, as a pipeline run
+    makes them (``evidence``: :func:`evidence_of` the videos)."""
+    from curation import calibration
+
+    pool = calibration.merge_pools([calibration.pool_candidates(f"v{i}", v.caption_emb) for i, v in enumerate(videos)])
+    stats = [calibration_stats(f"v{i}", v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, pool, e)
+             for i, (v, e) in enumerate(zip(videos, evidence))]
+    return calibration.merge(stats)
+
+
 def run_calibration(videos: Sequence[EvalVideo], params: AlignParams, evidence: Sequence | None = None):
     """Method ``posterior``'s run-level calibration over ``videos``, as a pipeline run makes it
     (``evidence``: :func:`evidence_of` the videos, when already made)."""
     from curation import calibration
 
     evidence = evidence_of(videos, params) if evidence is None else evidence
-    pool = calibration.merge_pools([calibration.pool_candidates(f"v{i}", v.caption_emb) for i, v in enumerate(videos)])
-    stats = [calibration_stats(f"v{i}", v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, pool, e)
-             for i, (v, e) in enumerate(zip(videos, evidence))]
-    return calibration.estimate(calibration.merge(stats), params.window_s)
+    return calibration.estimate(calibration_shares(videos, params, evidence), params.window_s)
 
 
 def score_method(name: str, videos: Sequence[EvalVideo], params: AlignParams) -> MethodScore:

@@ -295,13 +295,15 @@ def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray,
         if lin:  # sums of exp, the shifts cancelling in each product
             y, x = np.exp(mid - a) * starts, np.exp(a - mid) * ends   # exp(-A[s]), exp(A[e]), shifted
             acc, mul, add, red = functools.partial(np.cumsum, axis=1), np.multiply, np.add, np.sum
-            y_w, x_w = y * idx, x * (k - idx)
+            times = mul      # a term times a count
             zero = 0.0
         else:    # the same sums of logs
             y, x = np.where(starts, mid - a, -np.inf), np.where(ends, a - mid, -np.inf)
             acc, mul, add, red = functools.partial(np.logaddexp.accumulate, axis=1), np.add, np.logaddexp, np.logaddexp.reduce
-            with np.errstate(divide="ignore"):
-                y_w, x_w = y + np.log(idx), x + np.log(k - idx)
+
+            def times(term, count):
+                with np.errstate(divide="ignore"):
+                    return term + np.log(count)
             zero = -np.inf
         before = acc(y)                                     # over starts s <= j
         after = acc(x[:, ::-1])[:, ::-1]                    # over ends e >= j
@@ -309,11 +311,11 @@ def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray,
         total = red(mul(x[:, 1:], before[:, :-1]), axis=1)
         # runs beginning before the grid: start 0 with K - e more ways; ending after it: e = K, s more
         if l.any():
-            after_w = acc(x_w[:, ::-1])[:, ::-1]
+            after_w = acc(times(x, k - idx)[:, ::-1])[:, ::-1]
             cov = add(cov, np.where(l, mul(y[:, :1], after_w[:, 1:]), zero))
             total = add(total, np.where(l[:, 0], mul(y[:, 0], after_w[:, 1]), zero))
         if r.any():
-            before_w = acc(y_w)
+            before_w = acc(times(y, idx))
             cov = add(cov, np.where(r, mul(x[:, -1:], before_w[:, :-1]), zero))
             total = add(total, np.where(r[:, 0], mul(x[:, -1], before_w[:, -2]), zero))
         if lin:

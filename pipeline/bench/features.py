@@ -27,8 +27,8 @@ def aligner_cost(videos: list[EvalVideo], new, old, rounds: int = 3) -> dict:
     (``ratio_per_video``: what it tends to on a large run, where the estimate's capped sample
     makes its share per video vanish)."""
     from curation import calibration
-    from curation.align import align_video, calibration_stats
-    from curation.evaluate import evidence_of
+    from curation.align import align_video
+    from curation.evaluate import calibration_shares, evidence_of
 
     def old_pass():
         for v in videos:
@@ -43,17 +43,14 @@ def aligner_cost(videos: list[EvalVideo], new, old, rounds: int = 3) -> dict:
         start = time.perf_counter()
         evidence = evidence_of(videos, new) if posterior else [None] * len(videos)
         times["evidence"].append(time.perf_counter() - start)
-        calib, stats = None, []
-        start = time.perf_counter()
-        if posterior:  # as curation.evaluate.run_calibration, its two parts timed apart
-            pool = calibration.merge_pools([calibration.pool_candidates(f"v{i}", v.caption_emb)
-                                            for i, v in enumerate(videos)])
-            stats = [calibration_stats(f"v{i}", v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, new,
-                                       pool, e) for i, (v, e) in enumerate(zip(videos, evidence))]
+        calib, shares = None, None
+        start = time.perf_counter()  # curation.evaluate.run_calibration, its two parts timed apart
+        if posterior:
+            shares = calibration_shares(videos, new, evidence)
         times["calibrate"].append(time.perf_counter() - start)
         start = time.perf_counter()
         if posterior:
-            calib = calibration.estimate(calibration.merge(stats), new.window_s)
+            calib = calibration.estimate(shares, new.window_s)
         times["estimate"].append(time.perf_counter() - start)
         start = time.perf_counter()
         for v, e in zip(videos, evidence):
@@ -147,7 +144,7 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
 
         stages, calib = bare_stages()
         t_load, t_caps, t_calib, t_align, t_sample, t_tar, t_parquet = stages
-        cost = aligner_cost([EvalVideo.of_synth(v) for v in videos[:60]], params, NORTON_V0)
+        cost = aligner_cost(evals[:60], params, NORTON_V0)
         profile = cProfile.Profile()
         profile.enable()
         for f, c in pairs[:50]:
