@@ -167,7 +167,7 @@ def calibration_stats(video_id: str, caption_emb, frame_emb, asr_start_s, asr_en
     decoy_emb = calibration.decoys_for(decoy_pool, video_id, len(centre), np.shape(caption_emb)[1])
     decoy_sim = None if decoy_emb is None else similarity.cosine_similarity(decoy_emb, frame_emb, np.float32)
     sim = similarity.cosine_similarity(caption_emb, frame_emb, np.float32) if decoy_emb is None else None
-    decoy = timing.decoy_llr(evidence, sim, decoy_sim, centre, fps, params.window_s)
+    decoy = timing.decoy_evidence(evidence, sim, decoy_sim, centre, fps, params.window_s)
     return calibration.video_stats(video_id, evidence, decoy, params.window_s)
 
 
@@ -183,8 +183,9 @@ def _align_posterior(caption_emb, frame_emb, asr_start_s, asr_end_s, duration_s,
         stats = calibration_stats("video", caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params,
                                   evidence=evidence)
         run_calibration = calibration.estimate(stats, params.window_s)
-    alignability = run_calibration.alignability(evidence.llr)
-    centre_s, concentration, on_prob = timing.posterior_centre_s(evidence, run_calibration.prior, alignability,
+    alignability = run_calibration.alignability(run_calibration.statistic(evidence))
+    centre_s, concentration, on_prob = timing.posterior_centre_s(evidence, run_calibration.prior,
+                                                                 run_calibration.shown(evidence.llr),
                                                                  duration_s, fps)
     n_frames = np.shape(frame_emb)[0]
     start_s, end_s = spans.span_around(centre_s, duration_s, n_frames / fps)

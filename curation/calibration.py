@@ -99,25 +99,39 @@ class VideoStats(NamedTuple):
     keys: np.ndarray          # (n,) uint64 sample keys of captions, ascending
     llr: np.ndarray           # (n,) float64 their evidence statistic
     on_prob: np.ndarray       # (n, 2W+1) float32 their evidence at whole-second offsets
+    glr: np.ndarray           # (n,) float64 their generalised statistic
+    locus: np.ndarray         # (n, 2W+1) float32 their timing.locus_per_second
     decoy_keys: np.ndarray    # (k,) uint64 keys of the captions whose grids decoys were scored on
     decoy_llr: np.ndarray     # (k,) float64 the decoys' statistic
+    decoy_glr: np.ndarray     # (k,) float64 the decoys' generalised statistic
+    decoy_locus: np.ndarray   # (k, 2W+1) float32 the decoys' timing.locus_per_second
 
 
 class RunCalibration(NamedTuple):
     """What the ``posterior`` aligner takes from the run (a side input)."""
 
     prior: timing.OffsetPrior
-    alignability_by_bin: np.ndarray  # (N_BINS,) alignability of a statistic in each bin
+    alignability_by_bin: np.ndarray  # (N_BINS,) alignability of a statistic (:meth:`statistic`) in each bin
     sampled: int                     # captions in the sample
     decoys: int                      # decoys in the sample
     visible_share: float             # mean alignability over the sample
+    shown_by_bin: np.ndarray         # (N_BINS,) P(shown somewhere on its grid) of an llr in each bin
 
-    def alignability(self, llr: np.ndarray) -> np.ndarray:
-        """``(m,)`` in [0, 1] for statistics ``llr: (m,)``: the calibrated probability of its bin
-        (times 1 - ``TIE_BREAK``) plus ``TIE_BREAK`` times a logistic of ``asinh(llr)``, so
-        captions keep the order of their evidence where the calibrated probability is flat."""
-        x = np.arcsinh(np.asarray(llr, dtype=np.float64))
-        return (1.0 - TIE_BREAK) * self.alignability_by_bin[bin_of(llr)] + TIE_BREAK / (1.0 + np.exp(-x))
+    def statistic(self, evidence: timing.Evidence) -> np.ndarray:
+        """``(m,)`` the statistic alignability is calibrated on: the evidence's generalised Bayes
+        factor with the caption's moment drawn from the run's offset prior (``curation.timing.prior_llr``)."""
+        return timing.prior_llr(evidence.glr, timing.locus_per_second(evidence, self.prior.window_s), self.prior)
+
+    def alignability(self, statistic: np.ndarray) -> np.ndarray:
+        """``(m,)`` in [0, 1] for ``statistic: (m,)`` (:meth:`statistic`): the calibrated
+        probability of its bin (:func:`calibrated`)."""
+        return calibrated(self.alignability_by_bin, statistic)
+
+    def shown(self, llr: np.ndarray) -> np.ndarray:
+        """``(m,)`` in [0, 1]: P(the caption is shown somewhere on its grid) for ``llr: (m,)``
+        (``curation.timing.Evidence.llr``), calibrated as :meth:`alignability` but with the
+        moment anywhere on the grid: what weighs the prior's fit and the evidence in the timing."""
+        return calibrated(self.shown_by_bin, llr)
 
     def describe(self) -> str:
         """The offset model in words ("narration leads the action by 2.5 s, spread 8.0 s, ...")."""
@@ -134,6 +148,14 @@ class RunCalibration(NamedTuple):
                 "outlier_share": round(p.outlier_share, 4), "window_s": p.window_s,
                 "visible_share": round(self.visible_share, 4), "sampled": self.sampled,
                 "decoys": self.decoys, "description": self.describe()}
+
+
+def calibrated(table: np.ndarray, statistic: np.ndarray) -> np.ndarray:
+    """``(m,)``: the probability ``table`` gives ``statistic``'s bin (times 1 - ``TIE_BREAK``) plus
+    ``TIE_BREAK`` times a logistic of ``asinh(statistic)``, so captions keep the order of their
+    evidence where the calibrated probability is flat."""
+    x = np.arcsinh(np.asarray(statistic, dtype=np.float64))
+    return (1.0 - TIE_BREAK) * table[bin_of(statistic)] + TIE_BREAK / (1.0 + np.exp(-x))
 
 
 def bin_of(llr: np.ndarray) -> np.ndarray:
@@ -153,12 +175,14 @@ def sample_keys(video_id: str, n_captions: int) -> np.ndarray:
     return keys
 
 
-def video_stats(video_id: str, evidence: timing.Evidence, decoy: np.ndarray, window_s: float) -> VideoStats:
-    """One video's :class:`VideoStats` from its captions' evidence and the statistics ``decoy``
-    of the decoys scored on their grids (one each)."""
+def video_stats(video_id: str, evidence: timing.Evidence, decoy: timing.Evidence, window_s: float) -> VideoStats:
+    """One video's :class:`VideoStats` from its captions' evidence and the evidence ``decoy`` of
+    the decoys scored on their grids (one each: ``curation.timing.decoy_evidence``)."""
     keys = sample_keys(video_id, len(evidence.llr))
-    return _keep_smallest(VideoStats(keys, evidence.llr.astype(np.float64), timing.on_prob_per_second(evidence, window_s),
-                                     keys, np.asarray(decoy, dtype=np.float64)))
+    f64 = functools.partial(np.asarray, dtype=np.float64)
+    return _keep_smallest(VideoStats(keys, f64(evidence.llr), timing.on_prob_per_second(evidence, window_s),
+                                     f64(evidence.glr), timing.locus_per_second(evidence, window_s), keys,
+                                     f64(decoy.llr), f64(decoy.glr), timing.locus_per_second(decoy, window_s)))
 
 
 def _smallest_unique(keys: np.ndarray) -> np.ndarray:
@@ -169,7 +193,7 @@ def _smallest_unique(keys: np.ndarray) -> np.ndarray:
 
 def _keep_smallest(stats: VideoStats) -> VideoStats:
     c, d = _smallest_unique(stats.keys), _smallest_unique(stats.decoy_keys)
-    return VideoStats(stats.keys[c], stats.llr[c], stats.on_prob[c], stats.decoy_keys[d], stats.decoy_llr[d])
+    return VideoStats(*(getattr(stats, f)[d if f.startswith("decoy_") else c] for f in VideoStats._fields))
 
 
 def merge(parts: Sequence[VideoStats | None]) -> VideoStats | None:
@@ -218,9 +242,13 @@ def estimate(stats: VideoStats | None, window_s: float) -> RunCalibration:
     """The run's calibration from its merged stats; a run with none keeps ASR times and drops
     every caption (alignability 0, the start prior)."""
     if stats is None or len(stats.keys) == 0:
-        return RunCalibration(timing.start_prior(window_s), np.zeros(N_BINS), 0, 0, 0.0)
+        return RunCalibration(timing.start_prior(window_s), np.zeros(N_BINS), 0, 0, 0.0, np.zeros(N_BINS))
     counts = lambda x: np.bincount(bin_of(x), minlength=N_BINS)  # noqa: E731
-    table = alignability_table(counts(stats.llr), counts(stats.decoy_llr))
-    weight = table[bin_of(stats.llr)]
-    prior = timing.fit_offset_prior(stats.on_prob, timing.second_offsets(window_s), weight, window_s)
-    return RunCalibration(prior, table, int(len(stats.keys)), int(len(stats.decoy_keys)), float(weight.mean()))
+    # first with the moment anywhere on the grid: the prior's weights; then with the prior
+    shown = alignability_table(counts(stats.llr), counts(stats.decoy_llr))
+    prior = timing.fit_offset_prior(stats.on_prob, timing.second_offsets(window_s), shown[bin_of(stats.llr)], window_s)
+    real, decoy = (timing.prior_llr(glr, locus, prior) for glr, locus in
+                   ((stats.glr, stats.locus), (stats.decoy_glr, stats.decoy_locus)))
+    table = alignability_table(counts(real), counts(decoy))
+    return RunCalibration(prior, table, int(len(stats.keys)), int(len(stats.decoy_keys)),
+                          float(table[bin_of(real)].mean()), shown)

@@ -23,9 +23,13 @@ def cosine_similarity(caption_emb: np.ndarray, frame_emb: np.ndarray, dtype=np.f
     ``dtype`` (float32 halves the cost where 1e-7 relative precision is plenty) and returned
     as float64. The product runs on one BLAS thread, so its bits do not depend on the runner
     (:mod:`curation.blas`)."""
-    captions, frames = l2_normalise(caption_emb, dtype=dtype), l2_normalise(frame_emb, dtype=dtype)
+    captions = l2_normalise(caption_emb, dtype=dtype)
+    frames = np.asarray(frame_emb, dtype=dtype)
+    # the frames' norms divide the (m, T) product, not the (T, D) frames: no copy of the frames
+    norm = np.maximum(np.sqrt(np.einsum("td,td->t", frames, frames)), 1e-12)
     with one_thread():
         out = captions @ frames.T
+    out /= norm[None, :]
     return out.astype(np.float64, copy=False)
 
 

@@ -88,6 +88,8 @@ class Evidence(NamedTuple):
     valid: np.ndarray      # (m, K) bool, the cell lies inside the video
     on_prob: np.ndarray    # (m, K) P(cell in the caption's run | it has one); 0 where not valid
     llr: np.ndarray        # (m,) log Bayes factor "shown on some run" / "shown nowhere"
+    glr: np.ndarray        # (m,) the same, each run at its own on-level (generalised likelihood ratio)
+    locus: np.ndarray      # (m, K) where the caption's moment lies under glr's runs (sums to 1)
     frame_median: np.ndarray | None = None  # (T,) the polish's frame medians (None for decoys)
     scale: float = 1.0     # the polish's noise scale
     discount: float = 1.0  # the noise discount c used
@@ -171,14 +173,28 @@ def noise_discount(z: np.ndarray) -> float:
 
 @functools.lru_cache(maxsize=16)
 def _ladder(k: int):
-    """Every run of the segment model on a grid of ``k`` cells, flattened over lengths:
-    ``(start: (J,), end: (J,), length: (J,) float, log_prior: (J,))``. Each length is equally
+    """Every run of the segment model on a grid of ``k`` cells, flattened over lengths (for each
+    length n of :func:`run_lengths`, the runs starting at 0 ... k - n): ``(start: (J,), end:
+    (J,), length: (J,) float32, log_prior: (J,) float32, lengths)``. Each length is equally
     likely, and each start of a length."""
-    lengths = run_lengths(k)
+    lengths = tuple(run_lengths(k))
     start = np.concatenate([np.arange(k - n + 1) for n in lengths])
     length = np.concatenate([np.full(k - n + 1, n) for n in lengths])
     log_prior = np.concatenate([np.full(k - n + 1, -np.log(len(lengths) * (k - n + 1))) for n in lengths])
-    return start, start + length, length.astype(np.float64), log_prior
+    return start, start + length, length.astype(np.float32), log_prior.astype(np.float32), lengths
+
+
+def _run_sums(csum: np.ndarray, lengths: tuple) -> np.ndarray:
+    """``(m, J)``: ``csum[:, e] - csum[:, s]`` for every run [s, e) of :func:`_ladder` (``csum:
+    (m, K + 1)``), by slices of ``csum``, one per length."""
+    m, k1 = csum.shape
+    out = np.empty((m, sum(k1 - n for n in lengths)), csum.dtype)
+    offset = 0
+    for n in lengths:
+        starts = k1 - n
+        np.subtract(csum[:, n:], csum[:, :starts], out=out[:, offset:offset + starts])
+        offset += starts
+    return out
 
 
 def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, window_s: float,
@@ -194,28 +210,71 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     c = noise_discount(zrow) if discount is None else discount
     z = np.where(valid, np.take_along_axis(zrow, frame, axis=1), 0.0)
     k = z.shape[1]
-    start, end, length, log_prior = _ladder(k)
+    start, end, length, log_prior, lengths = _ladder(k)
     csum = np.concatenate([np.zeros((m, 1)), np.cumsum(z, axis=1)], axis=1)
-    total = csum[:, end] - csum[:, start]                    # (m, J) sum of z over each run
+    # the (m, J) arrays over every run in float32 (sums of at most K z's: 1e-7 relative is plenty)
+    total = _run_sums(csum.astype(np.float32), lengths)       # (m, J) sum of z over each run
     # runs leaving the video get -inf; only captions whose grid leaves the video have such runs
     edge = np.flatnonzero(~valid.all(axis=1))
-    vsum = np.concatenate([np.zeros((edge.size, 1)), np.cumsum(valid[edge], axis=1, dtype=np.float64)], axis=1)
-    outside = (vsum[:, end] - vsum[:, start]) != length       # (edge, J)
+    vsum = np.concatenate([np.zeros((edge.size, 1), np.float32), np.cumsum(valid[edge], axis=1, dtype=np.float32)],
+                          axis=1)
+    outside = _run_sums(vsum, lengths) != length              # (edge, J)
     score = total / np.sqrt(length)
     score[edge] = np.where(outside, -np.inf, score[edge])
     best = np.argmax(score, axis=1)
     rows = np.arange(m)
-    delta = np.maximum(total[rows, best] / length[best], 0.0)[:, None]
-    log_lr = c * delta * (total - length * delta / 2.0) + log_prior
+    delta = np.maximum((csum[rows, end[best]] - csum[rows, start[best]]) / length[best], 0.0)[:, None]
+    log_lr = total - (length * (delta / 2.0)).astype(np.float32)
+    log_lr *= (c * delta).astype(np.float32)
+    log_lr += log_prior
+    # each run at its own on-level (its mean z, at least 0): the generalised likelihood ratio,
+    # c (sum z)^2 / (2 n) = c score^2 / 2
+    log_glr = np.maximum(score, np.float32(0.0))
+    log_glr *= log_glr
+    log_glr *= np.float32(c / 2.0)
+    log_glr += log_prior
     log_lr[edge] = np.where(outside, -np.inf, log_lr[edge])
-    top = log_lr.max(axis=1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    llr = np.log(np.maximum(np.exp(log_lr - top).sum(axis=1), 1e-300)) + top[:, 0]
+    log_glr[edge] = np.where(outside, -np.inf, log_glr[edge])
+    llr = _log_sum_exp(log_lr)[0]
+    glr, weight = _log_sum_exp(log_glr)
+    # over the runs inside the video (in llr, those leaving it count as LR 0)
+    glr[edge] -= np.log(np.maximum((np.exp(log_prior.astype(np.float64))[None, :] * ~outside).sum(axis=1), 1e-300))
+    locus = _run_locus(weight, lengths, k) * valid
+    locus /= np.maximum(locus.sum(axis=1, keepdims=True), 1e-300)
     on_prob = np.zeros((m, k))
     if with_on_prob:
         on_prob = run_coverage(z, valid, c, delta[:, 0], frame[:, 0] > 0, frame[:, -1] < n_frames - 1)
-    return Evidence(offset_s, frame.astype(np.int32), valid, np.clip(on_prob, 0.0, 1.0), llr,
+    return Evidence(offset_s, frame.astype(np.int32), valid, np.clip(on_prob, 0.0, 1.0), llr, glr, locus,
                     None if own is None else own.frame_median, 1.0 if own is None else own.scale, c)
+
+
+def _log_sum_exp(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(log sum_j exp(log_w[:, j]): (m,), exp(log_w - its row max): (m, J))``, overwriting
+    ``log_w`` with the latter (a row of -inf only: -690 and zeros)."""
+    top = log_w.max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0).astype(log_w.dtype)
+    log_w -= top
+    weight = np.exp(log_w, out=log_w)
+    total = weight.sum(axis=1, dtype=np.float64)
+    return np.log(np.maximum(total, 1e-300)) + top[:, 0], weight
+
+
+def _run_locus(weight: np.ndarray, lengths: tuple, k: int) -> np.ndarray:
+    """``(m, K)``: the sum over the runs covering each cell of ``weight / length``, ``weight:
+    (m, J)`` over the runs of :func:`_ladder` (of ``lengths``): where the caption's moment lies
+    if its run is drawn with probability ``weight`` and the moment is any of the run's cells
+    alike. Each run adds its share at its start and takes it away at its end, and a cumulative
+    sum over the cells adds the shares up."""
+    m = weight.shape[0]
+    step = np.zeros((m, k + 1))
+    offset = 0
+    for n in lengths:
+        starts = k - n + 1
+        share = weight[:, offset:offset + starts] * (1.0 / n)
+        step[:, :starts] += share
+        step[:, n:] -= share
+        offset += starts
+    return np.maximum(np.cumsum(step, axis=1)[:, :k], 0.0)  # round-off below 0
 
 
 #: EM updates of each caption's on-level in :func:`run_coverage`.
@@ -325,9 +384,9 @@ def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray,
     return np.clip(out, 0.0, 1.0)
 
 
-def decoy_llr(evidence: Evidence, sim: np.ndarray, decoy_sim: np.ndarray | None, asr_centre_s: np.ndarray,
-              fps: float, window_s: float) -> np.ndarray:
-    """``(m,)`` the :func:`segment_evidence` statistic of m *decoy* captions, decoy i on caption
+def decoy_evidence(evidence: Evidence, sim: np.ndarray, decoy_sim: np.ndarray | None, asr_centre_s: np.ndarray,
+                   fps: float, window_s: float) -> Evidence:
+    """:func:`segment_evidence` (without ``on_prob``) of m *decoy* captions, decoy i on caption
     i's grid: ``decoy_sim: (m, T)`` holds the cosines of captions of other videos against this
     video's frames, standardised as this video's own rows ``sim: (m, T)`` were for ``evidence``
     (their frame medians and noise scale, each decoy row's own median; the same noise discount).
@@ -340,7 +399,7 @@ def decoy_llr(evidence: Evidence, sim: np.ndarray, decoy_sim: np.ndarray | None,
     else:
         centred = np.asarray(decoy_sim, dtype=np.float64) - evidence.frame_median[None, :]
         z = (centred - median(centred, axis=1)[:, None]) / evidence.scale
-    return segment_evidence(z, asr_centre_s, fps, window_s, False, zrow=z, discount=evidence.discount).llr
+    return segment_evidence(z, asr_centre_s, fps, window_s, False, zrow=z, discount=evidence.discount)
 
 
 def second_offsets(window_s: float) -> np.ndarray:
@@ -350,10 +409,39 @@ def second_offsets(window_s: float) -> np.ndarray:
     return np.arange(-half, half + 1, dtype=np.float64)
 
 
+def _per_second(evidence: Evidence, values: np.ndarray, window_s: float) -> np.ndarray:
+    """``(m, 2 W + 1)`` float32 ``values: (m, K)`` on the evidence's grid at :func:`second_offsets`,
+    nearest grid cell, and whether that cell lies in the video."""
+    cell = np.clip(np.searchsorted(evidence.offset_s, second_offsets(window_s)), 0, len(evidence.offset_s) - 1)
+    return values[:, cell].astype(np.float32), evidence.valid[:, cell]
+
+
 def on_prob_per_second(evidence: Evidence, window_s: float) -> np.ndarray:
     """``(m, 2 W + 1)`` float32 ``on_prob`` at :func:`second_offsets`, nearest grid cell."""
-    cell = np.clip(np.searchsorted(evidence.offset_s, second_offsets(window_s)), 0, len(evidence.offset_s) - 1)
-    return evidence.on_prob[:, cell].astype(np.float32)
+    return _per_second(evidence, evidence.on_prob, window_s)[0]
+
+
+def locus_per_second(evidence: Evidence, window_s: float) -> np.ndarray:
+    """``(m, 2 W + 1)`` float32 ``locus`` at :func:`second_offsets` (nearest grid cell), summing to
+    1 over each row's seconds inside the video, NaN outside it."""
+    locus, valid = _per_second(evidence, evidence.locus, window_s)
+    locus = locus / np.maximum(locus.sum(axis=1, keepdims=True), np.float32(1e-30))
+    return np.where(valid, locus, np.float32(np.nan))
+
+
+def prior_llr(glr: np.ndarray, locus_s: np.ndarray, prior: OffsetPrior) -> np.ndarray:
+    """``(m,)`` the Bayes factor ``glr`` with the caption's moment drawn from the offset prior
+    instead of uniformly over its grid: ``glr + log(n sum_d pi(d) locus(d))``, ``locus_s: (m, 2 W
+    + 1)`` from :func:`locus_per_second`, ``pi`` the prior's density renormalised over the ``n``
+    seconds inside the video (a uniform prior gives back ``glr``). A caption shown where the run's
+    captions are usually shown gains, one shown only far from its ASR time loses: the statistic
+    alignability is calibrated on (``curation.calibration``)."""
+    inside = ~np.isnan(locus_s)
+    locus = np.where(inside, locus_s, 0.0).astype(np.float64)
+    pi = prior.density(second_offsets(prior.window_s))[None, :] * inside
+    pi /= np.maximum(pi.sum(axis=1, keepdims=True), 1e-300)
+    ratio = inside.sum(axis=1) * np.einsum("ik,ik->i", pi, locus, optimize=False)
+    return np.asarray(glr, dtype=np.float64) + np.log(np.maximum(ratio, 1e-300))
 
 
 def _prior_theta(prior: OffsetPrior) -> np.ndarray:
@@ -368,14 +456,17 @@ def _theta_prior(theta: np.ndarray, window_s: float) -> OffsetPrior:
 
 
 def _negative_log_likelihood(theta: np.ndarray, r: np.ndarray, w: np.ndarray, d: np.ndarray, anchor: np.ndarray,
-                             window_s: float) -> tuple[float, np.ndarray]:
-    """``(-L, -dL/dtheta)`` of :func:`fit_offset_prior`'s objective at ``theta`` (``_prior_theta``)."""
+                             window_s: float, with_gradient: bool = True) -> tuple[float, np.ndarray | None]:
+    """``(-L, -dL/dtheta)`` of :func:`fit_offset_prior`'s objective at ``theta`` (``_prior_theta``);
+    the gradient None unless ``with_gradient``."""
     prior = _theta_prior(theta, window_s)
     gauss = prior.gaussian(d)                                    # (K,) (1 - rho) N(d; mu, sigma^2)
     pi = np.maximum(gauss + prior.outlier_share / (2.0 * window_s), 1e-300)
     # einsum, not BLAS: the same bits with any thread count
     per_caption = np.maximum(np.einsum("ik,k->i", r, pi, optimize=False), 1e-300)
     value = float(np.dot(w, np.log(per_caption)) + np.dot(anchor, np.log(pi)))
+    if not with_gradient:
+        return -value, None
     g = np.einsum("i,ik->k", w / per_caption, r, optimize=False) + anchor / pi    # dL/dpi
     u = (d - prior.mu_s) / prior.sigma_s
     rho = prior.outlier_share
@@ -435,7 +526,7 @@ def _fit_offset_prior(on_prob, offset_s, weight, window_s: float, prior_count: f
     # several modes), then the local optimum from its best point
     grid = [np.array([mu, np.log(sigma), np.log(0.2 / 0.8)])
             for sigma in (2.0, 5.0, 12.0, window_s / 4.0) for mu in np.arange(-window_s / 2, window_s / 2 + 1e-9, 2.0)]
-    theta0 = min(grid + [_prior_theta(start)], key=lambda t: _negative_log_likelihood(t, *args)[0])
+    theta0 = min(grid + [_prior_theta(start)], key=lambda t: _negative_log_likelihood(t, *args, with_gradient=False)[0])
     result = minimize(_negative_log_likelihood, theta0, args=args, jac=True, method="L-BFGS-B", bounds=bounds,
                       options={"maxiter": 200, "ftol": 1e-12, "gtol": 1e-8})
     prior = _theta_prior(result.x, window_s)

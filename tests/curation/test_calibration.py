@@ -47,14 +47,16 @@ def test_decoys_come_from_other_videos():
 
 def test_no_visual_signal_drops_every_caption_and_signal_keeps_the_visible_ones():
     blind = make_corpus(12, 5, WorldParams(visual_signal=False))
-    calib = calibration.estimate(calibration.merge(_run_stats(blind)), 60.0)
-    llr = calibration.merge(_run_stats(blind)).llr
-    assert np.all(calib.alignability(llr) < 0.5)
+    merged = calibration.merge(_run_stats(blind))
+    calib = calibration.estimate(merged, 60.0)
+    assert np.all(calib.alignability(calibration.timing.prior_llr(merged.glr, merged.locus, calib.prior)) < 0.5)
+    assert np.all(calib.shown(merged.llr) < 0.5)
     assert abs(calib.prior.mu_s) < 1.0
     seen = make_corpus(12, 5, WorldParams())
     merged = calibration.merge(_run_stats(seen))
     calib = calibration.estimate(merged, 60.0)
-    assert calib.alignability(merged.llr).max() > 0.6
+    assert calib.alignability(calibration.timing.prior_llr(merged.glr, merged.locus, calib.prior)).max() > 0.6
+    assert calib.shown(merged.llr).max() > 0.6
     assert 0.1 < calib.visible_share < 0.6
 
 
@@ -71,6 +73,6 @@ def test_alignability_is_monotone_in_the_evidence():
 
 def test_describe_says_who_leads():
     calib = calibration.RunCalibration(calibration.timing.OffsetPrior(2.5, 8.0, 0.25, 60.0),
-                                       np.zeros(calibration.N_BINS), 10, 10, 0.3)
+                                       np.zeros(calibration.N_BINS), 10, 10, 0.3, np.zeros(calibration.N_BINS))
     assert calib.describe().startswith("narration leads the action by 2.5 s, spread 8.0 s, 25% outliers")
     assert calib.to_dict()["offset_mu_s"] == 2.5

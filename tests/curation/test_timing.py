@@ -50,7 +50,8 @@ def test_fit_without_usable_evidence_keeps_the_asr_times():
 
 def _evidence(on_prob_row: np.ndarray, asr_centre_s: float, n_frames: int = 400) -> timing.Evidence:
     offset_s, frame, valid = timing.offset_grid(np.array([asr_centre_s]), n_frames, 1.0, W)
-    return timing.Evidence(offset_s, frame, valid, on_prob_row[None, :] * valid, np.zeros(1))
+    return timing.Evidence(offset_s, frame, valid, on_prob_row[None, :] * valid, np.zeros(1), np.zeros(1),
+                           valid / valid.sum())
 
 
 def test_flat_evidence_keeps_asr_plus_mu():
@@ -178,6 +179,55 @@ def test_polish_is_invariant_to_the_encoders_cosine_band():
     rng = np.random.default_rng(0)
     cos = rng.normal(0.0, 0.05, (30, 200))
     np.testing.assert_allclose(timing.polish(0.3 * cos + 0.9).z, timing.polish(cos).z, atol=1e-9)
+
+
+def test_glr_and_locus_sum_over_the_ladders_runs_inside_the_video():
+    """Against every run of the ladder one by one: glr = log of the mean, over the runs inside
+    the video, of exp(c max(sum z, 0)^2 / (2 n)) (each length equally likely, each start of a
+    length), and locus = each run's share of it spread evenly over its cells."""
+    rng = np.random.default_rng(5)
+    sim = rng.normal(0.0, 1.0, (4, 40))
+    sim[1, 20:26] += 2.0
+    window = 10.0
+    centre = np.array([2.0, 22.0, 30.0, 38.5])  # grids leaving the video at both ends
+    ev = timing.segment_evidence(sim, centre, 1.0, window)
+    z_rows, c = timing.polish(sim).z, timing.noise_discount(timing.polish(sim).z)
+    k = len(ev.offset_s)
+    lengths = timing.run_lengths(k)
+    for i in range(len(centre)):
+        z = np.where(ev.valid[i], z_rows[i, ev.frame[i]], 0.0)
+        log_w, prior_in, locus = [], [], np.zeros(k)
+        for n in lengths:
+            for s in range(k - n + 1):
+                if not ev.valid[i, s:s + n].all():
+                    continue
+                log_prior = -np.log(len(lengths) * (k - n + 1))
+                log_w.append(c * max(z[s:s + n].sum(), 0.0) ** 2 / (2 * n) + log_prior)
+                prior_in.append(log_prior)
+                locus[s:s + n] += np.exp(log_w[-1]) / n
+        expected = np.log(np.exp(log_w).sum()) - np.log(np.exp(prior_in).sum())
+        assert ev.glr[i] == pytest.approx(expected, abs=1e-4)
+        np.testing.assert_allclose(ev.locus[i], locus / locus.sum(), atol=1e-6)
+    assert ev.glr[1] > ev.glr[[0, 2, 3]].max() + 3
+
+
+def test_prior_llr_weighs_where_the_evidence_lies_by_the_offset_prior():
+    """A uniform prior gives back glr; a caption shown at the prior's mode gains, the same
+    evidence 40 s away loses."""
+    offsets = timing.second_offsets(W)
+    locus = np.zeros((3, len(offsets)), np.float32)
+    locus[0, np.abs(offsets) <= 2] = 1.0            # shown at its ASR time
+    locus[1, np.abs(offsets - 40) <= 2] = 1.0       # the same, 40 s later
+    locus[2, :] = 1.0
+    locus[2, offsets < -30] = np.nan                # a grid leaving the video: flat evidence
+    locus /= np.nansum(locus, axis=1, keepdims=True)
+    glr = np.array([5.0, 5.0, 1.0])
+    uniform = timing.OffsetPrior(0.0, 8.0, 1.0, W)
+    np.testing.assert_allclose(timing.prior_llr(glr, locus, uniform), glr, atol=1e-5)
+    prior = timing.OffsetPrior(0.0, 5.0, 0.1, W)
+    near, far, flat = timing.prior_llr(glr, locus, prior)
+    assert near > 5.0 + 1.0 and far < 5.0 - 1.0
+    assert flat == pytest.approx(1.0, abs=1e-5)  # flat evidence: the prior changes nothing
 
 
 def test_correlated_noise_is_discounted():

@@ -43,8 +43,9 @@ def _stats():
     from curation.calibration import DecoyPool, VideoStats
 
     rng = np.random.default_rng(0)
-    stats = VideoStats(np.arange(3, dtype=np.uint64), rng.normal(size=3), rng.random((3, 121)).astype(np.float32),
-                       np.arange(3, dtype=np.uint64), rng.normal(size=3))
+    keys, row = np.arange(3, dtype=np.uint64), lambda: rng.random((3, 121)).astype(np.float32)
+    stats = VideoStats(keys, rng.normal(size=3), row(), rng.normal(size=3), row(), keys, rng.normal(size=3),
+                       rng.normal(size=3), row())
     return stats, DecoyPool(np.arange(2, dtype=np.uint64), ("v", "v"), rng.normal(size=(2, 8)).astype(np.float32))
 
 
