@@ -6,9 +6,9 @@ merge exactly in any order and are immune to a runner delivering an element twic
 each hash once), so every runner gives the same result:
 
 * **Alignability** (``P(the caption is shown near its ASR time)``). Each caption's evidence
-  statistic ``x = llr`` (``curation.timing``) is counted in a fixed-bin histogram, and so is
+  statistic x (``curation.timing``) is counted in a fixed-bin histogram, and so is
   the same statistic of a *decoy*: a caption of another video of the run, scored on this
-  video's footage on the same grid (``curation.timing.decoy_llr``). The decoys come from a
+  video's footage on the same grid (``curation.timing.decoy_evidence``). The decoys come from a
   run-level pool (:class:`DecoyPool`: the ``POOL_SIZE`` captions with the smallest hashes of
   ``video_id/caption_idx``); they show what ``x`` looks like for a caption that is not about
   this footage, on this run's footage, noise and encoder.
@@ -25,6 +25,13 @@ each hash once), so every runner gives the same result:
   ``alignability = 1 - min(1, lfdr)``: the probability that a caption with that statistic is
   shown. A run whose footage says nothing about its captions has decoys like its captions:
   lfdr ~ 1, and every caption is dropped.
+  This is done twice (:func:`estimate`): first on ``x = llr`` (the moment anywhere on the
+  grid), which gives ``shown`` = P(shown somewhere on the grid), the weight of a caption in the
+  prior's fit and of its evidence in its timing; then, with the fitted prior, on ``x =
+  curation.timing.prior_llr(glr, locus, prior)`` (the moment where this run's narration is
+  usually shown), which gives the alignability written out. A caption whose evidence lies only
+  far from its ASR time, where the run's captions are rarely shown, is less likely to be one
+  that is shown; a decoy is as likely there as anywhere.
 * **The offset prior** ``pi(d)`` (``curation.timing.fit_offset_prior``): a maximum-likelihood fit over the sampled
   captions, each weighted by its alignability.
 """

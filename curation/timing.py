@@ -18,9 +18,15 @@ grid*: the K = 2 * round(window_s * fps) + 1 frames around its ASR centre frame,
 
    * ``llr[i]`` = log of the mean LR over runs with lengths on a geometric ladder 2 ... K (each
      length equally likely, each start equally likely) at ``h = delta``, the mean z of the
-     caption's best run (largest ``sum z / sqrt(n)``): the Bayes factor for "shown somewhere near
-     its ASR time", the statistic alignability is built from (``curation.calibration``: against
-     decoys, captions of other videos).
+     caption's best run (largest ``sum z / sqrt(n)``): the Bayes factor for "shown somewhere on
+     its grid", calibrated against decoys (captions of other videos, ``curation.calibration``)
+     into the weight of the caption's evidence in its timing and in the prior's fit.
+   * ``glr[i]`` = the same mean with each run at its own on-level (its mean z: the generalised
+     likelihood ratio ``exp(c max(sum_run z, 0)^2 / (2 n))``), over the runs inside the video,
+     and ``locus[i, k]`` = where the caption's moment lies by it (each run's share spread evenly
+     over its cells). With the run's offset prior, :func:`prior_llr` turns them into the Bayes
+     factor for "shown where this run's narration is usually shown": the statistic alignability
+     is calibrated on.
    * ``on_prob[i, k]`` = P(cell k lies in the run | there is one), over *every* run of the grid,
      each equally likely, runs that begin before or end after the grid seen through it
      (:func:`run_coverage`: exact in O(K) per caption, since log LR is a difference of two
@@ -201,7 +207,7 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
                      with_on_prob: bool = True, zrow: np.ndarray | None = None,
                      discount: float | None = None) -> Evidence:
     """Evidence of every caption on its offset grid (module docstring, step 1). With
-    ``with_on_prob=False`` only ``llr`` is computed (``on_prob`` is zeros). ``zrow`` and
+    ``with_on_prob=False`` only ``llr``, ``glr`` and ``locus`` are computed (``on_prob`` is zeros). ``zrow`` and
     ``discount``, when given, are :func:`polish` ``.z`` and :func:`noise_discount` of ``sim``."""
     m, n_frames = sim.shape
     offset_s, frame, valid = offset_grid(asr_centre_s, n_frames, fps, window_s)

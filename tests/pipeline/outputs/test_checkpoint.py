@@ -87,6 +87,23 @@ def test_a_broken_calibration_checkpoint_reads_as_absent(tmp_path, how):
     assert load_calibration(out, "v") is None
 
 
+def test_a_calibration_checkpoint_of_an_earlier_version_reads_as_absent(tmp_path):
+    """A checkpoint without the statistics this version calibrates on (an unfinished run of an
+    earlier version) is redone, never read with fields missing."""
+    import io
+
+    from pipeline.outputs.checkpoint import calibration_file, load_calibration
+    from pipeline.storage.atomic import write_bytes_atomic
+
+    stats, pool = _stats()
+    old_fields = ("keys", "llr", "on_prob", "decoy_keys", "decoy_llr")
+    buf = io.BytesIO()
+    np.savez(buf, **{f"stats_{name}": getattr(stats, name) for name in old_fields}, pool_keys=pool.keys,
+             pool_emb=pool.emb)
+    write_bytes_atomic(calibration_file(str(tmp_path), "v"), buf.getvalue())
+    assert load_calibration(str(tmp_path), "v") is None
+
+
 def test_result_and_calibration_checkpoints_are_not_fsynced(tmp_path, monkeypatch):
     """Their CRC-32s stand in for the fsyncs (~0.8 ms each per video); decode checkpoints, which
     carry none, still fsync their data."""

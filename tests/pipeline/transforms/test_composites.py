@@ -207,13 +207,32 @@ def test_load_inputs_outputs_and_failures(tmp_path):
 # ----------------------------------------------------------------------------- Realign
 
 
+def _world():
+    from curation.synth.features import WorldParams
+
+    return WorldParams(duration_s=(120, 180))
+
+
+WORLD = _world()
+
+
+@pytest.fixture(scope="module")
+def run_calibration():
+    """Method posterior's run-level calibration of a 16-video run holding ``realign_inputs``'
+    video: a lone video calibrated on itself may keep none of its captions."""
+    from curation.evaluate import EvalVideo, run_calibration as calibrate
+    from curation.synth.features import make_corpus
+
+    return calibrate([EvalVideo.of_synth(v) for v in make_corpus(16, 0, WORLD)], load_config(None, []).align)
+
+
 @pytest.fixture(scope="module")
 def realign_inputs():
     """Three VideoInputs: a synthetic video that keeps some captions and drops others, one whose
     features failed to load, and one whose caption features are of another width."""
-    from curation.synth.features import WorldParams, make_corpus
+    from curation.synth.features import make_corpus
 
-    video = make_corpus(1, 0, WorldParams(dim=64, duration_s=(120, 180)))[0]
+    video = make_corpus(1, 0, WORLD)[0]
 
     def captions_of(vid, emb):
         return CaptionSet(vid, tuple(video.asr_start_s.tolist()), tuple(video.asr_end_s.tolist()), video.texts, emb)
@@ -228,12 +247,12 @@ def realign_inputs():
     return [aligned, failed_load, mismatch]
 
 
-def test_realign_rows_equal_realign_video(realign_inputs):
+def test_realign_rows_equal_realign_video(realign_inputs, run_calibration):
     from pipeline.results import realign_video
 
     config = _config()
     provenance = {"model": "test", "config_hash": "0" * 8}
-    results = [realign_video(v, config.align, provenance, config.clips) for v in realign_inputs]
+    results = [realign_video(v, config.align, provenance, config.clips, None, run_calibration) for v in realign_inputs]
 
     def key(row):
         return row.video_id, row.caption_idx, row.kept, row.drop_reason, row.start, row.end, row.key
@@ -250,7 +269,9 @@ def test_realign_rows_equal_realign_video(realign_inputs):
     assert [f.error_class for f in results[2].failures] == ["dim_mismatch"]
 
     p = BeamTestPipeline()
-    out = p | beam.Create(realign_inputs) | Realign(config.align, provenance, config.clips)
+    calibration = p | "Calibration" >> beam.Create([run_calibration])
+    out = p | beam.Create(realign_inputs) | Realign(config.align, provenance, config.clips,
+                                                    run_calibration=calibration)
     assert_that(out["rows"] | "Rows" >> beam.FlatMap(lambda rows: [key(r) for r in rows]),
                 equal_to(expected_rows), label="Rows")
     assert_that(out[stage.SAMPLES] | "SampleKeys" >> beam.FlatMap(lambda s: [x["__key__"] for x in s]),
