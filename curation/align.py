@@ -185,7 +185,7 @@ def _align_posterior(caption_emb, frame_emb, asr_start_s, asr_end_s, duration_s,
         run_calibration = calibration.estimate(stats, params.window_s)
     alignability = run_calibration.alignability(run_calibration.statistic(evidence))
     centre_s, concentration, on_prob = timing.posterior_centre_s(evidence, run_calibration.prior,
-                                                                 run_calibration.shown(evidence.llr),
+                                                                 run_calibration.in_window(evidence.llr),
                                                                  duration_s, fps)
     n_frames = np.shape(frame_emb)[0]
     start_s, end_s = spans.span_around(centre_s, duration_s, n_frames / fps)

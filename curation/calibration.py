@@ -26,7 +26,7 @@ each hash once), so every runner gives the same result:
   shown. A run whose footage says nothing about its captions has decoys like its captions:
   lfdr ~ 1, and every caption is dropped.
   This is done twice (:func:`estimate`): first on ``x = llr`` (the moment anywhere on the
-  grid), which gives ``shown`` = P(shown somewhere on the grid), the weight of a caption in the
+  grid), which gives ``in_window`` = P(shown somewhere on the grid), the weight of a caption in the
   prior's fit and of its evidence in its timing; then, with the fitted prior, on ``x =
   curation.timing.prior_llr(glr, locus, prior)`` (the moment where this run's narration is
   usually shown), which gives the alignability written out. A caption whose evidence lies only
@@ -122,7 +122,7 @@ class RunCalibration(NamedTuple):
     sampled: int                     # captions in the sample
     decoys: int                      # decoys in the sample
     visible_share: float             # mean alignability over the sample
-    shown_by_bin: np.ndarray         # (N_BINS,) P(shown somewhere on its grid) of an llr in each bin
+    in_window_by_bin: np.ndarray     # (N_BINS,) P(shown somewhere on its grid) of an llr in each bin
 
     def statistic(self, evidence: timing.Evidence) -> np.ndarray:
         """``(m,)`` the statistic alignability is calibrated on: the evidence's generalised Bayes
@@ -134,11 +134,11 @@ class RunCalibration(NamedTuple):
         probability of its bin (:func:`calibrated`)."""
         return calibrated(self.alignability_by_bin, statistic)
 
-    def shown(self, llr: np.ndarray) -> np.ndarray:
+    def in_window(self, llr: np.ndarray) -> np.ndarray:
         """``(m,)`` in [0, 1]: P(the caption is shown somewhere on its grid) for ``llr: (m,)``
         (``curation.timing.Evidence.llr``), calibrated as :meth:`alignability` but with the
         moment anywhere on the grid: what weighs the prior's fit and the evidence in the timing."""
-        return calibrated(self.shown_by_bin, llr)
+        return calibrated(self.in_window_by_bin, llr)
 
     def describe(self) -> str:
         """The offset model in words ("narration leads the action by 2.5 s, spread 8.0 s, ...")."""
@@ -252,10 +252,11 @@ def estimate(stats: VideoStats | None, window_s: float) -> RunCalibration:
         return RunCalibration(timing.start_prior(window_s), np.zeros(N_BINS), 0, 0, 0.0, np.zeros(N_BINS))
     counts = lambda x: np.bincount(bin_of(x), minlength=N_BINS)  # noqa: E731
     # first with the moment anywhere on the grid: the prior's weights; then with the prior
-    shown = alignability_table(counts(stats.llr), counts(stats.decoy_llr))
-    prior = timing.fit_offset_prior(stats.on_prob, timing.second_offsets(window_s), shown[bin_of(stats.llr)], window_s)
+    in_window = alignability_table(counts(stats.llr), counts(stats.decoy_llr))
+    prior = timing.fit_offset_prior(stats.on_prob, timing.second_offsets(window_s), in_window[bin_of(stats.llr)],
+                                    window_s)
     real, decoy = (timing.prior_llr(glr, locus, prior) for glr, locus in
                    ((stats.glr, stats.locus), (stats.decoy_glr, stats.decoy_locus)))
     table = alignability_table(counts(real), counts(decoy))
     return RunCalibration(prior, table, int(len(stats.keys)), int(len(stats.decoy_keys)),
-                          float(table[bin_of(real)].mean()), shown)
+                          float(table[bin_of(real)].mean()), in_window)

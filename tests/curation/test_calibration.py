@@ -50,13 +50,13 @@ def test_no_visual_signal_drops_every_caption_and_signal_keeps_the_visible_ones(
     merged = calibration.merge(_run_stats(blind))
     calib = calibration.estimate(merged, 60.0)
     assert np.all(calib.alignability(calibration.timing.prior_llr(merged.glr, merged.locus, calib.prior)) < 0.5)
-    assert np.all(calib.shown(merged.llr) < 0.5)
+    assert np.all(calib.in_window(merged.llr) < 0.5)
     assert abs(calib.prior.mu_s) < 1.0
     seen = make_corpus(12, 5, WorldParams())
     merged = calibration.merge(_run_stats(seen))
     calib = calibration.estimate(merged, 60.0)
     assert calib.alignability(calibration.timing.prior_llr(merged.glr, merged.locus, calib.prior)).max() > 0.6
-    assert calib.shown(merged.llr).max() > 0.6
+    assert calib.in_window(merged.llr).max() > 0.6
     assert 0.1 < calib.visible_share < 0.6
 
 
