@@ -123,15 +123,20 @@ def offset_grid(asr_centre_s: np.ndarray, n_frames: int, fps: float, window_s: f
 
 
 def median(x: np.ndarray, axis: int | None = None) -> np.ndarray:
-    """``np.median(x, axis)`` for finite ``x``, the same values, by one partition at the upper
-    middle (the lower middle of an even count is the largest value left of it): numpy's median
-    partitions at both middles, several times slower."""
+    """``np.median(x, axis)`` for finite ``x``, the same values, by one partition: at both middles
+    where the axis is contiguous in memory (measured 2-4x faster there than at the upper middle
+    alone, and than ``np.median``), else at the upper middle, the lower middle of an even count
+    being the largest value left of it."""
     x = np.asarray(x, dtype=np.float64)
     x = x.ravel() if axis is None else np.moveaxis(x, axis, -1)
-    k = x.shape[-1] // 2
+    n = x.shape[-1]
+    k = n // 2
+    if n >= 2 and x.strides[-1] == x.itemsize:
+        part = np.partition(x, [k - 1, k], axis=-1)
+        return part[..., k] if n % 2 else (part[..., k - 1] + part[..., k]) / 2.0
     part = np.partition(x, k, axis=-1)
     upper = part[..., k]
-    if x.shape[-1] % 2:
+    if n % 2:
         return upper
     return (part[..., :k].max(axis=-1) + upper) / 2.0
 
