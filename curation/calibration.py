@@ -33,7 +33,7 @@ each hash once), so every runner gives the same result:
   far from its ASR time, where the run's captions are rarely shown, is less likely to be one
   that is shown; a decoy is as likely there as anywhere.
 * **The offset prior** ``pi(d)`` (``curation.timing.fit_offset_prior``): a maximum-likelihood fit over the sampled
-  captions, each weighted by its alignability.
+  captions, each weighted by its ``in_window`` probability.
 """
 
 from __future__ import annotations

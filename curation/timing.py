@@ -212,8 +212,9 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
                      with_on_prob: bool = True, zrow: np.ndarray | None = None,
                      discount: float | None = None) -> Evidence:
     """Evidence of every caption on its offset grid (module docstring, step 1). With
-    ``with_on_prob=False`` only ``llr``, ``glr`` and ``locus`` are computed (``on_prob`` is zeros). ``zrow`` and
-    ``discount``, when given, are :func:`polish` ``.z`` and :func:`noise_discount` of ``sim``."""
+    ``with_on_prob=False`` only ``llr``, ``glr`` and ``locus`` are computed (``on_prob`` is
+    zeros). ``zrow`` and ``discount``, when given, are :func:`polish` ``.z`` and
+    :func:`noise_discount` of ``sim``."""
     m, n_frames = sim.shape
     offset_s, frame, valid = offset_grid(asr_centre_s, n_frames, fps, window_s)
     own = polish(sim) if zrow is None else None
@@ -420,9 +421,9 @@ def second_offsets(window_s: float) -> np.ndarray:
     return np.arange(-half, half + 1, dtype=np.float64)
 
 
-def _per_second(evidence: Evidence, values: np.ndarray, window_s: float) -> np.ndarray:
+def _per_second(evidence: Evidence, values: np.ndarray, window_s: float) -> tuple[np.ndarray, np.ndarray]:
     """``(m, 2 W + 1)`` float32 ``values: (m, K)`` on the evidence's grid at :func:`second_offsets`,
-    nearest grid cell, and whether that cell lies in the video."""
+    nearest grid cell, and ``(m, 2 W + 1)`` whether that cell lies in the video."""
     cell = np.clip(np.searchsorted(evidence.offset_s, second_offsets(window_s)), 0, len(evidence.offset_s) - 1)
     return values[:, cell].astype(np.float32), evidence.valid[:, cell]
 
