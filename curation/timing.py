@@ -195,16 +195,22 @@ def _ladder(k: int):
     return start, start + length, length.astype(np.float32), log_prior.astype(np.float32), lengths
 
 
+def _ladder_blocks(lengths: tuple, k: int):
+    """``(n, block)`` for each length n of :func:`_ladder`'s runs on ``k`` cells: ``block`` the
+    slice of its runs (starting at 0 ... k - n) along the flattened run axis."""
+    offset = 0
+    for n in lengths:
+        yield n, slice(offset, offset + k - n + 1)
+        offset += k - n + 1
+
+
 def _run_sums(csum: np.ndarray, lengths: tuple) -> np.ndarray:
     """``(m, J)``: ``csum[:, e] - csum[:, s]`` for every run [s, e) of :func:`_ladder` (``csum:
     (m, K + 1)``), by slices of ``csum``, one per length."""
     m, k1 = csum.shape
     out = np.empty((m, sum(k1 - n for n in lengths)), csum.dtype)
-    offset = 0
-    for n in lengths:
-        starts = k1 - n
-        np.subtract(csum[:, n:], csum[:, :starts], out=out[:, offset:offset + starts])
-        offset += starts
+    for n, block in _ladder_blocks(lengths, k1 - 1):
+        np.subtract(csum[:, n:], csum[:, :k1 - n], out=out[:, block])
     return out
 
 
@@ -277,15 +283,11 @@ def _run_locus(weight: np.ndarray, lengths: tuple, k: int) -> np.ndarray:
     if its run is drawn with probability ``weight`` and the moment is any of the run's cells
     alike. Each run adds its share at its start and takes it away at its end, and a cumulative
     sum over the cells adds the shares up."""
-    m = weight.shape[0]
-    step = np.zeros((m, k + 1))
-    offset = 0
-    for n in lengths:
-        starts = k - n + 1
-        share = weight[:, offset:offset + starts] * (1.0 / n)
-        step[:, :starts] += share
+    step = np.zeros((weight.shape[0], k + 1))
+    for n, block in _ladder_blocks(lengths, k):
+        share = weight[:, block] * (1.0 / n)
+        step[:, :k - n + 1] += share
         step[:, n:] -= share
-        offset += starts
     return np.maximum(np.cumsum(step, axis=1)[:, :k], 0.0)  # round-off below 0
 
 

@@ -18,6 +18,10 @@ from curation.synth.features import WorldParams, make_corpus
 from pipeline.config import Config
 
 
+#: Rounds of the aligner-cost comparison: its medians, this machine's speed drifting by 20%.
+COST_ROUNDS = 7
+
+
 def aligner_cost(videos: list[EvalVideo], new, old, rounds: int = 3) -> dict:
     """Seconds per video of the ``new`` aligner (method ``posterior``: each video's evidence, made
     once as a pipeline run makes it, its share of the run-level calibration, the run-level
@@ -144,7 +148,7 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
 
         stages, calib = bare_stages()
         t_load, t_caps, t_calib, t_align, t_sample, t_tar, t_parquet = stages
-        cost = aligner_cost(evals[:60], params, NORTON_V0, rounds=7)  # medians of 7: this machine drifts
+        cost = aligner_cost(evals[:60], params, NORTON_V0, rounds=COST_ROUNDS)
         profile = cProfile.Profile()
         profile.enable()
         for f, c in pairs[:50]:
@@ -194,7 +198,7 @@ def bench_throughput_features(config: Config, n_videos: int = 200, seed: int = 0
         f"bare work and end to end: medians of {len(bare_times)} / {rounds} interleaved runs; the rest, {(t_e2e - bare) * 1000:.1f} ms/video, "
         f"is Beam (its start-up included), the checkpoints ({(t_e2e - t_e2e_bare) * 1000:.1f} ms/video) and the "
         "run's launch scan",
-        f"aligner cost, in process, interleaved on the same 60 videos (medians of 7 rounds): {params.method} "
+        f"aligner cost, in process, interleaved on the same 60 videos (medians of {COST_ROUNDS} rounds): {params.method} "
         f"{cost['new'] * 1000:.1f} ms/video (evidence {cost['evidence'] * 1000:.1f} + calibration share "
         f"{cost['calibrate'] * 1000:.1f} + the run-level estimate once {cost['estimate'] * 1000:.1f} + realign "
         f"{cost['realign'] * 1000:.1f}) vs the old default (norton-v0) {cost['old'] * 1000:.1f} ms/video: "

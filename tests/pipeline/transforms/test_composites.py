@@ -19,6 +19,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from curation.records import CaptionSet, FrameFeatures, VideoInputs, VideoRef
+from curation.synth.features import WorldParams
 from pipeline.config import load_config
 from pipeline.storage.retry import RetryPolicy
 from pipeline.transforms import stage
@@ -207,13 +208,8 @@ def test_load_inputs_outputs_and_failures(tmp_path):
 # ----------------------------------------------------------------------------- Realign
 
 
-def _world():
-    from curation.synth.features import WorldParams
-
-    return WorldParams(duration_s=(120, 180))
-
-
-WORLD = _world()
+#: Small videos of D = 512 (at D = 64 a run's calibration finds no visible caption).
+WORLD = WorldParams(duration_s=(120, 180))
 
 
 @pytest.fixture(scope="module")
