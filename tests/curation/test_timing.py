@@ -251,7 +251,7 @@ def test_a_caption_with_no_positive_evidence_gets_finite_scores():
     assert np.all(np.isfinite(ev.llr)) and np.all(np.isfinite(ev.on_prob))
 
 
-@pytest.mark.parametrize("shape", [(7, 10), (6, 9), (1, 4), (5, 1)])
+@pytest.mark.parametrize("shape", [(7, 10), (6, 9), (1, 4), (5, 1), (3, 1030), (2, 1025)])
 def test_median_equals_numpys_median_on_every_axis(shape):
     from curation.timing import median
 
