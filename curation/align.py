@@ -158,17 +158,22 @@ def calibration_stats(video_id: str, caption_emb, frame_emb, asr_start_s, asr_en
     """One video's share of the run-level calibration (``curation.calibration.VideoStats``):
     its captions' evidence statistics (``evidence``, :func:`caption_evidence`, made when not
     given), their decoys' (captions of other videos from ``decoy_pool``, a
-    ``curation.calibration.DecoyPool``) and its sample for the offset prior's fit."""
+    ``curation.calibration.DecoyPool``) and its sample for the offset prior's fit, for the
+    captions whose keys can be in the run's sample (``DecoyPool.sample_bound``; all without a pool)."""
     from curation import calibration
 
     centre = _asr_centre_s(asr_start_s, asr_end_s)
     if evidence is None:
         evidence = caption_evidence(caption_emb, frame_emb, asr_start_s, asr_end_s, fps, params)
+    keys = calibration.sample_keys(video_id, len(centre))
+    rows = np.arange(len(centre)) if decoy_pool is None else np.flatnonzero(keys <= np.uint64(decoy_pool.sample_bound()))
+    if not rows.size:
+        return calibration.no_stats(params.window_s)
     decoy_emb = calibration.decoys_for(decoy_pool, video_id, len(centre), np.shape(caption_emb)[1])
-    decoy_sim = None if decoy_emb is None else similarity.cosine_similarity(decoy_emb, frame_emb, np.float32)
+    decoy_sim = None if decoy_emb is None else similarity.cosine_similarity(decoy_emb[rows], frame_emb, np.float32)
     sim = similarity.cosine_similarity(caption_emb, frame_emb, np.float32) if decoy_emb is None else None
-    decoy = timing.decoy_evidence(evidence, sim, decoy_sim, centre, fps, params.window_s)
-    return calibration.video_stats(video_id, evidence, decoy, params.window_s)
+    decoy = timing.decoy_evidence(evidence, sim, decoy_sim, centre, fps, params.window_s, rows)
+    return calibration.video_stats(keys[rows], timing.evidence_rows(evidence, rows), decoy, params.window_s)
 
 
 def _align_posterior(caption_emb, frame_emb, asr_start_s, asr_end_s, duration_s, fps: float,

@@ -3,7 +3,10 @@
 Two things are learnt from a sample of the run's captions: the ``SAMPLE_SIZE`` captions (and
 as many decoys) with the smallest hashes of ``video_id/caption_idx``. Per-video statistics
 merge exactly in any order and are immune to a runner delivering an element twice (merges keep
-each hash once), so every runner gives the same result:
+each hash once), so every runner gives the same result. The run's ``SAMPLE_SIZE`` smallest
+keys travel with the decoy pool (:meth:`DecoyPool.sample_bound`), so a video scores decoys and
+keeps statistics only for its captions that can be in the sample: on a run of more than
+``SAMPLE_SIZE`` captions most videos score none, and the sample is the same:
 
 * **Alignability** (``P(the caption is shown near its ASR time)``). Each caption's evidence
   statistic x (``curation.timing``) is counted in a fixed-bin histogram, and so is
@@ -57,23 +60,35 @@ TIE_BREAK = 1e-3
 
 
 class DecoyPool(NamedTuple):
-    """Caption embeddings of the run that serve as decoys (merged by :func:`merge_pools`)."""
+    """Caption embeddings of the run that serve as decoys (merged by :func:`merge_pools`), and
+    the run's smallest caption keys, which bound its sample (:meth:`sample_bound`)."""
 
     keys: np.ndarray       # (n,) uint64 sample keys, ascending
     video_ids: tuple       # (n,) the video of each caption
     emb: np.ndarray        # (n, D) float32
+    run_keys: np.ndarray   # (<= SAMPLE_SIZE,) uint64 the run's smallest caption keys, ascending
+
+    def sample_bound(self) -> int:
+        """The largest key the run's sample can hold: the ``SAMPLE_SIZE``-th smallest caption key
+        of the run, or every key where the run has fewer captions. A caption above it is never
+        in the sample, so its decoy need not be scored (on a large run, nearly every caption's)."""
+        return int(self.run_keys[-1]) if len(self.run_keys) >= SAMPLE_SIZE else int(np.iinfo(np.uint64).max)
 
 
 def pool_candidates(video_id: str, caption_emb: np.ndarray) -> DecoyPool:
-    """One video's candidates for the run's decoy pool: its captions with the smallest keys."""
+    """One video's candidates for the run's decoy pool: its captions with the smallest keys (and
+    its smallest keys for the run's sample bound)."""
     keys = sample_keys(video_id, len(caption_emb))
-    order = np.argsort(keys)[:POOL_SIZE]
-    return DecoyPool(keys[order], (video_id,) * len(order), np.asarray(caption_emb, dtype=np.float32)[order])
+    order = np.argsort(keys)
+    pool = order[:POOL_SIZE]
+    return DecoyPool(keys[pool], (video_id,) * len(pool), np.asarray(caption_emb, dtype=np.float32)[pool],
+                     keys[order[:SAMPLE_SIZE]])
 
 
 def merge_pools(parts: Sequence[DecoyPool | None]) -> DecoyPool | None:
-    """The ``POOL_SIZE`` smallest keys of several pools, each once; the same whatever the order of
-    ``parts`` and however often one of them is repeated."""
+    """The ``POOL_SIZE`` smallest keys of several pools, each once, and the ``SAMPLE_SIZE``
+    smallest of their run keys; the same whatever the order of ``parts`` and however often one
+    of them is repeated."""
     parts = [p for p in parts if p is not None and len(p.keys)]
     if not parts:
         return None
@@ -85,7 +100,13 @@ def merge_pools(parts: Sequence[DecoyPool | None]) -> DecoyPool | None:
     emb = np.concatenate([p.emb for p in parts])
     _, first = np.unique(keys, return_index=True)  # each caption once, by key
     order = first[:POOL_SIZE]
-    return DecoyPool(keys[order], tuple(ids[i] for i in order), emb[order])
+    run_keys = np.unique(np.concatenate([p.run_keys for p in parts]))[:SAMPLE_SIZE]
+    return DecoyPool(keys[order], tuple(ids[i] for i in order), emb[order], run_keys)
+
+
+def run_pool(videos: Sequence[tuple[str, np.ndarray]]) -> DecoyPool | None:
+    """The decoy pool of a run of ``(video_id, caption_emb)`` pairs, as a pipeline run merges it."""
+    return merge_pools([pool_candidates(video_id, emb) for video_id, emb in videos])
 
 
 def decoys_for(pool: DecoyPool | None, video_id: str, n_captions: int, dim: int) -> np.ndarray | None:
@@ -182,14 +203,21 @@ def sample_keys(video_id: str, n_captions: int) -> np.ndarray:
     return keys
 
 
-def video_stats(video_id: str, evidence: timing.Evidence, decoy: timing.Evidence, window_s: float) -> VideoStats:
-    """One video's :class:`VideoStats` from its captions' evidence and the evidence ``decoy`` of
-    the decoys scored on their grids (one each: ``curation.timing.decoy_evidence``)."""
-    keys = sample_keys(video_id, len(evidence.llr))
+def video_stats(keys: np.ndarray, evidence: timing.Evidence, decoy: timing.Evidence, window_s: float) -> VideoStats:
+    """A :class:`VideoStats` of captions with sample ``keys: (n,)`` (:func:`sample_keys`), their
+    evidence and the evidence ``decoy`` of the decoys scored on their grids (one each:
+    ``curation.timing.decoy_evidence``), all n rows."""
     f64 = functools.partial(np.asarray, dtype=np.float64)
     return _keep_smallest(VideoStats(keys, f64(evidence.llr), timing.on_prob_per_second(evidence, window_s),
                                      f64(evidence.glr), timing.locus_per_second(evidence, window_s), keys,
                                      f64(decoy.llr), f64(decoy.glr), timing.locus_per_second(decoy, window_s)))
+
+
+def no_stats(window_s: float) -> VideoStats:
+    """The :class:`VideoStats` of a video none of whose captions the run's sample can hold."""
+    n = len(timing.second_offsets(window_s))
+    keys, values, rows = np.zeros(0, np.uint64), np.zeros(0), np.zeros((0, n), np.float32)
+    return VideoStats(keys, values, rows, values, rows, keys, values, values, rows)
 
 
 def _smallest_unique(keys: np.ndarray) -> np.ndarray:

@@ -112,13 +112,15 @@ def evidence_of(videos: Sequence[EvalVideo], params: AlignParams) -> list:
     return [caption_evidence(v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params) for v in videos]
 
 
-def calibration_shares(videos: Sequence[EvalVideo], params: AlignParams, evidence: Sequence):
+def calibration_shares(videos: Sequence[EvalVideo], params: AlignParams, evidence: Sequence, pool=None):
     """Every video's share of method ``posterior``'s run-level calibration, merged
-    (``curation.calibration.VideoStats``), against decoys from the run's pool, as a pipeline run
-    makes them (``evidence``: :func:`evidence_of` the videos)."""
+    (``curation.calibration.VideoStats``), against decoys from the run's pool (``pool``: made
+    from the videos, as a pipeline run makes it, when None; video i is ``v{i}``), as a pipeline
+    run makes them (``evidence``: :func:`evidence_of` the videos)."""
     from curation import calibration
 
-    pool = calibration.merge_pools([calibration.pool_candidates(f"v{i}", v.caption_emb) for i, v in enumerate(videos)])
+    if pool is None:
+        pool = calibration.run_pool([(f"v{i}", v.caption_emb) for i, v in enumerate(videos)])
     stats = [calibration_stats(f"v{i}", v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps, params, pool, e)
              for i, (v, e) in enumerate(zip(videos, evidence))]
     return calibration.merge(stats)

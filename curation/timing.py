@@ -407,22 +407,30 @@ def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray,
     return np.clip(out, 0.0, 1.0)
 
 
+def evidence_rows(evidence: Evidence, rows: np.ndarray) -> Evidence:
+    """``evidence`` of the captions ``rows`` (indices) only."""
+    return evidence._replace(**{f: getattr(evidence, f)[rows] for f in ("frame", "valid", "on_prob", "llr", "glr", "locus")})
+
+
 def decoy_evidence(evidence: Evidence, sim: np.ndarray, decoy_sim: np.ndarray | None, asr_centre_s: np.ndarray,
-                   fps: float, window_s: float) -> Evidence:
-    """:func:`segment_evidence` (without ``on_prob``) of m *decoy* captions, decoy i on caption
-    i's grid: ``decoy_sim: (m, T)`` holds the cosines of captions of other videos against this
-    video's frames, standardised as this video's own rows ``sim: (m, T)`` were for ``evidence``
-    (their frame medians and noise scale, each decoy row's own median; the same noise discount).
-    A decoy is a caption that is not about this footage: its statistic is what chance gives on
-    this footage, noise and encoder. Without decoys (``decoy_sim`` None: a run of one video) the
-    video's own rows serve, half a video away (frames rolled by T // 2)."""
+                   fps: float, window_s: float, rows: np.ndarray | None = None) -> Evidence:
+    """:func:`segment_evidence` (without ``on_prob``) of *decoy* captions, one on the grid of each
+    caption ``rows`` (indices into the m captions; all when None), in that order: ``decoy_sim:
+    (len(rows), T)`` holds the cosines of captions of other videos against this video's frames,
+    standardised as this video's own rows ``sim: (m, T)`` were for ``evidence`` (their frame
+    medians and noise scale, each decoy row's own median; the same noise discount); ``asr_centre_s:
+    (m,)``. A decoy is a caption that is not about this footage: its statistic is what chance gives
+    on this footage, noise and encoder. Without decoys (``decoy_sim`` None: a run of one video)
+    the video's own rows serve, half a video away (frames rolled by T // 2)."""
+    rows = np.arange(len(asr_centre_s)) if rows is None else np.asarray(rows, dtype=np.int64)
     if decoy_sim is None:
         z = polish(sim).z
-        z = np.roll(z, z.shape[1] // 2, axis=1)
+        z = np.roll(z, z.shape[1] // 2, axis=1)[rows]
     else:
         centred = np.asarray(decoy_sim, dtype=np.float64) - evidence.frame_median[None, :]
         z = (centred - median(centred, axis=1)[:, None]) / evidence.scale
-    return segment_evidence(z, asr_centre_s, fps, window_s, False, zrow=z, discount=evidence.discount)
+    centre = np.asarray(asr_centre_s, dtype=np.float64)[rows]
+    return segment_evidence(z, centre, fps, window_s, False, zrow=z, discount=evidence.discount)
 
 
 def second_offsets(window_s: float) -> np.ndarray:

@@ -217,7 +217,7 @@ def save_calibration(output: str, video_id: str, stats, pool) -> None:
     """Checkpoint a video's ``curation.calibration.VideoStats`` and decoy-pool candidates."""
     buf = io.BytesIO()
     np.savez(buf, **{f"stats_{name}": getattr(stats, name) for name in stats._fields},
-             pool_keys=pool.keys, pool_emb=pool.emb)
+             pool_keys=pool.keys, pool_emb=pool.emb, pool_run_keys=pool.run_keys)
     write_bytes_atomic(calibration_file(output, video_id), buf.getvalue(), checked=True)
 
 
@@ -232,6 +232,6 @@ def load_calibration(output: str, video_id: str):
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             stats = VideoStats(*(arrays[f"stats_{name}"] for name in VideoStats._fields))
             keys = arrays["pool_keys"]
-            return stats, DecoyPool(keys, (video_id,) * len(keys), arrays["pool_emb"])
+            return stats, DecoyPool(keys, (video_id,) * len(keys), arrays["pool_emb"], arrays["pool_run_keys"])
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError):
         return None  # written without fsync (module docstring): broken by a crash, so redone

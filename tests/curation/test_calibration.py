@@ -33,6 +33,42 @@ def test_merges_do_not_depend_on_order():
     np.testing.assert_array_equal(dup.keys, a.keys)
 
 
+def test_a_large_run_scores_decoys_only_for_captions_its_sample_can_hold(monkeypatch):
+    """With the run's sample smaller than its captions, a video scores decoys and keeps statistics
+    only for captions at or below the run's sample bound, and the merged sample (so the
+    calibration) is exactly the one every caption's statistics give."""
+    videos = make_corpus(6, 5, SMALL)
+    n_captions = sum(len(v.texts) for v in videos)
+    monkeypatch.setattr(calibration, "SAMPLE_SIZE", n_captions // 4)
+    pool = calibration.merge_pools([calibration.pool_candidates(v.video_id, v.caption_emb) for v in videos])
+    assert len(pool.run_keys) == calibration.SAMPLE_SIZE
+    every = pool._replace(run_keys=pool.run_keys[:0])  # no bound: every caption scored
+    assert every.sample_bound() == np.iinfo(np.uint64).max
+    stats = lambda p: [calibration_stats(v.video_id, v.caption_emb, v.frames, v.asr_start_s, v.asr_end_s, v.fps,
+                                         AlignParams(), p) for v in videos]
+    bounded, full = stats(pool), stats(every)
+    assert sum(len(s.decoy_keys) for s in bounded) == calibration.SAMPLE_SIZE
+    assert sum(len(s.decoy_keys) for s in full) == n_captions
+    assert all(np.all(s.keys <= np.uint64(pool.sample_bound())) for s in bounded)
+    for f, g in zip(calibration.merge(bounded), calibration.merge(full)):
+        np.testing.assert_array_equal(f, g)
+    a, b = calibration.estimate(calibration.merge(bounded), 60.0), calibration.estimate(calibration.merge(full), 60.0)
+    assert a.prior == b.prior and np.array_equal(a.alignability_by_bin, b.alignability_by_bin)
+    # a video none of whose captions the sample can hold adds an empty share
+    none = stats(pool._replace(run_keys=np.zeros(calibration.SAMPLE_SIZE, np.uint64)))
+    assert all(len(s.keys) == len(s.decoy_keys) == 0 and s.on_prob.shape[0] == 0 for s in none)
+    for f, g in zip(calibration.merge(bounded + none), calibration.merge(bounded)):
+        np.testing.assert_array_equal(f, g)
+
+
+def test_the_sample_bound_does_not_depend_on_order_or_repeats():
+    videos = make_corpus(5, 3, SMALL)
+    pools = [calibration.pool_candidates(v.video_id, v.caption_emb) for v in videos]
+    keys = np.sort(np.concatenate([calibration.sample_keys(v.video_id, len(v.texts)) for v in videos]))
+    for parts in (pools, pools[::-1], pools + pools[1:3]):
+        np.testing.assert_array_equal(calibration.merge_pools(parts).run_keys, keys[:calibration.SAMPLE_SIZE])
+
+
 def test_decoys_come_from_other_videos():
     videos = make_corpus(3, 3, SMALL)
     pool = calibration.merge_pools([calibration.pool_candidates(v.video_id, v.caption_emb) for v in videos])

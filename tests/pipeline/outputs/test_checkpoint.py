@@ -46,7 +46,7 @@ def _stats():
     keys, row = np.arange(3, dtype=np.uint64), lambda: rng.random((3, 121)).astype(np.float32)
     stats = VideoStats(keys, rng.normal(size=3), row(), rng.normal(size=3), row(), keys, rng.normal(size=3),
                        rng.normal(size=3), row())
-    return stats, DecoyPool(np.arange(2, dtype=np.uint64), ("v", "v"), rng.normal(size=(2, 8)).astype(np.float32))
+    return stats, DecoyPool(np.arange(2, dtype=np.uint64), ("v", "v"), rng.normal(size=(2, 8)).astype(np.float32), keys)
 
 
 def _break(path, how):
@@ -83,6 +83,7 @@ def test_a_broken_calibration_checkpoint_reads_as_absent(tmp_path, how):
     save_calibration(out, "v", stats, pool)
     got, got_pool = load_calibration(out, "v")
     assert all(np.array_equal(a, b) for a, b in zip(got, stats)) and np.array_equal(got_pool.emb, pool.emb)
+    assert np.array_equal(got_pool.run_keys, pool.run_keys)
     _break(calibration_file(out, "v"), how)
     assert load_calibration(out, "v") is None
 

@@ -413,7 +413,7 @@ def test_resume_of_posterior_needs_the_calibration_checkpoint(tmp_path, corpus, 
         [("todo", refs[2]), ("rows", list(ok.rows)), ("rows", list(failed.rows)),
          (stage.SAMPLES, list(ok.samples)), (stage.OUTCOMES, {**ok.outcome.counts(), "videos_resumed": 1}),
          (stage.OUTCOMES, {**failed.outcome.counts(), "videos_resumed": 1}), (stage.CALIBRATIONS, stats),
-         (stage.DECOYS, Pool(candidates.keys, candidates.video_ids, candidates.emb))]
+         (stage.DECOYS, Pool(candidates.keys, candidates.video_ids, candidates.emb, candidates.run_keys))]
         + [(stage.FAILURES, dataclasses.asdict(f)) for f in failed.failures]))
     assert counter(_run(p), "resume", stage.VIDEOS) == 2
 
