@@ -15,7 +15,8 @@ the work it saves is done:
   holds every other member's CRC-32.
 * ``_work/calibration/{video_id}.npz`` (``align.method=posterior``): the video's share of the
   run-level calibration (``curation.calibration.VideoStats``) and its candidates for the run's
-  decoy pool, written by the calibration pass, so before the video's result (a zip: CRC-32s of
+  decoy pool (with its smallest caption keys, for the run's sample bound), written by the
+  calibration pass, so before the video's result (a zip: CRC-32s of
   its members are checked as they are read).
 
 These two are written without fsync (``checked=True``, :mod:`pipeline.storage.atomic`): one that
