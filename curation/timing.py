@@ -369,9 +369,10 @@ def _coverage(potential: np.ndarray, is_start: np.ndarray, is_end: np.ndarray,
     # is 0, so A there only continues its slope): a row that fits is safe in the linear domain
     hi, lo = potential.max(axis=1, keepdims=True), potential.min(axis=1, keepdims=True)
     linear = (hi - lo)[:, 0] <= LINEAR_RANGE
-    for rows, lin in ((linear, True), (~linear, False)):
-        if not rows.any():
-            continue
+    # every row linear (the usual case): views, not copies, of the rows
+    parts = ((slice(None), True),) if linear.all() else [(rows, lin) for rows, lin in ((linear, True), (~linear, False))
+                                                         if rows.any()]
+    for rows, lin in parts:
         a, mid = potential[rows], (hi + lo)[rows] / 2.0
         starts, ends, l, r = is_start[rows], is_end[rows], left[rows], right[rows]
         if lin:  # sums of exp, the shifts cancelling in each product
