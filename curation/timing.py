@@ -213,6 +213,14 @@ def _ladder_blocks(lengths: tuple, k: int):
         offset += k - n + 1
 
 
+def _valid_stretch(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, stop)``, each ``(n,)``: the cells ``first <= k < stop`` of each row of ``valid:
+    (n, K)`` (one contiguous stretch per row: a grid's cells inside the video); an empty
+    stretch ``stop == first`` for a row with none."""
+    first = np.argmax(valid, axis=1)
+    return first, np.where(valid.any(axis=1), valid.shape[1] - np.argmax(valid[:, ::-1], axis=1), first)
+
+
 def _run_sums(csum: np.ndarray, lengths: tuple) -> np.ndarray:
     """``(m, J)``: ``csum[:, e] - csum[:, s]`` for every run [s, e) of :func:`_ladder` (``csum:
     (m, K + 1)``), by slices of ``csum``, one per length."""
@@ -243,9 +251,9 @@ def segment_evidence(sim: np.ndarray, asr_centre_s: np.ndarray, fps: float, wind
     total = _run_sums(csum.astype(np.float32), lengths)       # (m, J) sum of z over each run
     # runs leaving the video get -inf; only captions whose grid leaves the video have such runs
     edge = np.flatnonzero(~valid.all(axis=1))
-    vsum = np.concatenate([np.zeros((edge.size, 1), np.float32), np.cumsum(valid[edge], axis=1, dtype=np.float32)],
-                          axis=1)
-    outside = _run_sums(vsum, lengths) != length              # (edge, J)
+    # a run leaves the video where it starts before the row's valid stretch or ends after it
+    first, stop = _valid_stretch(valid[edge])
+    outside = (start[None, :] < first[:, None]) | (end[None, :] > stop[:, None])  # (edge, J)
     score = total / np.sqrt(length)
     score[edge] = np.where(outside, -np.inf, score[edge])
     best = np.argmax(score, axis=1)
@@ -334,8 +342,7 @@ def run_coverage(z: np.ndarray, valid: np.ndarray, discount: float, on_level: np
     m, k = z.shape
     csum = np.concatenate([np.zeros((m, 1)), np.cumsum(np.where(valid, z, 0.0), axis=1)], axis=1)
     idx = np.arange(k + 1)[None, :]
-    first = np.argmax(valid, axis=1)[:, None]
-    stop = np.where(valid.any(axis=1), k - np.argmax(valid[:, ::-1], axis=1), first[:, 0])[:, None]
+    first, stop = (x[:, None] for x in _valid_stretch(valid))
     is_start = (idx >= first) & (idx < stop)
     is_end = (idx > first) & (idx <= stop)
     h = np.maximum(np.asarray(on_level, dtype=np.float64), 0.0)[:, None]

@@ -251,6 +251,15 @@ def test_a_caption_with_no_positive_evidence_gets_finite_scores():
     assert np.all(np.isfinite(ev.llr)) and np.all(np.isfinite(ev.on_prob))
 
 
+def test_a_caption_whose_grid_lies_outside_the_video_has_no_run():
+    """A caption timed well past the video's end (a bad captions file) has no run inside the
+    video: the least evidence of all, an empty locus, no NaN."""
+    sim = np.random.default_rng(6).normal(size=(3, 40))
+    ev = timing.segment_evidence(sim, np.array([10.0, 95.0, 30.0]), 1.0, 10.0)
+    assert np.all(np.isfinite(ev.llr)) and np.all(np.isfinite(ev.glr)) and np.all(np.isfinite(ev.on_prob))
+    assert ev.llr[1] < min(ev.llr[0], ev.llr[2]) - 100 and ev.locus[1].sum() == 0 and ev.on_prob[1].sum() == 0
+
+
 @pytest.mark.parametrize("shape", [(7, 10), (6, 9), (1, 4), (5, 1), (3, 1030), (2, 1025)])
 def test_median_equals_numpys_median_on_every_axis(shape):
     from curation.timing import median
